@@ -1,0 +1,60 @@
+"""The ``digest`` command: one configured ``App`` and thin subcommands over the library.
+
+Exit codes: 0 success, 1 the work failed (e.g. some deliveries failed), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from digest import __version__
+from digest.cli.common import App, pass_app
+from digest.settings import SettingsError, load_settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="DIGEST_CONFIG",
+    help="Settings file (TOML); default: $DIGEST_CONFIG, else built-in defaults.",
+)
+@click.option("--database-url", help="SQLAlchemy URL of the store (overrides DIGEST_DATABASE_URL).")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.version_option(__version__, prog_name="digest")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    config_path: str | None,
+    database_url: str | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Topic digests by email: articles in, one digest per member out, every delivery recorded."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        settings = load_settings(config_path, overrides={"database_url": database_url})
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx.obj = App(settings=settings, config_path=config_path, quiet=quiet)
+
+
+def _register() -> None:
+    from digest.cli import articles, db, deliveries, demo, run, subscribers
+
+    for module in (articles, subscribers, run, deliveries, demo, db):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()
+
+__all__ = ["main", "pass_app"]

@@ -1,0 +1,83 @@
+"""What every subcommand shares: the configured App, ``--now``, JSON output, exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Engine
+
+from digest.clock import parse_instant, system_clock
+from digest.db import create_schema, make_engine
+from digest.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_WORK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(click.ClickException):
+    """Bad input or usage: exit 2 with a message that names the file, record and field."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class WorkFailed(click.ClickException):
+    """The input was fine but the work did not all succeed: exit 1."""
+
+    exit_code = EXIT_WORK_FAILED
+
+
+@dataclass
+class App:
+    settings: Settings
+    config_path: str | None = None
+    quiet: bool = False
+    _schema_ready: bool = field(default=False, repr=False)
+
+    @cached_property
+    def engine(self) -> Engine:
+        engine = make_engine(self.settings.database_url)
+        create_schema(engine)
+        return engine
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _parse_now(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime:
+    if value is None:
+        return system_clock()
+    try:
+        return parse_instant(value)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {value!r}") from None
+
+
+def now_option(func: F) -> F:
+    return click.option(
+        "--now",
+        callback=_parse_now,
+        metavar="ISO-TIME",
+        help="Act as if it were this instant (UTC unless an offset is given).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON Lines.")(func)
+
+
+def print_json_lines(rows: Iterable[dict[str, Any]]) -> None:
+    for row in rows:
+        click.echo(json.dumps(row, ensure_ascii=False, default=str))
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,91 @@
+"""Plain, immutable data that flows between the stages.
+
+Selection, rendering and composing take these, not ORM rows, so they stay pure functions that
+tests can drive without a database, and so a worker never lazily loads rows mid-render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class MentionView:
+    name: str
+    description: str = ""
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class ArticleView:
+    id: int
+    url: str
+    title: str
+    published_at: datetime
+    first_seen_at: datetime
+    key_points: tuple[str, ...]
+    topics: tuple[str, ...]  # display names
+    topic_slugs: frozenset[str] = frozenset()
+    mentions: tuple[MentionView, ...] = ()
+    summary: str | None = None
+    source: str | None = None
+    image_url: str | None = None
+
+
+@dataclass(frozen=True)
+class MemberView:
+    id: int
+    email: str
+    name: str
+    status: str
+    frequency: str
+    timezone: str
+    send_hour: int
+    topics: tuple[str, ...] = ()  # display names
+    topic_slugs: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class TopicGroup:
+    """Articles of one topic as the email shows them: the topic heading, then its articles."""
+
+    topic: str
+    articles: tuple[ArticleView, ...]
+
+
+@dataclass(frozen=True)
+class DigestLinks:
+    preferences_url: str
+    unsubscribe_url: str
+    unsubscribe_mailto: str
+    archive_url: str = ""
+
+
+@dataclass(frozen=True)
+class DigestIssue:
+    """Everything a template needs for one member's edition."""
+
+    member: MemberView
+    edition: str
+    edition_label: str  # e.g. "Tuesday 24 November 2026" or "Week 48, 2026"
+    groups: tuple[TopicGroup, ...]
+    links: DigestLinks
+    site_name: str
+    base_url: str
+    more: tuple[ArticleView, ...] = field(default=())  # listed as links only (size budget)
+
+    @property
+    def articles(self) -> tuple[ArticleView, ...]:
+        seen: dict[int, ArticleView] = {}
+        for group in self.groups:
+            for article in group.articles:
+                seen.setdefault(article.id, article)
+        return tuple(seen.values())
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str

@@ -1,0 +1,143 @@
+"""The store's tables.
+
+Invariants live in the schema, not in Python: one Delivery per (member, edition) and one row
+per article URL are unique constraints. A Delivery carries the ids of its articles as a JSON
+list and the first-seen window it covers, so the ledger grows by one row per edition, never by
+one row per member per article.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+MEMBER_STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
+#: Statuses an import never overrides: the member said no, or the address is dead.
+SUPPRESSED_STATUSES = frozenset({"unsubscribed", "bounced"})
+DELIVERY_STATUSES = ("planned", "sending", "sent", "retry", "failed", "skipped")
+#: Deliveries whose window counts as taken: their articles are not offered again.
+WINDOW_TAKING_STATUSES = ("planned", "sending", "sent", "retry")
+FREQUENCIES = ("daily", "weekly")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite drops the offset if left to itself)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class Topic(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(sa_column=Column(String(200), unique=True, nullable=False))
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+
+
+class ArticleTopic(SQLModel, table=True):
+    __tablename__ = "article_topic"
+    article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
+    topic_id: int = Field(foreign_key="topic.id", primary_key=True, index=True)
+
+
+class Article(SQLModel, table=True):
+    __table_args__ = (Index("ix_article_first_seen", "first_seen_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=Column(String(2048), unique=True, nullable=False))
+    guid: str | None = Field(default=None, sa_column=Column(String(2048), unique=True))
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    published_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    first_seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    key_points: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    source: str | None = Field(default=None, sa_column=Column(String(500)))
+    image_url: str | None = Field(default=None, sa_column=Column(String(2048)))
+    content_hash: str = Field(default="", sa_column=Column(String(64), nullable=False))
+
+
+class Mention(SQLModel, table=True):
+    """A person or organisation an article mentions, in the order the article lists them."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(foreign_key="article.id", index=True, ondelete="CASCADE")
+    position: int = 0
+    name: str = Field(sa_column=Column(String(500), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    url: str | None = Field(default=None, sa_column=Column(String(2048)))
+
+
+class Subscriber(SQLModel, table=True):
+    __table_args__ = (Index("ix_subscriber_status", "status", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(sa_column=Column(String(320), unique=True, nullable=False))
+    name: str = Field(default="", sa_column=Column(String(200), nullable=False))
+    status: str = Field(default="active", sa_column=Column(String(20), nullable=False))
+    frequency: str = Field(default="daily", sa_column=Column(String(10), nullable=False))
+    timezone: str = Field(default="UTC", sa_column=Column(String(64), nullable=False))
+    send_hour: int = 7
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    confirmed_at: datetime | None = _ts()
+    unsubscribed_at: datetime | None = _ts()
+    status_reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class SubscriberTopic(SQLModel, table=True):
+    __tablename__ = "subscriber_topic"
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    topic_id: int = Field(foreign_key="topic.id", primary_key=True, index=True)
+
+
+class Delivery(SQLModel, table=True):
+    """One edition for one member: the ledger row and the queue entry at once."""
+
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "edition", name="uq_delivery_member_edition"),
+        Index("ix_delivery_queue", "status", "next_attempt_at"),
+        Index("ix_delivery_member_window", "subscriber_id", "window_end"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id")
+    edition: str = Field(sa_column=Column(String(40), nullable=False))
+    status: str = Field(default="planned", sa_column=Column(String(20), nullable=False))
+    message_id: str = Field(sa_column=Column(String(255), unique=True, nullable=False))
+    due_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    window_start: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    window_end: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    article_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    attempts: int = 0
+    smtp_code: int | None = None
+    smtp_reply: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    worker_id: str | None = Field(default=None, sa_column=Column(String(200)))
+    lease_until: datetime | None = _ts()
+    next_attempt_at: datetime | None = _ts()
+    planned_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    sent_at: datetime | None = _ts()
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

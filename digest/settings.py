@@ -1,0 +1,198 @@
+"""Settings: defaults < config TOML < ``DIGEST_*`` environment < explicit overrides.
+
+There is no global instance: the CLI builds one ``Settings`` and passes it down, so tests can
+build their own without touching the process environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Keys that may only come from the environment, never from a file that could be committed.
+SECRET_KEYS = frozenset({"secret_key", "smtp_password", "editor_password"})
+
+#: Environment names that do not follow the plain ``DIGEST_<KEY>`` rule.
+ENV_ALIASES = {"DIGEST_FROM": "from_address"}
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or in the wrong place; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # store
+    database_url: str = "sqlite:///data/digest.db"
+    data_dir: str = "data"
+    # content and links
+    templates_dir: str = str(PROJECT_ROOT / "templates")
+    site_name: str = "The Digest"
+    base_url: str = "http://localhost:8000"
+    from_address: str = "The Digest <digest@localhost>"
+    reply_to: str = ""
+    list_id: str = ""
+    unsubscribe_mailto: str = ""
+    secret_key: str = ""
+    preferences_link_days: int = 90
+    # selection and schedule
+    max_items: int = 20
+    max_age_days: int = 30
+    weekly_day: str = "monday"
+    max_lateness_hours: float = 6.0
+    # sending
+    transport: str = "smtp"  # "smtp" or "outbox"
+    outbox_dir: str = "data/outbox"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_security: str = "none"  # none | starttls | tls
+    smtp_timeout: float = 30.0
+    batch_size: int = 500
+    lease_seconds: int = 300
+    max_attempts: int = 5
+    retry_base_seconds: int = 60
+    # import limits
+    max_import_bytes: int = 20 * 1024 * 1024
+    editor_password: str = ""
+    # where the values came from, for `digest config` style diagnostics
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.smtp_security not in ("none", "starttls", "tls"):
+            raise SettingsError(
+                f"smtp_security must be none, starttls or tls, not {self.smtp_security!r}"
+            )
+        if self.transport not in ("smtp", "outbox"):
+            raise SettingsError(f"transport must be smtp or outbox, not {self.transport!r}")
+        if self.weekly_day not in WEEKDAYS:
+            raise SettingsError(f"weekly_day must be one of {', '.join(WEEKDAYS)}")
+        if self.max_items < 1:
+            raise SettingsError("max_items must be at least 1")
+
+    @property
+    def weekly_weekday(self) -> int:
+        return WEEKDAYS.index(self.weekly_day)
+
+    @property
+    def from_domain(self) -> str:
+        from email.utils import parseaddr
+
+        addr = parseaddr(self.from_address)[1]
+        return addr.rpartition("@")[2] or "localhost"
+
+    @property
+    def effective_list_id(self) -> str:
+        if self.list_id:
+            return self.list_id
+        return f"{self.site_name} <digest.{self.from_domain}>"
+
+    @property
+    def effective_unsubscribe_mailto(self) -> str:
+        if self.unsubscribe_mailto:
+            return self.unsubscribe_mailto
+        return f"unsubscribe@{self.from_domain}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "sources"}
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    kind = _FIELD_TYPES[key]
+    try:
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise SettingsError(f"{origin}: {key} must be {kind}, got {value!r}") from None
+    return value
+
+
+def _flatten(table: Mapping[str, Any], origin: str, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, origin, prefix=f"{name}_"))
+        elif key == "sources" and not prefix:
+            continue  # [[sources]] is read by the scheduler, not a scalar setting
+        elif isinstance(value, list):
+            continue
+        else:
+            out[name] = value
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from the layers; the config file is ``config_path`` or ``$DIGEST_CONFIG``."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: list[str] = ["defaults"]
+    path = config_path or env.get("DIGEST_CONFIG")
+    if path:
+        path = Path(path)
+        raw = _flatten(read_toml(path), str(path))
+        for key, value in raw.items():
+            if key not in _FIELD_TYPES:
+                raise SettingsError(f"{path}: unknown setting {key!r}")
+            if key in SECRET_KEYS and value:
+                raise SettingsError(
+                    f"{path}: {key} is a secret; set DIGEST_{key.upper()} in the environment"
+                )
+            values[key] = _coerce(key, value, str(path))
+        sources.append(str(path))
+    for name, value in env.items():
+        if not name.startswith("DIGEST_") or name == "DIGEST_CONFIG":
+            continue
+        key = ENV_ALIASES.get(name, name[len("DIGEST_") :].lower())
+        if key in _FIELD_TYPES:
+            values[key] = _coerce(key, value, name)
+            sources.append(name)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in _FIELD_TYPES:
+            raise SettingsError(f"unknown setting {key!r}")
+        values[key] = value
+    return Settings(**values, sources=tuple(sources))
+
+
+def config_sources(config_path: str | Path | None) -> list[dict[str, Any]]:
+    """The ``[[sources]]`` tables of the config file (feeds or folders to ingest)."""
+    if not config_path:
+        return []
+    return list(read_toml(Path(config_path)).get("sources", []))
