@@ -23,6 +23,9 @@ from digest import models  # noqa: F401  (registers the tables on SQLModel.metad
 def make_engine(url: str, echo: bool = False) -> Engine:
     """An engine for ``url``; an SQLite file's folder is created if missing."""
     parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
+        url = parsed.render_as_string(hide_password=False)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
