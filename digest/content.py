@@ -44,6 +44,7 @@ class MemberView:
     send_hour: int
     topics: tuple[str, ...] = ()  # display names
     topic_slugs: frozenset[str] = frozenset()
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,179 @@
-"""placeholder"""
+"""``digest plan``, ``digest run`` and ``digest preview``."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app
+from digest.cli.progress import progress_bar
+from digest.clock import fixed_clock
+from digest.mailer import make_transport
+from digest.pipeline import Editions, PlanReport, SendReport, plan, preview, send_due
+
+
+def _editions(app: App) -> Editions:
+    try:
+        return Editions(app.settings)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _print_plan_items(report: PlanReport, as_json: bool) -> None:
+    for item in report.items:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "email": item.email,
+                        "edition": item.edition,
+                        "status": item.status,
+                        "reason": item.reason,
+                        "articles": [a.url for a in item.articles],
+                        "titles": [a.title for a in item.articles],
+                    },
+                    ensure_ascii=False,
+                )
+            )
+            continue
+        if item.status != "planned":
+            click.echo(f"{item.email}  {item.edition}  skipped ({item.reason})")
+            continue
+        click.echo(f"{item.email}  {item.edition}  {len(item.articles)} articles")
+        for article in item.articles:
+            click.echo(f"    - {article.title}  <{article.url}>")
+
+
+def _summary(plan_report: PlanReport, send_report: SendReport | None) -> str:
+    parts = [
+        f"planned {plan_report.planned}",
+        f"skipped empty {plan_report.skipped_empty}",
+        f"skipped stale {plan_report.skipped_stale}",
+        f"already planned {plan_report.already_planned}",
+    ]
+    if send_report is not None:
+        parts += [
+            f"sent {send_report.sent}",
+            f"retry {send_report.retry}",
+            f"failed {send_report.failed}",
+        ]
+    return f"{plan_report.members} members: " + ", ".join(parts)
+
+
+def _plan(app: App, now: datetime, dry_run: bool, emails: tuple[str, ...], force: bool) -> PlanReport:
+    with progress_bar("planning", None, app.quiet, "members") as bar:
+        return plan(
+            app.engine,
+            app.settings,
+            now,
+            dry_run=dry_run,
+            emails=list(emails) or None,
+            force=force,
+            progress=bar,
+        )
+
+
+_force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Plan each member's edition for the current period now, whatever their send hour.",
+)
+_email_option = click.option(
+    "--email", "emails", multiple=True, metavar="EMAIL", help="Only these members (repeatable)."
+)
+
+
+@click.command("plan")
+@now_option
+@click.option("--dry-run", is_flag=True, help="Show who would get what; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print JSON Lines.")
+@_force_option
+@_email_option
+@pass_app
+def plan_command(
+    app: App, now: datetime, dry_run: bool, as_json: bool, force: bool, emails: tuple[str, ...]
+) -> None:
+    """Plan the editions due at NOW without sending them."""
+    report = _plan(app, now, dry_run, emails, force)
+    if dry_run:
+        _print_plan_items(report, as_json)
+    click.echo(_summary(report, None), err=as_json)
+
+
+@click.command("run")
+@now_option
+@click.option("--dry-run", is_flag=True, help="Show who would get which articles; write and send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print JSON Lines.")
+@_force_option
+@_email_option
+@pass_app
+def run_command(
+    app: App, now: datetime, dry_run: bool, as_json: bool, force: bool, emails: tuple[str, ...]
+) -> None:
+    """Plan the due editions, render and send them, and record every delivery.
+
+    Exits 1 if any delivery failed or is waiting to be retried.
+    """
+    editions = _editions(app)
+    report = _plan(app, now, dry_run, emails, force)
+    if dry_run:
+        _print_plan_items(report, as_json)
+        click.echo("dry run: nothing written, nothing sent", err=True)
+        click.echo(_summary(report, None), err=as_json)
+        return
+    transport = make_transport(app.settings)
+    try:
+        with progress_bar("sending", report.planned, app.quiet, "msg") as bar:
+            sent = send_due(
+                app.engine, app.settings, transport, editions, fixed_clock(now), progress=bar
+            )
+    finally:
+        transport.close()
+    click.echo(_summary(report, sent))
+    for error in sent.errors[:20]:
+        click.echo(f"failed: {error}", err=True)
+    if sent.failed or sent.retry:
+        raise WorkFailed(f"{sent.failed} deliveries failed, {sent.retry} to retry later")
+
+
+@click.command("preview")
+@click.option("--email", required=True, help="The member to preview as.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "text", "eml", "subject"]),
+    default="html",
+    show_default=True,
+    help="html / text part, the whole message (eml), or the subject.",
+)
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to FILE.")
+@now_option
+@pass_app
+def preview_command(app: App, email: str, fmt: str, out: str | None, now: datetime) -> None:
+    """Render exactly what a member would get now, through the sending code path; record nothing."""
+    editions = _editions(app)
+    try:
+        result = preview(app.engine, app.settings, editions, email, now)
+    except LookupError as exc:
+        raise BadInput(str(exc)) from None
+    if result is None:
+        click.echo(f"{email}: no articles would be sent right now (empty selection)", err=True)
+        return
+    if fmt == "eml":
+        payload: bytes = result.message
+    else:
+        text = {"html": result.rendered.html, "text": result.rendered.text, "subject": result.rendered.subject}[fmt]
+        payload = text.encode("utf-8")
+    if out:
+        Path(out).write_bytes(payload)
+        click.echo(f"{result.edition} for {email}: {len(result.articles)} articles -> {out}", err=True)
+    else:
+        stream = click.get_binary_stream("stdout")
+        stream.write(payload if payload.endswith(b"\n") else payload + b"\n")
+        stream.flush()
+
+
+COMMANDS = [plan_command, run_command, preview_command]

@@ -1,0 +1,233 @@
+"""The delivery ledger, which is also the queue.
+
+planned -> sending (claimed: worker id + lease) -> sent | retry (temporary, with backoff) |
+failed (permanent or attempts exhausted); ``skipped`` records editions deliberately not sent
+(empty selection, stale). A crash leaves a lease that expires, and the row is claimed again with
+the Message-ID fixed at planning, so a repeat is recognisable as the same message.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from digest.db import session_scope
+from digest.models import WINDOW_TAKING_STATUSES, Delivery, Subscriber
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class PlannedRow:
+    """A delivery to write, computed purely by the planner."""
+
+    subscriber_id: int
+    edition: str
+    status: str  # planned | skipped
+    due_at: datetime
+    window_start: datetime
+    window_end: datetime
+    article_ids: tuple[int, ...]
+    error: str | None = None
+
+
+def new_message_id(edition: str, domain: str) -> str:
+    return f"<{edition.replace(':', '.')}.{uuid.uuid4().hex}@{domain}>"
+
+
+def last_window_ends(session: Session, member_ids: Sequence[int]) -> dict[int, datetime]:
+    """Each member's end of the last window that counts as taken (failed/skipped ones don't)."""
+    out: dict[int, datetime] = {}
+    for i in range(0, len(member_ids), CHUNK):
+        chunk = member_ids[i : i + CHUNK]
+        rows = session.exec(
+            select(Delivery.subscriber_id, func.max(Delivery.window_end))
+            .where(
+                col(Delivery.subscriber_id).in_(chunk),
+                col(Delivery.status).in_(WINDOW_TAKING_STATUSES),
+            )
+            .group_by(col(Delivery.subscriber_id))
+        )
+        for member_id, end in rows:
+            out[member_id] = _aware(end)
+    return out
+
+
+def existing_editions(
+    session: Session, pairs: Iterable[tuple[int, str]]
+) -> set[tuple[int, str]]:
+    """Which (member, edition) pairs already have a row."""
+    pairs = list(pairs)
+    found: set[tuple[int, str]] = set()
+    for i in range(0, len(pairs), CHUNK):
+        chunk = pairs[i : i + CHUNK]
+        ids = {p[0] for p in chunk}
+        keys = {p[1] for p in chunk}
+        rows = session.exec(
+            select(Delivery.subscriber_id, Delivery.edition).where(
+                col(Delivery.subscriber_id).in_(ids), col(Delivery.edition).in_(keys)
+            )
+        )
+        found.update((m, e) for m, e in rows)
+    return found
+
+
+def insert_rows(session: Session, rows: Sequence[PlannedRow], domain: str, now: datetime) -> int:
+    """Insert, skipping any (member, edition) that exists: the unique constraint decides."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = [
+        {
+            "subscriber_id": r.subscriber_id,
+            "edition": r.edition,
+            "status": r.status,
+            "message_id": new_message_id(r.edition, domain),
+            "due_at": r.due_at,
+            "window_start": r.window_start,
+            "window_end": r.window_end,
+            "article_ids": list(r.article_ids),
+            "attempts": 0,
+            "error": r.error,
+            "next_attempt_at": now if r.status == "planned" else None,
+            "planned_at": now,
+            "updated_at": now,
+        }
+        for r in rows
+    ]
+    stmt = insert(Delivery).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
+    result = session.execute(stmt, values)
+    return int(result.rowcount or 0) if result.rowcount and result.rowcount > 0 else len(rows)
+
+
+# ------------------------------------------------------------------ claiming and recording
+
+
+def claim(
+    engine: Engine, worker_id: str, now: datetime, limit: int, lease: timedelta
+) -> list[Delivery]:
+    """Take up to ``limit`` deliveries that are ready, in one transaction.
+
+    Ready: planned or retry whose next attempt is due, or sending whose lease has expired.
+    PostgreSQL skips rows other workers hold locked; SQLite's BEGIN IMMEDIATE serialises claims.
+    """
+    ready = or_(
+        and_(
+            col(Delivery.status).in_(("planned", "retry")),
+            or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= now),
+        ),
+        and_(col(Delivery.status) == "sending", col(Delivery.lease_until) < now),
+    )
+    with session_scope(engine) as session:
+        query = select(Delivery).where(ready).order_by(col(Delivery.id)).limit(limit)
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = list(session.exec(query).all())
+        if not rows:
+            return []
+        for row in rows:
+            row.status = "sending"
+            row.worker_id = worker_id
+            row.lease_until = now + lease
+            row.attempts += 1
+            row.updated_at = now
+            session.add(row)
+        session.flush()
+        for row in rows:
+            session.expunge(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one claimed delivery."""
+
+    delivery_id: int
+    status: str  # sent | retry | failed
+    smtp_code: int | None = None
+    smtp_reply: str | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    suppress_member: str | None = None  # a member status to set (e.g. bounced)
+    subscriber_id: int | None = None
+
+
+def backoff(attempts: int, base: timedelta, rng: random.Random | None = None) -> timedelta:
+    """Exponential backoff with full jitter in the upper half, capped at a day."""
+    rng = rng or random
+    ceiling = min(base * (2 ** max(attempts - 1, 0)), timedelta(days=1))
+    return ceiling / 2 + ceiling / 2 * rng.random()
+
+
+def record(engine: Engine, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> None:
+    """Write outcomes in one transaction; only rows this worker still holds are changed."""
+    if not outcomes:
+        return
+    with session_scope(engine) as session:
+        for o in outcomes:
+            values: dict[str, Any] = {
+                "status": o.status,
+                "smtp_code": o.smtp_code,
+                "smtp_reply": o.smtp_reply,
+                "error": o.error,
+                "lease_until": None,
+                "next_attempt_at": o.next_attempt_at,
+                "updated_at": now,
+            }
+            if o.status == "sent":
+                values["sent_at"] = now
+            session.execute(
+                update(Delivery)
+                .where(
+                    col(Delivery.id) == o.delivery_id,
+                    col(Delivery.worker_id) == worker_id,
+                    col(Delivery.status) == "sending",
+                )
+                .values(**values)
+            )
+            if o.suppress_member and o.subscriber_id is not None:
+                session.execute(
+                    update(Subscriber)
+                    .where(
+                        col(Subscriber.id) == o.subscriber_id,
+                        col(Subscriber.status).in_(("active", "paused", "pending")),
+                    )
+                    .values(status=o.suppress_member, status_reason=o.error, updated_at=now)
+                )
+
+
+def release(engine: Engine, delivery_ids: Sequence[int], worker_id: str, now: datetime) -> None:
+    """Give back claims not attempted (shutdown): they return to planned, attempt not counted."""
+    if not delivery_ids:
+        return
+    with session_scope(engine) as session:
+        session.execute(
+            update(Delivery)
+            .where(
+                col(Delivery.id).in_(delivery_ids),
+                col(Delivery.worker_id) == worker_id,
+                col(Delivery.status) == "sending",
+            )
+            .values(
+                status="planned",
+                lease_until=None,
+                worker_id=None,
+                attempts=Delivery.attempts - 1,
+                updated_at=now,
+            )
+        )
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,448 @@
+"""Where the stages meet: plan -> render -> send -> record, each with a report.
+
+Everything here is orchestration. Selection and scheduling decisions are pure functions
+(``schedule``, ``selection``); reading and writing rows is ``catalog`` and ``ledger``; turning an
+issue into bytes is ``Editions.message_for``, the one call both preview and sending use, so
+what an editor previews is what a member gets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from digest import catalog, ledger
+from digest.compose import compose_message
+from digest.content import ArticleView, DigestIssue, MemberView, Rendered
+from digest.db import session_scope
+from digest.mailer import Transport
+from digest.models import Delivery
+from digest.render import Renderer
+from digest.schedule import (
+    PERIODS,
+    Edition,
+    edition_for_day,
+    edition_label,
+    is_stale,
+    latest_due_edition,
+    zone,
+)
+from digest.selection import Limits, group_by_topic, select_articles, window_start_for
+from digest.settings import Settings
+from digest.tokens import TokenSigner, member_links
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ------------------------------------------------------------------ plan
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    email: str
+    edition: str
+    status: str  # planned | skipped
+    reason: str | None
+    articles: tuple[ArticleView, ...]
+
+
+@dataclass
+class PlanReport:
+    members: int = 0
+    planned: int = 0
+    skipped_empty: int = 0
+    skipped_stale: int = 0
+    not_due: int = 0
+    already_planned: int = 0
+    items: list[PlanItem] = field(default_factory=list)
+
+
+def current_edition(member: MemberView, now: datetime, settings: Settings, force: bool) -> Edition:
+    """The edition a member is due for; ``force`` takes this period's edition, hour or not."""
+    if not force:
+        return latest_due_edition(
+            member.frequency, member.timezone, member.send_hour, now, settings.weekly_weekday
+        )
+    tz = zone(member.timezone)
+    today = now.astimezone(tz).date()
+    if member.frequency == "weekly":
+        today -= timedelta(days=(today.weekday() - settings.weekly_weekday) % 7)
+    edition = edition_for_day(member.frequency, today, member.send_hour, tz)
+    return Edition(edition.key, edition.frequency, edition.local_date, min(edition.due_at, now))
+
+
+def plan_member(
+    member: MemberView,
+    edition: Edition,
+    last_window_end: datetime | None,
+    candidates: Sequence[ArticleView],
+    now: datetime,
+    limits: Limits,
+) -> ledger.PlannedRow:
+    """The ledger row for one member's edition: planned with its articles, or skipped empty."""
+    start = window_start_for(last_window_end, PERIODS[member.frequency], now)
+    articles = select_articles(member, candidates, start, now, now, limits)
+    return ledger.PlannedRow(
+        subscriber_id=member.id,
+        edition=edition.key,
+        status="planned" if articles else "skipped",
+        due_at=edition.due_at,
+        window_start=start,
+        window_end=max(start, now),
+        article_ids=tuple(a.id for a in articles),
+        error=None if articles else "empty: no new articles on the member's topics",
+    )
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(max_items=settings.max_items, max_age=timedelta(days=settings.max_age_days))
+
+
+def plan(
+    engine: Engine,
+    settings: Settings,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    emails: Sequence[str] | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> PlanReport:
+    """Plan every due edition of active members, one batch of members per transaction."""
+    limits = limits_from(settings)
+    lateness = timedelta(hours=settings.max_lateness_hours)
+    report = PlanReport()
+    with Session(engine) as session:
+        candidates = catalog.candidate_articles(session, now, now - limits.max_age)
+    by_id = {a.id: a for a in candidates}
+    for batch in catalog.member_batches(engine, settings.batch_size, emails=emails):
+        report.members += len(batch)
+        with session_scope(engine) as session:
+            editions = {m.id: current_edition(m, now, settings, force) for m in batch}
+            existing = ledger.existing_editions(
+                session, [(m.id, editions[m.id].key) for m in batch]
+            )
+            ends = ledger.last_window_ends(session, [m.id for m in batch])
+            rows: list[ledger.PlannedRow] = []
+            for member in batch:
+                edition = editions[member.id]
+                if (member.id, edition.key) in existing:
+                    report.already_planned += 1
+                    continue
+                if not force and is_stale(edition, member.timezone, now, lateness):
+                    created = member.created_at
+                    if created is not None and created <= edition.due_at:
+                        rows.append(_stale_row(member, edition, now))
+                        report.skipped_stale += 1
+                    else:
+                        report.not_due += 1
+                    continue
+                row = plan_member(member, edition, ends.get(member.id), candidates, now, limits)
+                rows.append(row)
+                if row.status == "planned":
+                    report.planned += 1
+                else:
+                    report.skipped_empty += 1
+                if dry_run:
+                    report.items.append(
+                        PlanItem(
+                            member.email,
+                            row.edition,
+                            row.status,
+                            row.error,
+                            tuple(by_id[i] for i in row.article_ids),
+                        )
+                    )
+            if not dry_run:
+                ledger.insert_rows(session, rows, settings.from_domain, now)
+            else:
+                session.rollback()
+        if progress:
+            progress(len(batch))
+    log.info(
+        "planned %d editions (%d empty, %d stale skipped, %d already planned) for %d members",
+        report.planned,
+        report.skipped_empty,
+        report.skipped_stale,
+        report.already_planned,
+        report.members,
+    )
+    return report
+
+
+def _stale_row(member: MemberView, edition: Edition, now: datetime) -> ledger.PlannedRow:
+    return ledger.PlannedRow(
+        subscriber_id=member.id,
+        edition=edition.key,
+        status="skipped",
+        due_at=edition.due_at,
+        window_start=edition.due_at,
+        window_end=edition.due_at,
+        article_ids=(),
+        error=f"stale: due {edition.due_at.isoformat()}, not sent in time; "
+        "its articles stay eligible for the next edition",
+    )
+
+
+# ------------------------------------------------------------------ render
+
+
+class Editions:
+    """Turns (member, edition, articles) into the message: used by sending and by preview."""
+
+    def __init__(self, settings: Settings, renderer: Renderer | None = None) -> None:
+        self.settings = settings
+        self.renderer = renderer or Renderer(settings.templates_dir)
+        self.signer = TokenSigner(settings.secret_key)
+
+    def issue(
+        self, member: MemberView, edition: str, articles: Sequence[ArticleView], now: datetime
+    ) -> DigestIssue:
+        links = member_links(
+            self.signer,
+            self.settings.base_url,
+            member,
+            now,
+            self.settings.effective_unsubscribe_mailto,
+        )
+        return DigestIssue(
+            member=member,
+            edition=edition,
+            edition_label=edition_label(edition),
+            groups=group_by_topic(member, articles),
+            links=links,
+            site_name=self.settings.site_name,
+            base_url=self.settings.base_url,
+        )
+
+    def message_for(
+        self,
+        member: MemberView,
+        edition: str,
+        articles: Sequence[ArticleView],
+        message_id: str,
+        now: datetime,
+    ) -> tuple[Rendered, bytes]:
+        issue = self.issue(member, edition, articles, now)
+        rendered = self.renderer.render_digest(issue)
+        data = compose_message(
+            rendered,
+            from_address=self.settings.from_address,
+            to_email=member.email,
+            to_name=member.name,
+            message_id=message_id,
+            date=now,
+            list_id=self.settings.effective_list_id,
+            unsubscribe_url=issue.links.unsubscribe_url,
+            unsubscribe_mailto_url=issue.links.unsubscribe_mailto,
+            reply_to=self.settings.reply_to,
+        )
+        return rendered, data
+
+
+# ------------------------------------------------------------------ send
+
+
+@dataclass
+class SendReport:
+    claimed: int = 0
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    bounced: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _envelope_sender(from_address: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(from_address)[1]
+
+
+def send_due(
+    engine: Engine,
+    settings: Settings,
+    transport: Transport,
+    editions: Editions,
+    clock: Callable[[], datetime],
+    *,
+    worker_id: str | None = None,
+    batch_size: int = 100,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SendReport:
+    """Claim ready deliveries in batches and send them until none is left (or told to stop)."""
+    worker_id = worker_id or worker_name()
+    sender = _envelope_sender(settings.from_address)
+    lease = timedelta(seconds=settings.lease_seconds)
+    base = timedelta(seconds=settings.retry_base_seconds)
+    report = SendReport()
+    article_cache: dict[int, ArticleView] = {}
+    while not should_stop():
+        claimed = ledger.claim(engine, worker_id, clock(), batch_size, lease)
+        if not claimed:
+            break
+        report.claimed += len(claimed)
+        with Session(engine) as session:
+            members = {
+                m.id: m
+                for m in catalog.member_views(
+                    session, _subscribers(session, [d.subscriber_id for d in claimed])
+                )
+            }
+            missing = {i for d in claimed for i in d.article_ids} - article_cache.keys()
+            article_cache.update(catalog.articles_by_id(session, missing))
+        outcomes: list[ledger.Outcome] = []
+        unsent: list[int] = []
+        for delivery in claimed:
+            assert delivery.id is not None
+            if should_stop():
+                unsent.append(delivery.id)
+                continue
+            outcome = _send_one(
+                delivery, members, article_cache, editions, transport, sender, clock(), base,
+                settings.max_attempts,
+            )
+            outcomes.append(outcome)
+            _tally(report, outcome, delivery)
+            if len(outcomes) >= 50:
+                ledger.record(engine, outcomes, worker_id, clock())
+                outcomes = []
+            if progress:
+                progress(1)
+        ledger.record(engine, outcomes, worker_id, clock())
+        ledger.release(engine, unsent, worker_id, clock())
+    return report
+
+
+def _subscribers(session: Session, ids: Sequence[int]) -> list:
+    from digest.models import Subscriber
+
+    return list(session.exec(select(Subscriber).where(col(Subscriber.id).in_(set(ids)))).all())
+
+
+def _send_one(
+    delivery: Delivery,
+    members: dict[int, MemberView],
+    articles: dict[int, ArticleView],
+    editions: Editions,
+    transport: Transport,
+    sender: str,
+    now: datetime,
+    base: timedelta,
+    max_attempts: int,
+) -> ledger.Outcome:
+    assert delivery.id is not None
+    member = members.get(delivery.subscriber_id)
+    if member is None or member.status not in ("active",):
+        status = member.status if member else "deleted"
+        return ledger.Outcome(delivery.id, "failed", error=f"member is {status}; not sent")
+    chosen = [articles[i] for i in delivery.article_ids if i in articles]
+    if not chosen:
+        return ledger.Outcome(delivery.id, "failed", error="its articles no longer exist")
+    try:
+        _, data = editions.message_for(member, delivery.edition, chosen, delivery.message_id, now)
+    except Exception as exc:  # a template bug must fail this delivery, not the whole run
+        log.exception("render failed for delivery %s", delivery.id)
+        return ledger.Outcome(delivery.id, "failed", error=f"render failed: {exc}")
+    result = transport.send(sender, member.email, data, delivery.message_id)
+    if result.ok:
+        log.debug("delivery %s to %s sent: %s", delivery.id, member.email, result.reply)
+        return ledger.Outcome(delivery.id, "sent", result.code, result.reply)
+    reason = f"{result.code or ''} {result.reply}".strip()
+    if result.permanent or delivery.attempts >= max_attempts:
+        log.warning("delivery %s to %s failed: %s", delivery.id, member.email, reason)
+        return ledger.Outcome(
+            delivery.id,
+            "failed",
+            result.code,
+            result.reply,
+            error=reason if result.permanent else f"attempts exhausted: {reason}",
+            suppress_member="bounced" if result.hard_bounce else None,
+            subscriber_id=delivery.subscriber_id,
+        )
+    retry_at = now + ledger.backoff(delivery.attempts, base)
+    log.info("delivery %s to %s will retry at %s: %s", delivery.id, member.email, retry_at, reason)
+    return ledger.Outcome(
+        delivery.id, "retry", result.code, result.reply, error=reason, next_attempt_at=retry_at
+    )
+
+
+def _tally(report: SendReport, outcome: ledger.Outcome, delivery: Delivery) -> None:
+    if outcome.status == "sent":
+        report.sent += 1
+    elif outcome.status == "retry":
+        report.retry += 1
+    else:
+        report.failed += 1
+        report.errors.append(f"{delivery.edition} #{delivery.id}: {outcome.error}")
+    if outcome.suppress_member == "bounced":
+        report.bounced += 1
+
+
+# ------------------------------------------------------------------ preview
+
+
+@dataclass(frozen=True)
+class Preview:
+    member: MemberView
+    edition: str
+    articles: tuple[ArticleView, ...]
+    rendered: Rendered
+    message: bytes
+
+
+def preview(
+    engine: Engine, settings: Settings, editions: Editions, email: str, now: datetime
+) -> Preview | None:
+    """What ``email`` would get if their digest went out now; nothing is written.
+
+    A planned but unsent edition is shown as planned; otherwise the next edition is selected
+    exactly as planning would select it.
+    """
+    from digest.models import Subscriber
+
+    with Session(engine) as session:
+        row = session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()
+        if row is None:
+            raise LookupError(f"no such subscriber: {email}")
+        member = catalog.member_views(session, [row])[0]
+        pending = session.exec(
+            select(Delivery)
+            .where(
+                Delivery.subscriber_id == member.id,
+                col(Delivery.status).in_(("planned", "retry", "sending")),
+            )
+            .order_by(col(Delivery.id))
+        ).first()
+        if pending is not None:
+            articles = tuple(catalog.articles_by_id(session, pending.article_ids).values())
+            articles = tuple(sorted(articles, key=lambda a: pending.article_ids.index(a.id)))
+            edition_key, message_id = pending.edition, pending.message_id
+        else:
+            limits = limits_from(settings)
+            candidates = catalog.candidate_articles(session, now, now - limits.max_age)
+            end = ledger.last_window_ends(session, [member.id]).get(member.id)
+            edition = current_edition(member, now, settings, force=True)
+            row_plan = plan_member(member, edition, end, candidates, now, limits)
+            by_id = {a.id: a for a in candidates}
+            articles = tuple(by_id[i] for i in row_plan.article_ids)
+            edition_key = edition.key
+            message_id = ledger.new_message_id(f"preview.{edition.key}", settings.from_domain)
+    if not articles:
+        return None
+    rendered, data = editions.message_for(member, edition_key, articles, message_id, now)
+    return Preview(member, edition_key, articles, rendered, data)

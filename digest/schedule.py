@@ -1,0 +1,92 @@
+"""Who is due, and for which edition: pure functions of (member settings, now).
+
+An edition is identified by a key in the member's own calendar: ``daily:2026-11-24`` or
+``weekly:2026-W48``. Its due instant is ``send_hour`` local time on that day (weekly: on the
+configured weekday of that ISO week). The edition a member is due for at ``now`` is the latest
+one whose due instant has passed; it goes stale once the grace period is over, so a member who
+was not reached in time gets the next edition rather than yesterday's at midnight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+
+
+@dataclass(frozen=True)
+class Edition:
+    key: str
+    frequency: str
+    local_date: date  # the local day it is due on
+    due_at: datetime  # aware UTC
+
+    @property
+    def period(self) -> timedelta:
+        return PERIODS[self.frequency]
+
+    @property
+    def label(self) -> str:
+        return edition_label(self.key)
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _due_instant(day: date, send_hour: int, tz: ZoneInfo) -> datetime:
+    # A send hour inside a spring-forward gap resolves to the first valid instant after it.
+    return datetime.combine(day, time(send_hour), tz).astimezone(UTC)
+
+
+def edition_for_day(frequency: str, day: date, send_hour: int, tz: ZoneInfo) -> Edition:
+    """The edition whose due day is ``day`` (weekly: ``day`` must be the configured weekday)."""
+    if frequency == "daily":
+        key = f"daily:{day.isoformat()}"
+    elif frequency == "weekly":
+        year, week, _ = day.isocalendar()
+        key = f"weekly:{year}-W{week:02d}"
+    else:
+        raise ValueError(f"unknown frequency {frequency!r}")
+    return Edition(key, frequency, day, _due_instant(day, send_hour, tz))
+
+
+def latest_due_edition(
+    frequency: str, timezone: str, send_hour: int, now: datetime, weekly_weekday: int = 0
+) -> Edition:
+    """The most recent edition whose due instant is at or before ``now``."""
+    tz = zone(timezone)
+    today = now.astimezone(tz).date()
+    if frequency == "daily":
+        day = today
+        step = timedelta(days=1)
+    else:
+        day = today - timedelta(days=(today.weekday() - weekly_weekday) % 7)
+        step = timedelta(days=7)
+    edition = edition_for_day(frequency, day, send_hour, tz)
+    if edition.due_at > now:
+        edition = edition_for_day(frequency, day - step, send_hour, tz)
+    return edition
+
+
+def is_stale(edition: Edition, timezone: str, now: datetime, max_lateness: timedelta) -> bool:
+    """Too late to send: past ``max_lateness``, or (when that is zero) past its local day."""
+    if max_lateness > timedelta(0):
+        return now - edition.due_at > max_lateness
+    return now.astimezone(zone(timezone)).date() != edition.local_date
+
+
+def edition_label(key: str) -> str:
+    """A human label for the subject and heading: "Tuesday 24 November 2026", "Week 48, 2026"."""
+    kind, _, value = key.partition(":")
+    if kind == "daily":
+        day = date.fromisoformat(value)
+        return f"{day:%A} {day.day} {day:%B %Y}"
+    if kind == "weekly":
+        year, _, week = value.partition("-W")
+        return f"Week {int(week)}, {year}"
+    return value
