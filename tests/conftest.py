@@ -45,6 +45,8 @@ def pg_database_url() -> Iterator[str | None]:
         yield None
         return
     base = make_url(PG_URL)
+    if base.drivername in ("postgresql", "postgres"):
+        base = base.set(drivername="postgresql+psycopg")
     name = f"digest_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
