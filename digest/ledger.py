@@ -105,8 +105,8 @@ def insert_rows(session: Session, rows: Sequence[PlannedRow], domain: str, now: 
         for r in rows
     ]
     stmt = insert(Delivery).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
-    result = session.execute(stmt, values)
-    return int(result.rowcount or 0) if result.rowcount and result.rowcount > 0 else len(rows)
+    result = session.connection().execute(stmt, values)
+    return max(int(result.rowcount), 0)
 
 
 # ------------------------------------------------------------------ claiming and recording

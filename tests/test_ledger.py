@@ -1,0 +1,109 @@
+"""The ledger is the queue: unique editions, claims with leases, outcomes only by the holder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from digest import ledger
+from digest.db import session_scope
+from digest.models import Delivery, Subscriber
+
+NOW = datetime(2026, 11, 24, 8, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
+
+
+def add_member(engine: Engine, email: str = "a@example.org") -> int:
+    with session_scope(engine) as session:
+        m = Subscriber(email=email, name="A", created_at=NOW, updated_at=NOW)
+        session.add(m)
+        session.flush()
+        assert m.id is not None
+        return m.id
+
+
+def row(member_id: int, edition: str = "daily:2026-11-24", ids: tuple[int, ...] = (1, 2)) -> ledger.PlannedRow:
+    return ledger.PlannedRow(
+        subscriber_id=member_id, edition=edition, status="planned", due_at=NOW,
+        window_start=NOW - timedelta(days=1), window_end=NOW, article_ids=ids,
+    )
+
+
+def test_edition_unique_per_member_in_the_schema(engine: Engine) -> None:
+    member_id = add_member(engine)
+    with session_scope(engine) as session:
+        ledger.insert_rows(session, [row(member_id)], "example.org", NOW)
+    # insert_rows ignores the duplicate ...
+    with session_scope(engine) as session:
+        ledger.insert_rows(session, [row(member_id)], "example.org", NOW)
+    # ... because the database refuses it, not because Python checked first.
+    with pytest.raises(IntegrityError), session_scope(engine) as session:
+        session.add(Delivery(
+            subscriber_id=member_id, edition="daily:2026-11-24", message_id="<x@y>", due_at=NOW,
+            window_start=NOW, window_end=NOW, planned_at=NOW, updated_at=NOW,
+        ))
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery)).all()
+    assert len(rows) == 1
+    assert rows[0].article_ids == [1, 2]
+    assert rows[0].message_id.endswith("@example.org>")
+    assert rows[0].window_end == NOW  # aware UTC round trip
+
+
+def test_claim_lease_expiry_and_holder_only_records(engine: Engine) -> None:
+    member_id = add_member(engine)
+    with session_scope(engine) as session:
+        ledger.insert_rows(session, [row(member_id)], "example.org", NOW)
+    first = ledger.claim(engine, "w1", NOW, 10, LEASE)
+    assert [d.status for d in first] == ["sending"] and first[0].attempts == 1
+    assert ledger.claim(engine, "w2", NOW + timedelta(minutes=1), 10, LEASE) == []
+    # w1 "crashes"; once the lease has expired w2 takes the delivery with the same Message-ID.
+    second = ledger.claim(engine, "w2", NOW + timedelta(minutes=6), 10, LEASE)
+    assert [d.id for d in second] == [first[0].id]
+    assert second[0].message_id == first[0].message_id and second[0].attempts == 2
+    # The late w1 cannot overwrite what w2 now holds.
+    ledger.record(engine, [ledger.Outcome(first[0].id, "failed", error="late")], "w1", NOW)
+    ledger.record(engine, [ledger.Outcome(first[0].id, "sent", 250, "ok")], "w2", NOW)
+    with Session(engine) as session:
+        d = session.get(Delivery, first[0].id)
+        assert d is not None and d.status == "sent" and d.error is None and d.sent_at == NOW
+
+
+def test_retry_waits_for_backoff_and_release_returns_claims(engine: Engine) -> None:
+    member_id = add_member(engine)
+    with session_scope(engine) as session:
+        ledger.insert_rows(session, [row(member_id)], "example.org", NOW)
+    (d,) = ledger.claim(engine, "w", NOW, 10, LEASE)
+    later = NOW + timedelta(minutes=10)
+    ledger.record(engine, [ledger.Outcome(d.id, "retry", 451, "try later", "451", later)], "w", NOW)
+    assert ledger.claim(engine, "w", NOW + timedelta(minutes=9), 10, LEASE) == []
+    (again,) = ledger.claim(engine, "w", later, 10, LEASE)
+    ledger.release(engine, [again.id], "w", later)
+    with Session(engine) as session:
+        back = session.get(Delivery, d.id)
+        assert back is not None and back.status == "planned" and back.attempts == 1
+
+
+def test_last_window_end_ignores_failed_and_skipped(engine: Engine) -> None:
+    member_id = add_member(engine)
+    with session_scope(engine) as session:
+        ledger.insert_rows(session, [row(member_id, "daily:2026-11-23")], "example.org", NOW - timedelta(days=1))
+        session.exec(select(Delivery)).one().status = "failed"
+    with Session(engine) as session:
+        assert ledger.last_window_ends(session, [member_id]) == {}
+
+
+def test_backoff_grows_and_is_bounded() -> None:
+    import random
+
+    rng = random.Random(1)
+    base = timedelta(seconds=60)
+    waits = [ledger.backoff(n, base, rng) for n in range(1, 6)]
+    for n, wait in enumerate(waits, start=1):
+        ceiling = base * 2 ** (n - 1)
+        assert ceiling / 2 <= wait <= ceiling
+    assert ledger.backoff(40, base, rng) <= timedelta(days=1)
