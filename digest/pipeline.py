@@ -406,12 +406,18 @@ class Preview:
 
 
 def preview(
-    engine: Engine, settings: Settings, editions: Editions, email: str, now: datetime
+    engine: Engine,
+    settings: Settings,
+    editions: Editions,
+    email: str,
+    now: datetime,
+    edition: str | None = None,
 ) -> Preview | None:
     """What ``email`` would get if their digest went out now; nothing is written.
 
     A planned but unsent edition is shown as planned; otherwise the next edition is selected
-    exactly as planning would select it.
+    exactly as planning would select it. With ``edition``, that recorded edition is rendered
+    again (what the member got, or will get).
     """
     from digest.models import Subscriber
 
@@ -420,14 +426,14 @@ def preview(
         if row is None:
             raise LookupError(f"no such subscriber: {email}")
         member = catalog.member_views(session, [row])[0]
-        pending = session.exec(
-            select(Delivery)
-            .where(
-                Delivery.subscriber_id == member.id,
-                col(Delivery.status).in_(("planned", "retry", "sending")),
-            )
-            .order_by(col(Delivery.id))
-        ).first()
+        query = select(Delivery).where(Delivery.subscriber_id == member.id)
+        if edition is not None:
+            query = query.where(Delivery.edition == edition)
+        else:
+            query = query.where(col(Delivery.status).in_(("planned", "retry", "sending")))
+        pending = session.exec(query.order_by(col(Delivery.id))).first()
+        if edition is not None and pending is None:
+            raise LookupError(f"{email} has no edition {edition}")
         if pending is not None:
             articles = tuple(catalog.articles_by_id(session, pending.article_ids).values())
             articles = tuple(sorted(articles, key=lambda a: pending.article_ids.index(a.id)))
@@ -436,12 +442,12 @@ def preview(
             limits = limits_from(settings)
             candidates = catalog.candidate_articles(session, now, now - limits.max_age)
             end = ledger.last_window_ends(session, [member.id]).get(member.id)
-            edition = current_edition(member, now, settings, force=True)
-            row_plan = plan_member(member, edition, end, candidates, now, limits)
+            upcoming = current_edition(member, now, settings, force=True)
+            row_plan = plan_member(member, upcoming, end, candidates, now, limits)
             by_id = {a.id: a for a in candidates}
             articles = tuple(by_id[i] for i in row_plan.article_ids)
-            edition_key = edition.key
-            message_id = ledger.new_message_id(f"preview.{edition.key}", settings.from_domain)
+            edition_key = upcoming.key
+            message_id = ledger.new_message_id(f"preview.{upcoming.key}", settings.from_domain)
     if not articles:
         return None
     rendered, data = editions.message_for(member, edition_key, articles, message_id, now)

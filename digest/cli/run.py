@@ -150,13 +150,16 @@ def run_command(
     help="html / text part, the whole message (eml), or the subject.",
 )
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to FILE.")
+@click.option("--edition", help="Render this recorded edition again (e.g. daily:2026-11-24).")
 @now_option
 @pass_app
-def preview_command(app: App, email: str, fmt: str, out: str | None, now: datetime) -> None:
+def preview_command(
+    app: App, email: str, fmt: str, out: str | None, edition: str | None, now: datetime
+) -> None:
     """Render exactly what a member would get now, through the sending code path; record nothing."""
     editions = _editions(app)
     try:
-        result = preview(app.engine, app.settings, editions, email, now)
+        result = preview(app.engine, app.settings, editions, email, now, edition)
     except LookupError as exc:
         raise BadInput(str(exc)) from None
     if result is None:
