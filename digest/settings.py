@@ -48,7 +48,7 @@ class Settings:
     max_items: int = 20
     max_age_days: int = 30
     weekly_day: str = "monday"
-    max_lateness_hours: float = 6.0
+    max_lateness_hours: float = 0.0
     # sending
     transport: str = "smtp"  # "smtp" or "outbox"
     outbox_dir: str = "data/outbox"

@@ -1,0 +1,255 @@
+"""End to end through the CLI: articles in, one email per member out over real SMTP, ledger rows.
+
+Each test runs on a real SQLite file, and on PostgreSQL when DIGEST_TEST_POSTGRES_URL is set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+from lxml import html as lxml_html
+
+from tests.conftest import CLI, DATA, SMTPServer
+
+SAMPLE_URL_RE = re.compile(r"paralysed-man")
+DAY1 = "2025-03-24T10:00:00Z"
+RUN1 = "2025-03-25T08:00:00Z"
+
+
+def write_members(tmp_path: Path, rows: list[str]) -> Path:
+    path = tmp_path / "members.csv"
+    path.write_text("email,name,topics,frequency,timezone,send_hour\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def write_articles(tmp_path: Path, name: str, articles: list[dict[str, Any]]) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(articles))
+    return path
+
+
+def article(slug: str, title: str, topics: list[str], published: str = "2025-03-24T09:00:00Z") -> dict[str, Any]:
+    return {
+        "url": f"https://archive.example.org/{slug}",
+        "title": title,
+        "published_at": published,
+        "key_points": [f"{title}: the first key point.", "A second paragraph."],
+        "topics": topics,
+        "mentions": [{"name": "Ada Lovelace", "description": "Mathematician."}],
+    }
+
+
+def deliveries(cli: CLI) -> list[dict[str, Any]]:
+    result = cli("deliveries", "list", "--json")
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def setup_basic(cli: CLI, tmp_path: Path) -> None:
+    assert cli("articles", "import", str(DATA / "sample-article.json"), "--now", DAY1).exit_code == 0
+    members = write_members(
+        tmp_path,
+        [
+            "ada@example.org,Ada,stem cells,daily,UTC,7",
+            "bob@example.org,Bob,Space,daily,UTC,7",
+            "kolkata@example.org,Kiran,Nervous System,daily,Asia/Kolkata,7",
+        ],
+    )
+    result = cli("subscribers", "import", str(members), "--now", DAY1)
+    assert result.exit_code == 0, result.output
+
+
+def test_run_sends_one_digest_per_due_member_and_records_it(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    setup_basic(cli, tmp_path)
+    result = cli("run", "--now", RUN1)
+    assert result.exit_code == 0, result.output
+    assert "sent 2" in result.stdout and "skipped empty 1" in result.stdout
+
+    received = {m.rcpt_tos[0]: m for m in smtp_server.messages}
+    assert set(received) == {"ada@example.org", "kolkata@example.org"}
+    msg = BytesParser(policy=policy.default).parsebytes(received["ada@example.org"].data)
+    assert msg["To"] == "Ada <ada@example.org>"
+    assert msg["From"] == "Science Digest <digest@news.example.org>"
+    assert msg["Message-ID"].endswith("@news.example.org>")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "https://news.example.org/unsubscribe/" in msg["List-Unsubscribe"]
+    assert "mailto:" in msg["List-Unsubscribe"]
+    assert msg["List-Id"]
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in msg.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    text = msg.get_body(("plain",)).get_content()
+    assert "Paralysed man stands again" in text
+
+    rows = {r["email"]: r for r in deliveries(cli)}
+    assert rows["ada@example.org"]["status"] == "sent"
+    assert rows["ada@example.org"]["edition"] == "daily:2025-03-25"
+    assert rows["ada@example.org"]["message_id"] == msg["Message-ID"]
+    assert len(rows["ada@example.org"]["articles"]) == 1
+    assert SAMPLE_URL_RE.search(rows["ada@example.org"]["articles"][0])
+    assert rows["bob@example.org"]["status"] == "skipped"
+    assert rows["bob@example.org"]["articles"] == []
+
+    # The same run again: nothing new is planned or sent.
+    again = cli("run", "--now", RUN1)
+    assert again.exit_code == 0
+    assert "sent 0" in again.stdout
+    assert len(smtp_server.messages) == 2
+    assert len(deliveries(cli)) == 3
+
+
+def test_not_due_before_send_hour_in_member_zone(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+    setup_basic(cli, tmp_path)
+    # 06:30 UTC is 12:00 in Kolkata (due) but before 07:00 for the UTC members.
+    result = cli("run", "--now", "2025-03-25T06:30:00Z")
+    assert result.exit_code == 0, result.output
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["kolkata@example.org"]]
+    result = cli("run", "--now", "2025-03-25T07:00:01Z")
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["ada@example.org", "kolkata@example.org"]
+
+
+def test_dry_run_writes_and_sends_nothing(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+    setup_basic(cli, tmp_path)
+    result = cli("run", "--now", RUN1, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "ada@example.org" in result.stdout and "Paralysed man stands again" in result.stdout
+    assert smtp_server.messages == []
+    assert deliveries(cli) == []
+
+
+def test_next_edition_has_only_new_articles(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+    setup_basic(cli, tmp_path)
+    assert cli("run", "--now", RUN1).exit_code == 0
+    new = write_articles(
+        tmp_path, "day2.json",
+        [article("new-cells", "New cells found", ["Stem Cells"], "2025-03-25T12:00:00Z")],
+    )
+    assert cli("articles", "import", str(new), "--now", "2025-03-25T13:00:00Z").exit_code == 0
+    # Re-importing the sample article on day 2 must not make it new again.
+    assert cli("articles", "import", str(DATA / "sample-article.json"), "--now", "2025-03-25T13:00:00Z").exit_code == 0
+    assert cli("run", "--now", "2025-03-26T08:00:00Z").exit_code == 0
+    ada = [r for r in deliveries(cli) if r["email"] == "ada@example.org"]
+    by_edition = {r["edition"]: r["articles"] for r in ada}
+    assert by_edition["daily:2025-03-26"] == ["https://archive.example.org/new-cells"]
+    assert len(by_edition["daily:2025-03-25"]) == 1
+    # Across all editions, no article reached Ada twice.
+    urls = [u for r in ada for u in r["articles"]]
+    assert len(urls) == len(set(urls)) == 2
+
+
+def test_permanent_failure_keeps_articles_for_next_edition(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    setup_basic(cli, tmp_path)
+    smtp_server.handler.faults["ada@example.org"] = "554 5.7.1 policy rejection"
+    result = cli("run", "--now", RUN1)
+    assert result.exit_code == 1
+    row = next(r for r in deliveries(cli) if r["email"] == "ada@example.org")
+    assert row["status"] == "failed" and "554" in row["error"]
+    smtp_server.handler.faults.clear()
+    assert cli("run", "--now", "2025-03-26T08:00:00Z").exit_code == 0
+    sent = [r for r in deliveries(cli) if r["email"] == "ada@example.org" and r["status"] == "sent"]
+    assert len(sent) == 1 and SAMPLE_URL_RE.search(sent[0]["articles"][0])
+
+
+def test_hard_bounce_suppresses_member(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+    setup_basic(cli, tmp_path)
+    smtp_server.handler.faults["ada@example.org"] = "550 5.1.1 no such user"
+    assert cli("run", "--now", RUN1).exit_code == 1
+    members = cli("subscribers", "list", "--json")
+    status = {json.loads(x)["email"]: json.loads(x)["status"] for x in members.stdout.splitlines()}
+    assert status["ada@example.org"] == "bounced"
+    smtp_server.handler.faults.clear()
+    # A bounced member is never planned again, and an import does not bring them back.
+    members_csv = write_members(tmp_path, ["ada@example.org,Ada,stem cells,daily,UTC,7"])
+    assert cli("subscribers", "import", str(members_csv)).exit_code == 0
+    assert cli("run", "--now", "2025-03-26T08:00:00Z").exit_code == 0
+    assert not [m for m in smtp_server.messages if m.rcpt_tos == ["ada@example.org"]]
+
+
+def test_temporary_failure_is_retried_later(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+    setup_basic(cli, tmp_path)
+    smtp_server.handler.faults["ada@example.org"] = "451 4.3.0 try again later"
+    result = cli("run", "--now", RUN1)
+    assert result.exit_code == 1
+    row = next(r for r in deliveries(cli) if r["email"] == "ada@example.org")
+    assert row["status"] == "retry" and "451" in row["error"]
+    smtp_server.handler.faults.clear()
+    assert cli("run", "--now", "2025-03-25T09:00:00Z").exit_code == 0
+    row = next(r for r in deliveries(cli) if r["email"] == "ada@example.org")
+    assert row["status"] == "sent"
+    assert len([m for m in smtp_server.messages if m.rcpt_tos == ["ada@example.org"]]) == 1
+
+
+def test_old_articles_are_never_sent(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+    old = write_articles(
+        tmp_path, "old.json", [article("old", "Old news", ["Space"], "2024-01-01T00:00:00Z")]
+    )
+    assert cli("articles", "import", str(old), "--now", DAY1).exit_code == 0
+    members = write_members(tmp_path, ["bob@example.org,Bob,Space,daily,UTC,7"])
+    assert cli("subscribers", "import", str(members)).exit_code == 0
+    result = cli("run", "--now", RUN1)
+    assert result.exit_code == 0 and "skipped empty 1" in result.stdout
+    assert smtp_server.messages == []
+
+
+def test_hostile_article_and_name_are_escaped(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+    hostile = article("x", "<script>alert('x')</script> <b>bold</b>", ["Space"])
+    hostile["key_points"] = ["<img src=x onerror=alert(1)> point"]
+    path = write_articles(tmp_path, "hostile.json", [hostile])
+    assert cli("articles", "import", str(path), "--now", DAY1).exit_code == 0
+    assert cli(
+        "subscribers", "add", "eve@example.org", "--name", "Eve\r\nBcc: victim@example.org",
+        "--topic", "Space", "--timezone", "UTC", "--send-hour", "7", "--now", DAY1,
+    ).exit_code == 0
+    assert cli("run", "--now", RUN1).exit_code == 0
+    (received,) = smtp_server.messages
+    assert received.rcpt_tos == ["eve@example.org"]
+    msg = BytesParser(policy=policy.default).parsebytes(received.data)
+    assert msg["Bcc"] is None
+    assert "victim" not in (msg["To"] or "").split("<")[-1]
+    html_part = msg.get_body(("html",)).get_content()
+    assert "<script>" not in html_part
+    assert "&lt;script&gt;" in html_part
+    tree = lxml_html.fromstring(html_part)
+    assert not tree.xpath("//script") and not tree.xpath("//img[@onerror]")
+    text = msg.get_body(("plain",)).get_content()
+    assert "<script>alert('x')</script>" in text
+
+
+def test_preview_is_what_the_member_gets(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+    setup_basic(cli, tmp_path)
+    assert cli("plan", "--now", RUN1).exit_code == 0
+    out = tmp_path / "preview.txt"
+    result = cli("preview", "--email", "ada@example.org", "--format", "text", "--out", str(out), "--now", RUN1)
+    assert result.exit_code == 0, result.output
+    assert deliveries(cli)[0]["status"] in ("planned", "skipped")
+    assert cli("run", "--now", RUN1).exit_code == 0
+    (sent,) = [m for m in smtp_server.messages if m.rcpt_tos == ["ada@example.org"]]
+    msg = BytesParser(policy=policy.default).parsebytes(sent.data)
+    assert out.read_text(encoding="utf-8").strip() == msg.get_body(("plain",)).get_content().strip()
+    html = cli("preview", "--email", "ada@example.org", "--edition", "daily:2025-03-25", "--now", RUN1)
+    assert html.exit_code == 0
+    assert html.stdout.strip() == msg.get_body(("html",)).get_content().strip()
+
+
+def test_preview_unknown_member_is_bad_input(cli: CLI) -> None:
+    result = cli("preview", "--email", "nobody@example.org")
+    assert result.exit_code == 2
+    assert "nobody@example.org" in result.output
+
+
+def test_stats_counts(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+    setup_basic(cli, tmp_path)
+    assert cli("run", "--now", RUN1).exit_code == 0
+    result = cli("deliveries", "stats", "--json", "--now", RUN1)
+    stats = json.loads(result.stdout)
+    assert stats["by_status"]["sent"] == 2 and stats["by_status"]["skipped"] == 1
+    assert stats["by_edition"]["daily:2025-03-25"] == {"sent": 2, "skipped": 1}

@@ -1,0 +1,60 @@
+"""Settings layers: defaults < TOML < DIGEST_* env < overrides; secrets only from env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digest.settings import PROJECT_ROOT, SettingsError, load_settings
+
+
+def test_layers_in_order(tmp_path: Path) -> None:
+    config = tmp_path / "digest.toml"
+    config.write_text('site_name = "From file"\nmax_items = 7\n[smtp]\nhost = "mail.internal"\nport = 587\n')
+    s = load_settings(config, env={"DIGEST_MAX_ITEMS": "9", "DIGEST_FROM": "X <x@example.net>"})
+    assert s.site_name == "From file"
+    assert s.max_items == 9  # env beats file
+    assert (s.smtp_host, s.smtp_port) == ("mail.internal", 587)
+    assert s.from_address == "X <x@example.net>" and s.from_domain == "example.net"
+    s = load_settings(config, env={"DIGEST_MAX_ITEMS": "9"}, overrides={"max_items": 3})
+    assert s.max_items == 3
+
+
+def test_config_path_from_env(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('base_url = "https://news.example.org"\n')
+    assert load_settings(env={"DIGEST_CONFIG": str(config)}).base_url == "https://news.example.org"
+
+
+def test_secret_in_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('secret_key = "oops"\n')
+    with pytest.raises(SettingsError, match="DIGEST_SECRET_KEY"):
+        load_settings(config, env={})
+    config.write_text('[smtp]\npassword = "oops"\n')
+    with pytest.raises(SettingsError, match="DIGEST_SMTP_PASSWORD"):
+        load_settings(config, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_items = 'many'", "max_items"),
+        ("nonsense = 1", "unknown setting 'nonsense'"),
+        ("[smtp]\nsecurity = 'ssl'", "smtp_security"),
+        ("max_items = ", "invalid TOML"),
+    ],
+)
+def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(config, env={})
+
+
+def test_shipped_config_loads_and_matches_defaults() -> None:
+    shipped = load_settings(PROJECT_ROOT / "config" / "digest.toml", env={})
+    defaults = load_settings(env={})
+    assert shipped == defaults
+    assert load_settings(PROJECT_ROOT / "config" / "local.toml", env={}).smtp_port == 8025
