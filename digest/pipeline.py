@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from digest.compose import compose_message
 from digest.content import ArticleView, DigestIssue, MemberView, Rendered
 from digest.db import session_scope
 from digest.mailer import Transport
-from digest.models import Delivery
+from digest.models import Delivery, Subscriber
 from digest.render import Renderer
 from digest.schedule import (
     PERIODS,
@@ -36,6 +37,7 @@ from digest.schedule import (
 )
 from digest.selection import Limits, group_by_topic, select_articles, window_start_for
 from digest.settings import Settings
+from digest.throttle import CircuitBreaker, RateLimiter
 from digest.tokens import TokenSigner, member_links
 
 log = logging.getLogger(__name__)
@@ -263,6 +265,8 @@ class SendReport:
     retry: int = 0
     failed: int = 0
     bounced: int = 0
+    released: int = 0
+    paused_reason: str | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -272,113 +276,196 @@ def _envelope_sender(from_address: str) -> str:
     return parseaddr(from_address)[1]
 
 
+TransportFactory = Callable[[], Transport]
+
+
+class Sender:
+    """A worker's sending engine: ``pool_size`` lanes, each with its own SMTP connection.
+
+    Each lane claims a few deliveries at a time and records every outcome as soon as the
+    server has answered, so a crash repeats at most one message per lane (the one in flight).
+    The lanes share the rate limit and the circuit breaker.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        editions: Editions,
+        transports: TransportFactory,
+        clock: Callable[[], datetime],
+        *,
+        worker_id: str | None = None,
+        limiter: RateLimiter | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.engine, self.settings, self.editions = engine, settings, editions
+        self.transports, self.clock = transports, clock
+        self.worker_id = worker_id or worker_name()
+        self.limiter = limiter or RateLimiter(settings.rate_per_second, settings.rate_per_hour)
+        self.breaker = breaker or CircuitBreaker(settings.max_consecutive_errors)
+        self.sender = _envelope_sender(settings.from_address)
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.base = timedelta(seconds=settings.retry_base_seconds)
+        self._lock = threading.Lock()
+        self._articles: dict[int, ArticleView] = {}
+
+    def run(
+        self,
+        *,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> SendReport:
+        """Send until nothing is ready, ``should_stop`` says so, or the breaker opens."""
+        report = SendReport()
+        lanes = max(1, self.settings.smtp_pool_size)
+        stop = lambda: should_stop() or self.breaker.open  # noqa: E731
+        errors: list[BaseException] = []
+
+        def lane(number: int) -> None:
+            try:
+                self._lane(f"{self.worker_id}", report, progress, stop)
+            except BaseException as exc:  # surfaced after join
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=lane, args=(i,), name=f"digest-lane-{i}", daemon=True)
+            for i in range(lanes)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        if self.breaker.open:
+            report.paused_reason = (
+                f"{self.breaker.consecutive} consecutive send errors, "
+                f"last: {self.breaker.last_error}"
+            )
+            log.error("sending paused: %s", report.paused_reason)
+        log.info(
+            "sent %d, retry %d, failed %d (%d bounced), released %d",
+            report.sent, report.retry, report.failed, report.bounced, report.released,
+        )
+        return report
+
+    def _lane(
+        self,
+        worker_id: str,
+        report: SendReport,
+        progress: Progress | None,
+        stop: Callable[[], bool],
+    ) -> None:
+        transport = self.transports()
+        try:
+            while not stop():
+                claimed = ledger.claim(
+                    self.engine, worker_id, self.clock(), self.settings.claim_size, self.lease
+                )
+                if not claimed:
+                    return
+                with self._lock:
+                    report.claimed += len(claimed)
+                members = self._load(claimed)
+                for i, delivery in enumerate(claimed):
+                    assert delivery.id is not None
+                    if stop() or not self.limiter.acquire(stop):
+                        rest = [d.id for d in claimed[i:] if d.id is not None]
+                        ledger.release(self.engine, rest, worker_id, self.clock())
+                        with self._lock:
+                            report.released += len(rest)
+                        return
+                    outcome = self._send_one(delivery, members, transport)
+                    ledger.record(self.engine, [outcome], worker_id, self.clock())
+                    with self._lock:
+                        _tally(report, outcome, delivery)
+                    if progress:
+                        progress(1)
+        finally:
+            transport.close()
+
+    def _load(self, claimed: Sequence[Delivery]) -> dict[int, MemberView]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(Subscriber).where(
+                    col(Subscriber.id).in_({d.subscriber_id for d in claimed})
+                )
+            ).all()
+            members = {m.id: m for m in catalog.member_views(session, rows)}
+            with self._lock:
+                missing = {i for d in claimed for i in d.article_ids} - self._articles.keys()
+            found = catalog.articles_by_id(session, missing) if missing else {}
+        with self._lock:
+            self._articles.update(found)
+        return members
+
+    def _send_one(
+        self, delivery: Delivery, members: dict[int, MemberView], transport: Transport
+    ) -> ledger.Outcome:
+        assert delivery.id is not None
+        member = members.get(delivery.subscriber_id)
+        if member is None or member.status != "active":
+            status = member.status if member else "deleted"
+            return ledger.Outcome(delivery.id, "failed", error=f"member is {status}; not sent")
+        chosen = [self._articles[i] for i in delivery.article_ids if i in self._articles]
+        if not chosen:
+            return ledger.Outcome(delivery.id, "failed", error="its articles no longer exist")
+        now = self.clock()
+        try:
+            _, data = self.editions.message_for(
+                member, delivery.edition, chosen, delivery.message_id, now
+            )
+        except Exception as exc:  # a template bug fails this delivery, not the whole run
+            log.exception("render failed for delivery %s", delivery.id)
+            return ledger.Outcome(delivery.id, "failed", error=f"render failed: {exc}")
+        result = transport.send(self.sender, member.email, data, delivery.message_id)
+        if result.ok:
+            self.breaker.success()
+            log.debug("delivery %s to %s sent: %s", delivery.id, member.email, result.reply)
+            return ledger.Outcome(delivery.id, "sent", result.code, result.reply)
+        reason = f"{result.code or ''} {result.reply}".strip()
+        if result.code in (421, 451):
+            self.limiter.pushback()
+        if not (result.permanent and result.code is not None):
+            self.breaker.failure(reason)  # server or network trouble, not one bad address
+        else:
+            self.breaker.success()
+        if result.permanent or delivery.attempts >= self.settings.max_attempts:
+            log.warning("delivery %s to %s failed: %s", delivery.id, member.email, reason)
+            return ledger.Outcome(
+                delivery.id,
+                "failed",
+                result.code,
+                result.reply,
+                error=reason if result.permanent else f"attempts exhausted: {reason}",
+                suppress_member="bounced" if result.hard_bounce else None,
+                subscriber_id=delivery.subscriber_id,
+            )
+        retry_at = now + ledger.backoff(delivery.attempts, self.base)
+        log.info(
+            "delivery %s to %s will retry at %s: %s",
+            delivery.id, member.email, retry_at.isoformat(), reason,
+        )
+        return ledger.Outcome(
+            delivery.id, "retry", result.code, result.reply, error=reason, next_attempt_at=retry_at
+        )
+
+
 def send_due(
     engine: Engine,
     settings: Settings,
-    transport: Transport,
+    transports: TransportFactory,
     editions: Editions,
     clock: Callable[[], datetime],
     *,
     worker_id: str | None = None,
-    batch_size: int = 100,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> SendReport:
-    """Claim ready deliveries in batches and send them until none is left (or told to stop)."""
-    worker_id = worker_id or worker_name()
-    sender = _envelope_sender(settings.from_address)
-    lease = timedelta(seconds=settings.lease_seconds)
-    base = timedelta(seconds=settings.retry_base_seconds)
-    report = SendReport()
-    article_cache: dict[int, ArticleView] = {}
-    while not should_stop():
-        claimed = ledger.claim(engine, worker_id, clock(), batch_size, lease)
-        if not claimed:
-            break
-        report.claimed += len(claimed)
-        with Session(engine) as session:
-            members = {
-                m.id: m
-                for m in catalog.member_views(
-                    session, _subscribers(session, [d.subscriber_id for d in claimed])
-                )
-            }
-            missing = {i for d in claimed for i in d.article_ids} - article_cache.keys()
-            article_cache.update(catalog.articles_by_id(session, missing))
-        outcomes: list[ledger.Outcome] = []
-        unsent: list[int] = []
-        for delivery in claimed:
-            assert delivery.id is not None
-            if should_stop():
-                unsent.append(delivery.id)
-                continue
-            outcome = _send_one(
-                delivery, members, article_cache, editions, transport, sender, clock(), base,
-                settings.max_attempts,
-            )
-            outcomes.append(outcome)
-            _tally(report, outcome, delivery)
-            if len(outcomes) >= 50:
-                ledger.record(engine, outcomes, worker_id, clock())
-                outcomes = []
-            if progress:
-                progress(1)
-        ledger.record(engine, outcomes, worker_id, clock())
-        ledger.release(engine, unsent, worker_id, clock())
-    return report
-
-
-def _subscribers(session: Session, ids: Sequence[int]) -> list:
-    from digest.models import Subscriber
-
-    return list(session.exec(select(Subscriber).where(col(Subscriber.id).in_(set(ids)))).all())
-
-
-def _send_one(
-    delivery: Delivery,
-    members: dict[int, MemberView],
-    articles: dict[int, ArticleView],
-    editions: Editions,
-    transport: Transport,
-    sender: str,
-    now: datetime,
-    base: timedelta,
-    max_attempts: int,
-) -> ledger.Outcome:
-    assert delivery.id is not None
-    member = members.get(delivery.subscriber_id)
-    if member is None or member.status not in ("active",):
-        status = member.status if member else "deleted"
-        return ledger.Outcome(delivery.id, "failed", error=f"member is {status}; not sent")
-    chosen = [articles[i] for i in delivery.article_ids if i in articles]
-    if not chosen:
-        return ledger.Outcome(delivery.id, "failed", error="its articles no longer exist")
-    try:
-        _, data = editions.message_for(member, delivery.edition, chosen, delivery.message_id, now)
-    except Exception as exc:  # a template bug must fail this delivery, not the whole run
-        log.exception("render failed for delivery %s", delivery.id)
-        return ledger.Outcome(delivery.id, "failed", error=f"render failed: {exc}")
-    result = transport.send(sender, member.email, data, delivery.message_id)
-    if result.ok:
-        log.debug("delivery %s to %s sent: %s", delivery.id, member.email, result.reply)
-        return ledger.Outcome(delivery.id, "sent", result.code, result.reply)
-    reason = f"{result.code or ''} {result.reply}".strip()
-    if result.permanent or delivery.attempts >= max_attempts:
-        log.warning("delivery %s to %s failed: %s", delivery.id, member.email, reason)
-        return ledger.Outcome(
-            delivery.id,
-            "failed",
-            result.code,
-            result.reply,
-            error=reason if result.permanent else f"attempts exhausted: {reason}",
-            suppress_member="bounced" if result.hard_bounce else None,
-            subscriber_id=delivery.subscriber_id,
-        )
-    retry_at = now + ledger.backoff(delivery.attempts, base)
-    log.info("delivery %s to %s will retry at %s: %s", delivery.id, member.email, retry_at, reason)
-    return ledger.Outcome(
-        delivery.id, "retry", result.code, result.reply, error=reason, next_attempt_at=retry_at
-    )
+    """Send every ready delivery once (the in-process engine of ``digest run``)."""
+    sender = Sender(engine, settings, editions, transports, clock, worker_id=worker_id)
+    return sender.run(progress=progress, should_stop=should_stop)
 
 
 def _tally(report: SendReport, outcome: ledger.Outcome, delivery: Delivery) -> None:
@@ -419,8 +506,6 @@ def preview(
     exactly as planning would select it. With ``edition``, that recorded edition is rendered
     again (what the member got, or will get).
     """
-    from digest.models import Subscriber
-
     with Session(engine) as session:
         row = session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()
         if row is None:

@@ -59,6 +59,13 @@ class Settings:
     smtp_security: str = "none"  # none | starttls | tls
     smtp_timeout: float = 30.0
     batch_size: int = 500
+    claim_size: int = 10
+    smtp_pool_size: int = 2
+    rate_per_second: float = 0.0
+    rate_per_hour: int = 0
+    max_consecutive_errors: int = 20
+    pause_seconds: int = 60
+    poll_seconds: float = 5.0
     lease_seconds: int = 300
     max_attempts: int = 5
     retry_base_seconds: int = 60

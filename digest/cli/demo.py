@@ -64,11 +64,13 @@ def demo_command(app: App, now: datetime) -> None:
         click.echo(f"SMTP server listening on {sink.host}:{sink.port}, saving to {mail_dir}/")
         settings = settings.replace(smtp_host=sink.host, smtp_port=sink.port)
         planned = plan(engine, settings, now, force=True)
-        transport = SMTPTransport.from_settings(settings)
-        try:
-            sent = send_due(engine, settings, transport, Editions(settings), fixed_clock(now))
-        finally:
-            transport.close()
+        sent = send_due(
+            engine,
+            settings,
+            lambda: SMTPTransport.from_settings(settings),
+            Editions(settings),
+            fixed_clock(now),
+        )
         deadline = time.monotonic() + 5
         while len(sink.handler.saved) < sent.sent and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -124,15 +124,18 @@ def run_command(
         click.echo("dry run: nothing written, nothing sent", err=True)
         click.echo(_summary(report, None), err=as_json)
         return
-    transport = make_transport(app.settings)
-    try:
-        with progress_bar("sending", report.planned, app.quiet, "msg") as bar:
-            sent = send_due(
-                app.engine, app.settings, transport, editions, fixed_clock(now), progress=bar
-            )
-    finally:
-        transport.close()
+    with progress_bar("sending", report.planned, app.quiet, "msg") as bar:
+        sent = send_due(
+            app.engine,
+            app.settings,
+            lambda: make_transport(app.settings),
+            editions,
+            fixed_clock(now),
+            progress=bar,
+        )
     click.echo(_summary(report, sent))
+    if sent.paused_reason:
+        click.echo(f"sending paused: {sent.paused_reason}", err=True)
     for error in sent.errors[:20]:
         click.echo(f"failed: {error}", err=True)
     if sent.failed or sent.retry:
