@@ -231,3 +231,57 @@ def _aware(value: datetime) -> datetime:
     from datetime import UTC
 
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RequeueReport:
+    requeued: int
+    skipped: int
+
+
+def requeue_failed(
+    session: Session,
+    now: datetime,
+    *,
+    edition: str | None = None,
+    delivery_id: int | None = None,
+) -> RequeueReport:
+    """Put failed deliveries back in the queue, with fresh attempts.
+
+    Articles that reached the member in a later edition meanwhile are dropped from the
+    re-queued one (an article never reaches a member twice); if none is left it is skipped.
+    """
+    query = select(Delivery).where(Delivery.status == "failed")
+    if edition is not None:
+        query = query.where(Delivery.edition == edition)
+    if delivery_id is not None:
+        query = query.where(Delivery.id == delivery_id)
+    requeued = skipped = 0
+    for delivery in session.exec(query.order_by(col(Delivery.id))).all():
+        taken: set[int] = set()
+        for ids in session.exec(
+            select(Delivery.article_ids).where(
+                Delivery.subscriber_id == delivery.subscriber_id,
+                col(Delivery.status).in_(WINDOW_TAKING_STATUSES),
+                col(Delivery.id) != delivery.id,
+            )
+        ):
+            taken.update(ids)
+        remaining = [i for i in delivery.article_ids if i not in taken]
+        delivery.updated_at = now
+        if not remaining:
+            delivery.status = "skipped"
+            delivery.error = "re-queue: its articles reached the member in a later edition"
+            skipped += 1
+        else:
+            delivery.status = "planned"
+            delivery.article_ids = remaining
+            delivery.attempts = 0
+            delivery.next_attempt_at = now
+            delivery.lease_until = None
+            delivery.worker_id = None
+            delivery.error = None
+            requeued += 1
+        session.add(delivery)
+    session.flush()
+    return RequeueReport(requeued, skipped)

@@ -48,9 +48,9 @@ def main(
 
 
 def _register() -> None:
-    from digest.cli import articles, db, deliveries, demo, run, subscribers
+    from digest.cli import articles, db, deliveries, demo, run, subscribers, worker
 
-    for module in (articles, subscribers, run, deliveries, demo, db):
+    for module in (articles, subscribers, run, worker, deliveries, demo, db):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -8,7 +8,17 @@ import click
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from digest.cli.common import App, iso, json_option, now_option, pass_app, print_json_lines
+from digest.cli.common import (
+    App,
+    BadInput,
+    iso,
+    json_option,
+    now_option,
+    pass_app,
+    print_json_lines,
+)
+from digest.db import session_scope
+from digest.ledger import requeue_failed
 from digest.models import DELIVERY_STATUSES, Article, Delivery, Subscriber
 
 
@@ -125,6 +135,26 @@ def stats_command(app: App, now: datetime, as_json: bool) -> None:
         click.echo(f"  {edition:<18} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     click.echo(f"sent in the last hour: {sent_last_hour} ({stats['send_rate_per_minute']}/min)")
     click.echo(f"oldest waiting: {stats['oldest_waiting_planned_at'] or '-'}")
+
+
+@deliveries_group.command("retry")
+@click.option("--edition", help="Re-queue the failed deliveries of this edition.")
+@click.option("--id", "delivery_id", type=int, help="Re-queue this one delivery.")
+@click.option("--all", "everything", is_flag=True, help="Re-queue every failed delivery.")
+@now_option
+@pass_app
+def retry_command(
+    app: App, edition: str | None, delivery_id: int | None, everything: bool, now: datetime
+) -> None:
+    """Put failed deliveries back in the queue; the next `digest run` or worker sends them."""
+    if not (edition or delivery_id or everything):
+        raise BadInput("say which: --edition KEY, --id N or --all")
+    with session_scope(app.engine) as session:
+        report = requeue_failed(session, now, edition=edition, delivery_id=delivery_id)
+    click.echo(
+        f"re-queued {report.requeued} failed deliveries"
+        + (f"; {report.skipped} skipped (their articles went out later)" if report.skipped else "")
+    )
 
 
 COMMANDS = [deliveries_group]

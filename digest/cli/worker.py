@@ -1,0 +1,70 @@
+"""``digest worker``: a sending process; run any number of them against one store."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import click
+
+from digest.cli.common import App, BadInput, WorkFailed, pass_app
+from digest.clock import system_clock
+from digest.mailer import make_transport
+from digest.pipeline import Editions, Sender, worker_name
+
+log = logging.getLogger("digest.worker")
+
+
+@click.command("worker")
+@click.option("--once", is_flag=True, help="Send what is ready, then exit 0.")
+@click.option("--pool-size", type=int, help="SMTP connections (overrides smtp_pool_size).")
+@click.option("--worker-id", help="Name in the ledger's claims [host:pid].")
+@pass_app
+def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str | None) -> None:
+    """Send planned deliveries until stopped (SIGTERM/SIGINT finish in-flight messages and exit 0)."""
+    settings = app.settings.replace(smtp_pool_size=pool_size) if pool_size else app.settings
+    try:
+        editions = Editions(settings)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing messages in flight", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    name = worker_id or worker_name()
+    sender = Sender(
+        app.engine, settings, editions, lambda: make_transport(settings), system_clock,
+        worker_id=name,
+    )
+    log.info("worker %s started with %d connections", name, settings.smtp_pool_size)
+    totals = {"sent": 0, "retry": 0, "failed": 0}
+    try:
+        while not stop.is_set():
+            report = sender.run(should_stop=stop.is_set)
+            for key in totals:
+                totals[key] += getattr(report, key)
+            if report.paused_reason:
+                if once:
+                    raise WorkFailed(f"sending paused: {report.paused_reason}")
+                log.error("pausing %ss: %s", settings.pause_seconds, report.paused_reason)
+                stop.wait(settings.pause_seconds)
+                sender.breaker.reset()
+                continue
+            if once:
+                break
+            if report.claimed == 0:
+                stop.wait(settings.poll_seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(
+        f"worker {name}: sent {totals['sent']}, retry {totals['retry']}, failed {totals['failed']}"
+    )
+
+
+COMMANDS = [worker_command]
