@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -51,12 +51,66 @@ def _make_sqlite_immediate(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The store was made by an older version; ``digest db upgrade`` brings it up to date."""
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option(
+        "sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    )
+    return config
+
+
+def head_revision(engine: Engine) -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_schema(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply migrations up to ``revision``; returns (before, after)."""
+    from alembic import command
+
+    before = current_revision(engine)
+    config = alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+    return before, current_revision(engine)
+
+
 def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+    """A fresh store gets the whole schema; an older one must be upgraded explicitly."""
+    if not inspect(engine).has_table("delivery"):
+        upgrade_schema(engine)
+        return
+    current, head = current_revision(engine), head_revision(engine)
+    if current != head:
+        raise SchemaOutOfDate(
+            f"the store's schema is at revision {current or 'none'}, this version needs {head}: "
+            "run `digest db upgrade` (back up the database first)"
+        )
 
 
 def drop_schema(engine: Engine) -> None:
     SQLModel.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
 
 @contextmanager

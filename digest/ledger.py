@@ -61,6 +61,24 @@ def last_window_ends(session: Session, member_ids: Sequence[int]) -> dict[int, d
     return out
 
 
+def earliest_untaken_starts(session: Session, member_ids: Sequence[int]) -> dict[int, datetime]:
+    """Each member's earliest window start among editions that did not take their window."""
+    out: dict[int, datetime] = {}
+    for i in range(0, len(member_ids), CHUNK):
+        chunk = member_ids[i : i + CHUNK]
+        rows = session.exec(
+            select(Delivery.subscriber_id, func.min(Delivery.window_start))
+            .where(
+                col(Delivery.subscriber_id).in_(chunk),
+                col(Delivery.status).in_(("failed", "skipped")),
+            )
+            .group_by(col(Delivery.subscriber_id))
+        )
+        for member_id, start in rows:
+            out[member_id] = _aware(start)
+    return out
+
+
 def existing_editions(
     session: Session, pairs: Iterable[tuple[int, str]]
 ) -> set[tuple[int, str]]:

@@ -93,9 +93,10 @@ def plan_member(
     candidates: Sequence[ArticleView],
     now: datetime,
     limits: Limits,
+    earliest_untaken: datetime | None = None,
 ) -> ledger.PlannedRow:
     """The ledger row for one member's edition: planned with its articles, or skipped empty."""
-    start = window_start_for(last_window_end, PERIODS[member.frequency], now)
+    start = window_start_for(last_window_end, PERIODS[member.frequency], now, earliest_untaken)
     articles = select_articles(member, candidates, start, now, now, limits)
     return ledger.PlannedRow(
         subscriber_id=member.id,
@@ -137,7 +138,9 @@ def plan(
             existing = ledger.existing_editions(
                 session, [(m.id, editions[m.id].key) for m in batch]
             )
-            ends = ledger.last_window_ends(session, [m.id for m in batch])
+            ids = [m.id for m in batch]
+            ends = ledger.last_window_ends(session, ids)
+            untaken = ledger.earliest_untaken_starts(session, [i for i in ids if i not in ends])
             rows: list[ledger.PlannedRow] = []
             for member in batch:
                 edition = editions[member.id]
@@ -152,7 +155,10 @@ def plan(
                     else:
                         report.not_due += 1
                     continue
-                row = plan_member(member, edition, ends.get(member.id), candidates, now, limits)
+                row = plan_member(
+                    member, edition, ends.get(member.id), candidates, now, limits,
+                    untaken.get(member.id),
+                )
                 rows.append(row)
                 if row.status == "planned":
                     report.planned += 1
@@ -527,8 +533,9 @@ def preview(
             limits = limits_from(settings)
             candidates = catalog.candidate_articles(session, now, now - limits.max_age)
             end = ledger.last_window_ends(session, [member.id]).get(member.id)
+            untaken = ledger.earliest_untaken_starts(session, [member.id]).get(member.id)
             upcoming = current_edition(member, now, settings, force=True)
-            row_plan = plan_member(member, upcoming, end, candidates, now, limits)
+            row_plan = plan_member(member, upcoming, end, candidates, now, limits, untaken)
             by_id = {a.id: a for a in candidates}
             articles = tuple(by_id[i] for i in row_plan.article_ids)
             edition_key = upcoming.key

@@ -23,10 +23,21 @@ class Limits:
 
 
 def window_start_for(
-    last_window_end: datetime | None, period: timedelta, now: datetime
+    last_window_end: datetime | None,
+    period: timedelta,
+    now: datetime,
+    earliest_untaken: datetime | None = None,
 ) -> datetime:
-    """Start after the last taken window; a first edition looks back one period."""
-    return last_window_end if last_window_end is not None else now - period
+    """Start after the last taken window; a first edition looks back one period.
+
+    Before any edition was taken, a failed or stale one's window is still owed: start there.
+    """
+    if last_window_end is not None:
+        return last_window_end
+    start = now - period
+    if earliest_untaken is not None:
+        start = min(start, earliest_untaken)
+    return start
 
 
 def matches(member: MemberView, article: ArticleView) -> bool:

@@ -234,10 +234,12 @@ def test_preview_is_what_the_member_gets(cli: CLI, tmp_path: Path, smtp_server: 
     assert cli("run", "--now", RUN1).exit_code == 0
     (sent,) = [m for m in smtp_server.messages if m.rcpt_tos == ["ada@example.org"]]
     msg = BytesParser(policy=policy.default).parsebytes(sent.data)
-    assert out.read_text(encoding="utf-8").strip() == msg.get_body(("plain",)).get_content().strip()
+    sent_text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert out.read_text(encoding="utf-8").strip() == sent_text.strip()
     html = cli("preview", "--email", "ada@example.org", "--edition", "daily:2025-03-25", "--now", RUN1)
     assert html.exit_code == 0
-    assert html.stdout.strip() == msg.get_body(("html",)).get_content().strip()
+    sent_html = msg.get_body(("html",)).get_content().replace("\r\n", "\n")
+    assert html.stdout.strip() == sent_html.strip()
 
 
 def test_preview_unknown_member_is_bad_input(cli: CLI) -> None:

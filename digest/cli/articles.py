@@ -1,3 +1,179 @@
-"""placeholder"""
+"""``digest articles import|list``: bring articles into the store and look at them.
 
-COMMANDS: list = []
+An import is all or nothing by default: every input is parsed and validated first, and one
+bad record means nothing is written (exit 2), so a half-imported archive never reaches a
+digest. ``--skip-invalid`` imports the good records and lists the bad ones.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import click
+from sqlmodel import Session, col, select
+
+from digest.cli.common import (
+    App,
+    BadInput,
+    iso,
+    json_option,
+    now_option,
+    pass_app,
+    print_json_lines,
+)
+from digest.cli.progress import progress_bar
+from digest.clock import parse_instant
+from digest.db import session_scope
+from digest.ingest import expand_paths, load_sources, upsert_articles
+from digest.models import Article, ArticleTopic, Mention, Topic
+from digest.topics import topic_slug
+
+
+@click.group("articles")
+def articles_group() -> None:
+    """Import and list articles."""
+
+
+@articles_group.command("import")
+@click.argument("paths", nargs=-1, required=True)
+@now_option
+@click.option("--skip-invalid", is_flag=True, help="Import the valid records; list the others.")
+@click.option("--dry-run", is_flag=True, help="Validate and count, but write nothing.")
+@pass_app
+def import_command(
+    app: App, paths: tuple[str, ...], now: datetime, skip_invalid: bool, dry_run: bool
+) -> None:
+    """Import articles from files, folders (recursively) or feed URLs.
+
+    Formats: JSON (object, list or JSON Lines), Markdown with YAML front matter, RSS/Atom
+    and JSON Feed. Feed entries without a date are dated NOW.
+    """
+    sources, errors = expand_paths(paths)
+    with progress_bar("reading", total=len(sources), quiet=app.quiet, unit="file") as advance:
+        batch = load_sources(sources, now, app.settings.max_import_bytes, progress=advance)
+    batch.errors[:0] = errors
+    for warning in batch.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if batch.errors and not skip_invalid:
+        for error in batch.errors:
+            click.echo(str(error), err=True)
+        raise BadInput(
+            f"{len(batch.errors)} invalid input(s); nothing imported "
+            "(fix them, or use --skip-invalid to import the valid records)"
+        )
+
+    if dry_run:
+        with Session(app.engine, expire_on_commit=False) as session:
+            counts = upsert_articles(session, batch.records, now)
+            session.rollback()
+    else:
+        with session_scope(app.engine) as session:
+            counts = upsert_articles(session, batch.records, now)
+
+    verb = "Would import" if dry_run else "Imported"
+    click.echo(f"{verb} {counts.total} articles ({counts}) from {batch.files} files")
+    if dry_run:
+        click.echo("Dry run: nothing written.")
+    if batch.errors:
+        click.echo(f"Skipped {len(batch.errors)} invalid:", err=True)
+        for error in batch.errors:
+            click.echo(f"  {error}", err=True)
+
+
+def _rows(
+    session: Session, topic: str | None, since: datetime | None, limit: int | None
+) -> list[dict[str, Any]]:
+    query = select(Article)
+    if topic is not None:
+        query = query.where(
+            col(Article.id).in_(
+                select(ArticleTopic.article_id)
+                .join(Topic, col(Topic.id) == col(ArticleTopic.topic_id))
+                .where(col(Topic.slug) == topic_slug(topic))
+            )
+        )
+    if since is not None:
+        query = query.where(col(Article.first_seen_at) >= since)
+    query = query.order_by(col(Article.first_seen_at).desc(), col(Article.id).desc())
+    if limit is not None:
+        query = query.limit(limit)
+    articles = list(session.exec(query))
+    ids = [a.id for a in articles]
+    topics: dict[int, list[str]] = defaultdict(list)
+    mentions: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        topic_rows = session.exec(
+            select(ArticleTopic.article_id, Topic.name)
+            .join(Topic, col(Topic.id) == col(ArticleTopic.topic_id))
+            .where(col(ArticleTopic.article_id).in_(part))
+            .order_by(col(Topic.name))
+        )
+        for article_id, name in topic_rows:
+            topics[article_id].append(name)
+        mention_rows = session.exec(
+            select(Mention)
+            .where(col(Mention.article_id).in_(part))
+            .order_by(col(Mention.article_id), col(Mention.position))
+        )
+        for m in mention_rows:
+            mentions[m.article_id].append(
+                {"name": m.name, "description": m.description, "url": m.url}
+            )
+    return [
+        {
+            "url": a.url,
+            "title": a.title,
+            "topics": topics.get(a.id, []),  # type: ignore[arg-type]
+            "first_seen_at": iso(a.first_seen_at),
+            "published_at": iso(a.published_at),
+            "key_points": list(a.key_points),
+            "mentions": mentions.get(a.id, []),  # type: ignore[arg-type]
+            "guid": a.guid,
+        }
+        for a in articles
+    ]
+
+
+def _parse_since(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {value!r}") from None
+
+
+@articles_group.command("list")
+@json_option
+@click.option("--topic", help="Only articles with this topic (any case or spacing).")
+@click.option("--since", callback=_parse_since, metavar="ISO-TIME", help="First seen at or after.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many articles.")
+@pass_app
+def list_command(
+    app: App, as_json: bool, topic: str | None, since: datetime | None, limit: int | None
+) -> None:
+    """List articles, newest first seen first."""
+    with Session(app.engine) as session:
+        rows = _rows(session, topic, since, limit)
+    if as_json:
+        print_json_lines(rows)
+        return
+    if not rows:
+        click.echo("No articles.")
+        return
+    click.echo(f"{'FIRST SEEN':<17} {'PUBLISHED':<10} TITLE [TOPICS]")
+    for row in rows:
+        seen = (row["first_seen_at"] or "")[:16].replace("T", " ")
+        published = (row["published_at"] or "")[:10]
+        title = row["title"] if len(row["title"]) <= 70 else row["title"][:69] + "…"
+        tags = f" [{', '.join(row['topics'])}]" if row["topics"] else ""
+        click.echo(f"{seen:<17} {published:<10} {title}{tags}")
+    click.echo(f"{len(rows)} articles")
+
+
+COMMANDS = [articles_group]

@@ -13,7 +13,7 @@ import click
 from sqlalchemy import Engine
 
 from digest.clock import parse_instant, system_clock
-from digest.db import create_schema, make_engine
+from digest.db import SchemaOutOfDate, create_schema, make_engine
 from digest.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,10 +43,18 @@ class App:
     _schema_ready: bool = field(default=False, repr=False)
 
     @cached_property
+    def raw_engine(self) -> Engine:
+        """The engine without any schema check (for ``digest db``)."""
+        return make_engine(self.settings.database_url)
+
+    @cached_property
     def engine(self) -> Engine:
-        engine = make_engine(self.settings.database_url)
-        create_schema(engine)
-        return engine
+        """The engine of a store whose schema is current (a fresh one is created)."""
+        try:
+            create_schema(self.raw_engine)
+        except SchemaOutOfDate as exc:
+            raise BadInput(str(exc)) from None
+        return self.raw_engine
 
 
 pass_app = click.make_pass_decorator(App)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -177,9 +178,9 @@ def preview_command(
         Path(out).write_bytes(payload)
         click.echo(f"{result.edition} for {email}: {len(result.articles)} articles -> {out}", err=True)
     else:
-        stream = click.get_binary_stream("stdout")
-        stream.write(payload if payload.endswith(b"\n") else payload + b"\n")
-        stream.flush()
+        sys.stdout.flush()
+        sys.stdout.buffer.write(payload if payload.endswith(b"\n") else payload + b"\n")
+        sys.stdout.buffer.flush()
 
 
 COMMANDS = [plan_command, run_command, preview_command]

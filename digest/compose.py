@@ -1,0 +1,156 @@
+"""Rendered parts -> RFC 5322 message bytes (CRLF), ready for SMTP or an .eml outbox.
+
+The MIME body comes from ``email.message.EmailMessage``; the top-level headers are written
+here, because the email package RFC 2047-encodes long unbroken words such as the
+List-Unsubscribe URLs, which breaks them for mail clients. Everything personal that reaches a
+header is reduced to one line first, so a name or subject can never inject a header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+
+from digest.content import Rendered
+
+CRLF = b"\r\n"
+SMTP_POLICY = policy.SMTP  # CRLF line ends, folds at 78
+MAX_LINE = 998
+
+#: Headers this module writes; ``extra_headers`` may not replace them.
+OWN_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Date", "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Message-ID", "MIME-Version",
+        "Content-Type", "Content-Transfer-Encoding", "List-Id", "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    )
+)  # fmt: skip
+
+_HEADER_NAME_RE = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext
+_WS_RE = re.compile(r"\s+")
+_ADDR_SPEC_RE = re.compile(r"^[^\s<>()\[\],;:\"@\\]+@[^\s<>()\[\],;:\"@\\]+$")
+
+
+def one_line(value: str) -> str:
+    """Drop CR, LF and every other control character; collapse whitespace."""
+    chars = (" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in value)
+    return _WS_RE.sub(" ", "".join(chars)).strip()
+
+
+def make_message_id(unique: str, domain: str) -> str:
+    """``<hash@domain>``: stable for the same ``unique`` so a repeated send repeats the id."""
+    digest = hashlib.sha256(unique.encode("utf-8")).hexdigest()[:32]
+    domain = one_line(domain).strip("<>@ ") or "localhost"
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+        raise ValueError(f"message id domain {domain!r} is not a plain host name")
+    return f"<{digest}@{domain}>"
+
+
+def _check_addr_spec(addr: str, what: str) -> str:
+    if not _ADDR_SPEC_RE.match(addr):
+        raise ValueError(f"{what} {addr!r} is not a plain email address")
+    return addr
+
+
+def _fold(name: str, value: str) -> bytes:
+    """A structured/text header folded and RFC 2047-encoded by the email package."""
+    header = SMTP_POLICY.header_factory(name, value)
+    return header.fold(policy=SMTP_POLICY).encode("ascii")
+
+
+def _fold_list(name: str, items: list[str]) -> bytes:
+    """``Name: a, b`` folded between items only, never inside one (URLs stay intact)."""
+    lines: list[str] = []
+    current = f"{name}:"
+    for i, item in enumerate(items):
+        piece = item + ("," if i < len(items) - 1 else "")
+        if len(current) + 1 + len(piece) > 78 and current != f"{name}:":
+            lines.append(current)
+            current = f" {piece}"
+        else:
+            current = f"{current} {piece}"
+    lines.append(current)
+    for line in lines:
+        if len(line) > MAX_LINE:
+            raise ValueError(f"{name} item longer than {MAX_LINE} octets")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def _ascii_token(value: str, what: str) -> str:
+    value = one_line(value)
+    if not value.isascii() or not value:
+        raise ValueError(f"{what} must be non-empty ASCII, got {value!r}")
+    return value
+
+
+def _boundary(seed: str) -> str:
+    # "=_" never occurs in quoted-printable output, so the boundary cannot clash with content.
+    return "==_dg_" + hashlib.sha256(seed.encode("utf-8")).hexdigest()[:24]
+
+
+def _body(rendered: Rendered, seed: str) -> bytes:
+    body = EmailMessage(policy=SMTP_POLICY)
+    body.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    body.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    body.set_boundary(_boundary(seed))
+    return body.as_bytes(policy=SMTP_POLICY)
+
+
+def compose_message(
+    rendered: Rendered,
+    *,
+    from_address: str,
+    to_email: str,
+    to_name: str,
+    message_id: str,
+    date: datetime,
+    list_id: str,
+    unsubscribe_url: str,
+    unsubscribe_mailto_url: str,
+    reply_to: str = "",
+    extra_headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """One multipart/alternative message (text first, then HTML) as CRLF bytes."""
+    if date.tzinfo is None:
+        raise ValueError("date must be timezone-aware")
+    from_value = one_line(from_address)
+    _check_addr_spec(parseaddr(from_value)[1], "from address")
+    to = Address(display_name=one_line(to_name), addr_spec=_check_addr_spec(to_email, "to_email"))
+    message_id = _ascii_token(message_id, "message_id")
+    if not (message_id.startswith("<") and message_id.endswith(">") and "@" in message_id):
+        raise ValueError(f"message_id must look like <id@domain>, got {message_id!r}")
+    unsubscribe = [
+        f"<{_ascii_token(unsubscribe_url, 'unsubscribe_url')}>",
+        f"<{_ascii_token(unsubscribe_mailto_url, 'unsubscribe_mailto_url')}>",
+    ]
+    subject = one_line(rendered.subject)
+
+    head: list[bytes] = [
+        _fold("Date", format_datetime(date)),
+        _fold("From", from_value),
+        _fold("To", str(to)),
+    ]
+    if reply_to:
+        reply = one_line(reply_to)
+        _check_addr_spec(parseaddr(reply)[1], "reply_to")
+        head.append(_fold("Reply-To", reply))
+    head += [
+        _fold("Subject", subject),
+        _fold_list("Message-ID", [message_id]),
+        _fold("List-Id", one_line(list_id)),
+        _fold_list("List-Unsubscribe", unsubscribe),
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+    ]
+    for name, value in (extra_headers or {}).items():
+        if not _HEADER_NAME_RE.match(name) or name.lower() in OWN_HEADERS:
+            raise ValueError(f"extra header {name!r} is not allowed")
+        head.append(_fold(name, one_line(value)))
+    return b"".join(head) + _body(rendered, message_id)

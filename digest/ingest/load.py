@@ -1,0 +1,211 @@
+"""Reading inputs: files, folders and feed URLs to one validated batch.
+
+Everything is parsed and validated before anything is written, so the caller can refuse a
+whole import when one record is bad. Reads are bounded by ``max_bytes`` (a file or response
+larger than that is refused, never loaded), and URL fetches have a timeout.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from digest import __version__
+from digest.ingest.parse_feed import parse_feed_bytes
+from digest.ingest.parse_json import decode_text, parse_json_text
+from digest.ingest.parse_markdown import parse_markdown_text
+from digest.ingest.records import ArticleRecord, ParseResult, RecordError
+
+JSON_EXTS = frozenset({".json"})
+JSONL_EXTS = frozenset({".jsonl", ".ndjson"})
+MARKDOWN_EXTS = frozenset({".md", ".markdown"})
+FEED_EXTS = frozenset({".xml", ".rss", ".atom", ".rdf", ".feed"})
+SUPPORTED_EXTS = JSON_EXTS | JSONL_EXTS | MARKDOWN_EXTS | FEED_EXTS
+FETCH_TIMEOUT = 30.0
+_URL = re.compile(r"^https?://", re.IGNORECASE)
+
+
+@dataclass
+class ImportBatch:
+    """The outcome of reading inputs: valid records, every error, and warnings."""
+
+    records: list[ArticleRecord] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    files: int = 0
+
+    def extend(self, result: ParseResult) -> None:
+        self.records.extend(result.records)
+        self.errors.extend(result.errors)
+        self.warnings.extend(result.warnings)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input to read: a local file (``explicit`` if named on the command line) or a URL."""
+
+    location: str
+    path: Path | None = None
+    explicit: bool = True
+
+
+def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Source], list[RecordError]]:
+    """Files and URLs to read; folders are walked (sorted, hidden entries skipped)."""
+    sources: list[Source] = []
+    errors: list[RecordError] = []
+    for item in paths:
+        text = str(item)
+        if isinstance(item, str) and _URL.match(text):
+            sources.append(Source(text))
+            continue
+        path = Path(item)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                rel = child.relative_to(path).parts
+                if any(p.startswith(".") for p in rel):
+                    continue
+                if child.is_file() and child.suffix.lower() in SUPPORTED_EXTS:
+                    sources.append(Source(str(child), child, explicit=False))
+        elif path.is_file():
+            sources.append(Source(text, path))
+        elif path.exists():
+            errors.append(RecordError("not a regular file", file=text))
+        else:
+            errors.append(RecordError("no such file or folder", file=text))
+    return sources, errors
+
+
+def _sniff(data: bytes) -> str:
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if head in (b"{", b"["):
+        return "json"
+    if head == b"-":
+        return "markdown"
+    if head == b"<":
+        return "feed"
+    return ""
+
+
+def parse_bytes(
+    data: bytes,
+    name: str,
+    now: datetime,
+    kind: str,
+    headers: dict[str, str] | None = None,
+) -> ParseResult:
+    """Parse one input of ``kind`` (json, jsonl, markdown, feed or "" to sniff)."""
+    kind = kind or _sniff(data)
+    if kind in ("json", "jsonl"):
+        text = decode_text(data, name)
+        if isinstance(text, ParseResult):
+            return text
+        return parse_json_text(text, name, now, jsonlines=kind == "jsonl")
+    if kind == "markdown":
+        text = decode_text(data, name)
+        if isinstance(text, ParseResult):
+            return text
+        return parse_markdown_text(text, name)
+    if kind == "feed":
+        return parse_feed_bytes(data, name, now, headers)
+    return ParseResult.failed(name, "unsupported file type (expected JSON, Markdown or a feed)")
+
+
+def _kind_for(path: Path) -> str:
+    ext = path.suffix.lower()
+    if ext in JSON_EXTS:
+        return "json"
+    if ext in JSONL_EXTS:
+        return "jsonl"
+    if ext in MARKDOWN_EXTS:
+        return "markdown"
+    if ext in FEED_EXTS:
+        return "feed"
+    return ""
+
+
+def read_file(source: Source, now: datetime, max_bytes: int) -> ParseResult:
+    """Parse one local file, refusing it whole if it is larger than ``max_bytes``."""
+    assert source.path is not None
+    name = source.location
+    try:
+        size = source.path.stat().st_size
+        if size > max_bytes:
+            return ParseResult.failed(name, f"file too large ({size} bytes; limit {max_bytes})")
+        with source.path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        return ParseResult.failed(name, f"cannot read: {exc.strerror or exc}")
+    if len(data) > max_bytes:
+        return ParseResult.failed(name, f"file too large (over {max_bytes} bytes)")
+    return parse_bytes(data, name, now, _kind_for(source.path))
+
+
+def fetch_url(
+    url: str, now: datetime, max_bytes: int, timeout: float = FETCH_TIMEOUT
+) -> ParseResult:
+    """Fetch a feed (RSS, Atom or JSON Feed) with a timeout and a size bound."""
+    request = urllib.request.Request(
+        url,
+        headers={
+            "User-Agent": f"digest/{__version__} (+feed import)",
+            "Accept": "application/atom+xml, application/rss+xml, application/feed+json, "
+            "application/json;q=0.9, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            data = response.read(max_bytes + 1)
+            headers = {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return ParseResult.failed(url, f"fetch failed: HTTP {exc.code} {exc.reason}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return ParseResult.failed(url, f"fetch failed: {reason}")
+    if len(data) > max_bytes:
+        return ParseResult.failed(url, f"response too large (over {max_bytes} bytes)")
+    ctype = headers.get("content-type", "").lower()
+    kind = "json" if "json" in ctype or _sniff(data) == "json" else "feed"
+    return parse_bytes(data, url, now, kind, headers=headers)
+
+
+def load_sources(
+    sources: Sequence[Source],
+    now: datetime,
+    max_bytes: int,
+    progress: Callable[[int], object] | None = None,
+) -> ImportBatch:
+    """Read and validate every source; never raises for bad input."""
+    batch = ImportBatch()
+    for source in sources:
+        try:
+            if source.path is None:
+                result = fetch_url(source.location, now, max_bytes)
+            else:
+                result = read_file(source, now, max_bytes)
+        except Exception as exc:  # noqa: BLE001  (one bad input must not abort the others)
+            result = ParseResult.failed(
+                source.location, f"could not read: {type(exc).__name__}: {exc}"
+            )
+        batch.files += 1
+        batch.extend(result)
+        if progress is not None:
+            progress(1)
+    return batch
+
+
+def load_paths(
+    paths: Iterable[str | Path],
+    now: datetime,
+    max_bytes: int,
+    progress: Callable[[int], object] | None = None,
+) -> ImportBatch:
+    """Read files, folders and feed URLs into one batch of records and errors."""
+    sources, errors = expand_paths(paths)
+    batch = load_sources(sources, now, max_bytes, progress)
+    batch.errors[:0] = errors
+    return batch

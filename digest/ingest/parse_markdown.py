@@ -1,0 +1,53 @@
+"""Markdown articles: YAML front matter for the fields, the body's paragraphs as key points.
+
+Editors write one article per file; key points in the front matter win over the body, so a
+file can carry notes in its body without publishing them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import frontmatter
+import yaml
+
+from digest.ingest.records import ParseResult
+
+_BLANK_LINES = re.compile(r"\n[ \t]*\n")
+
+
+def body_paragraphs(body: str) -> list[str]:
+    """Paragraphs split on blank lines; heading lines dropped, wrapped lines joined by a space."""
+    body = body.replace("\r\n", "\n").replace("\r", "\n")
+    out: list[str] = []
+    for block in _BLANK_LINES.split(body):
+        lines = [ln.strip() for ln in block.split("\n")]
+        text = " ".join(ln for ln in lines if ln and not ln.startswith("#"))
+        if text:
+            out.append(text)
+    return out
+
+
+def parse_markdown_text(text: str, file: str) -> ParseResult:
+    """One record from a Markdown file with front matter, or the reason it was refused."""
+    where = "record 1"
+    if not text.lstrip("\ufeff").startswith("---"):
+        return ParseResult.failed(file, "no YAML front matter (the file must start with '---')")
+    try:
+        meta, body = frontmatter.parse(text.lstrip("\ufeff"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        return ParseResult.failed(file, f"invalid YAML front matter{at}: {problem}", where)
+    except Exception as exc:  # noqa: BLE001  (python-frontmatter raises assorted types)
+        return ParseResult.failed(file, f"invalid front matter: {exc}", where)
+    if not isinstance(meta, dict):
+        return ParseResult.failed(file, "front matter must be a mapping of fields", where)
+    raw: dict[str, Any] = dict(meta)
+    if raw.get("key_points") is None:
+        raw["key_points"] = body_paragraphs(body)
+    result = ParseResult.empty()
+    result.add(raw, file, where)
+    return result

@@ -1,0 +1,173 @@
+"""Writing records: an idempotent upsert keyed by GUID, else URL.
+
+Re-importing a file must never duplicate an article or move its ``first_seen_at`` (the
+selection windows of editions are cut on it). Existing rows for a whole batch are fetched in a
+few ``IN`` queries, and the work stays portable SQL, so it runs the same on SQLite and
+PostgreSQL inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, or_
+from sqlmodel import Session, col, select
+
+from digest.ingest.records import ArticleRecord
+from digest.models import Article, ArticleTopic, Mention
+from digest.topics import ensure_topics, topic_slug
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ImportCounts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+    def __str__(self) -> str:
+        return f"{self.created} new, {self.updated} updated, {self.unchanged} unchanged"
+
+
+def dedupe(records: Iterable[ArticleRecord]) -> list[ArticleRecord]:
+    """One record per article: a later record with the same URL or GUID replaces the earlier."""
+    slots: list[ArticleRecord | None] = []
+    by_url: dict[str, int] = {}
+    by_guid: dict[str, int] = {}
+    for rec in records:
+        hits = {i for i in (by_url.get(rec.url), by_guid.get(rec.guid or "")) if i is not None}
+        for i in hits:
+            old = slots[i]
+            assert old is not None
+            by_url.pop(old.url, None)
+            if old.guid:
+                by_guid.pop(old.guid, None)
+            slots[i] = None
+        slots.append(rec)
+        by_url[rec.url] = len(slots) - 1
+        if rec.guid:
+            by_guid[rec.guid] = len(slots) - 1
+    return [r for r in slots if r is not None]
+
+
+def _existing(session: Session, records: Sequence[ArticleRecord]) -> list[Article]:
+    """Rows matching the batch by URL or GUID: one query per 500 keys, not one per record."""
+    urls = sorted({r.url for r in records})
+    guids = sorted({r.guid for r in records if r.guid})
+    found: dict[int | None, Article] = {}
+    for start in range(0, max(len(urls), len(guids)), CHUNK):
+        url_part, guid_part = urls[start : start + CHUNK], guids[start : start + CHUNK]
+        conditions = []
+        if url_part:
+            conditions.append(col(Article.url).in_(url_part))
+        if guid_part:
+            conditions.append(col(Article.guid).in_(guid_part))
+        for art in session.exec(select(Article).where(or_(*conditions))):
+            found[art.id] = art
+    return list(found.values())
+
+
+def _apply(art: Article, rec: ArticleRecord, content_hash: str, now: datetime) -> None:
+    art.url = rec.url
+    art.title = rec.title
+    art.published_at = rec.published_at
+    art.key_points = list(rec.key_points)
+    art.summary = rec.summary
+    art.source = rec.source
+    art.image_url = rec.image_url
+    art.content_hash = content_hash
+    art.updated_at = now
+
+
+def upsert_articles(
+    session: Session, records: Iterable[ArticleRecord], now: datetime
+) -> ImportCounts:
+    """Create or update ``records`` (matched by GUID, else URL) with their topics and mentions.
+
+    ``first_seen_at`` is set to ``now`` on creation only; ``updated_at`` moves only when the
+    content hash changes. Does not commit: the caller's transaction decides.
+    """
+    batch = dedupe(records)
+    if not batch:
+        return ImportCounts()
+    rows = _existing(session, batch)
+    by_url = {a.url: a for a in rows}
+    by_guid = {a.guid: a for a in rows if a.guid}
+
+    created = updated = unchanged = 0
+    changed: list[tuple[Article, ArticleRecord]] = []
+    for rec in batch:
+        digest_ = rec.content_hash()
+        guid_hit = by_guid.get(rec.guid) if rec.guid else None
+        url_hit = by_url.get(rec.url)
+        art = guid_hit or url_hit
+        if guid_hit is not None and url_hit is not None and guid_hit is not url_hit:
+            art = url_hit  # the URL is the unique identity; the other row keeps its GUID
+        if art is None:
+            art = Article(
+                url=rec.url,
+                guid=rec.guid,
+                title=rec.title,
+                published_at=rec.published_at,
+                first_seen_at=now,
+                updated_at=now,
+                key_points=list(rec.key_points),
+                summary=rec.summary,
+                source=rec.source,
+                image_url=rec.image_url,
+                content_hash=digest_,
+            )
+            session.add(art)
+            created += 1
+            changed.append((art, rec))
+        elif art.content_hash == digest_:
+            unchanged += 1
+            continue
+        else:
+            by_url.pop(art.url, None)
+            _apply(art, rec, digest_, now)
+            owner = by_guid.get(rec.guid) if rec.guid else None
+            if rec.guid and rec.guid != art.guid and owner in (None, art):
+                by_guid.pop(art.guid or "", None)
+                art.guid = rec.guid
+            updated += 1
+            changed.append((art, rec))
+        by_url[art.url] = art
+        if art.guid:
+            by_guid[art.guid] = art
+    if changed:
+        session.flush()
+        _replace_links(session, changed)
+    return ImportCounts(created, updated, unchanged)
+
+
+def _replace_links(session: Session, changed: list[tuple[Article, ArticleRecord]]) -> None:
+    """Topics and mentions of changed articles, replaced wholesale (cheaper than diffing)."""
+    ids = [a.id for a, _ in changed if a.id is not None]
+    for chunk in range(0, len(ids), CHUNK):
+        part = ids[chunk : chunk + CHUNK]
+        session.execute(delete(ArticleTopic).where(col(ArticleTopic.article_id).in_(part)))
+        session.execute(delete(Mention).where(col(Mention.article_id).in_(part)))
+    topics = {t.slug: t for t in ensure_topics(session, (n for _, r in changed for n in r.topics))}
+    for art, rec in changed:
+        assert art.id is not None
+        for slug in dict.fromkeys(topic_slug(n) for n in rec.topics):
+            session.add(ArticleTopic(article_id=art.id, topic_id=topics[slug].id))  # type: ignore[arg-type]
+        for position, (name, description, url) in enumerate(rec.mentions):
+            session.add(
+                Mention(
+                    article_id=art.id,
+                    position=position,
+                    name=name,
+                    description=description,
+                    url=url,
+                )
+            )
+    session.flush()

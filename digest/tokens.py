@@ -1,0 +1,148 @@
+"""Signed, expiring tokens for confirm / preferences / unsubscribe links.
+
+A token is bound to its *purpose* (the itsdangerous salt, so an unsubscribe token never opens
+the preferences page) and to its *member* (id plus a keyed hash of the address, so a token
+cannot be replayed for another member, nor for a new member who re-uses a deleted id). Time
+comes from the caller (``now``), never from the system clock, so tests drive expiry directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from digest.content import DigestLinks, MemberView
+
+PURPOSES = frozenset({"unsubscribe", "preferences", "confirm"})
+
+#: Suggested limits per purpose; unsubscribe links must work for as long as the mail exists.
+MAX_AGE: dict[str, timedelta | None] = {
+    "unsubscribe": None,
+    "preferences": timedelta(days=90),
+    "confirm": timedelta(days=7),
+}
+
+#: Tolerated clock skew between the host that signed and the host that verifies.
+FUTURE_SKEW = timedelta(minutes=5)
+
+
+class InvalidToken(Exception):  # noqa: N818 - the public name the web layer catches
+    """The token is forged, altered, expired, for another purpose or for another member."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TokenData:
+    member_id: int
+    email_hash: str
+    issued_at: datetime
+
+
+def _epoch(now: datetime) -> int:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return int(now.timestamp())
+
+
+def _check_purpose(purpose: str) -> None:
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown token purpose {purpose!r}; use one of {sorted(PURPOSES)}")
+
+
+class TokenSigner:
+    """Makes and checks link tokens; one instance per secret key."""
+
+    def __init__(self, secret_key: str) -> None:
+        if not secret_key:
+            raise ValueError(
+                "secret key is empty: set DIGEST_SECRET_KEY in the environment "
+                "(a long random string) so links can be signed"
+            )
+        self._key = secret_key.encode("utf-8")
+        self._serializers = {
+            purpose: URLSafeSerializer(secret_key, salt=f"digest.{purpose}") for purpose in PURPOSES
+        }
+
+    def email_hash(self, email: str) -> str:
+        """A short keyed hash: identifies the address without revealing it in the link."""
+        digest = hmac.new(self._key, email.strip().lower().encode("utf-8"), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:9]).decode("ascii")
+
+    def make(self, member_id: int, email: str, purpose: str, now: datetime) -> str:
+        _check_purpose(purpose)
+        payload = [int(member_id), self.email_hash(email), _epoch(now)]
+        return self._serializers[purpose].dumps(payload)
+
+    def decode(
+        self, token: str, purpose: str, now: datetime, max_age: timedelta | None = None
+    ) -> TokenData:
+        """Check signature, purpose and age; the member binding is left to the caller."""
+        _check_purpose(purpose)
+        try:
+            payload = self._serializers[purpose].loads(token)
+        except BadSignature:
+            raise InvalidToken("bad signature or wrong purpose") from None
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 3
+            or not all(isinstance(x, t) for x, t in zip(payload, (int, str, int), strict=True))
+            or isinstance(payload[0], bool)
+        ):
+            raise InvalidToken("malformed payload")
+        member_id, email_hash, issued = payload
+        issued_at = datetime.fromtimestamp(issued, UTC)
+        current = _epoch(now)
+        if issued - current > FUTURE_SKEW.total_seconds():
+            raise InvalidToken("issued in the future")
+        if max_age is not None and current - issued > max_age.total_seconds():
+            raise InvalidToken("expired")
+        return TokenData(member_id, email_hash, issued_at)
+
+    def verify(
+        self, token: str, purpose: str, now: datetime, max_age: timedelta | None = None
+    ) -> int:
+        """The member id the token was made for; ``max_age=None`` means it never expires."""
+        return self.decode(token, purpose, now, max_age).member_id
+
+    def verify_for(
+        self,
+        token: str,
+        purpose: str,
+        member_id: int,
+        email: str,
+        now: datetime,
+        max_age: timedelta | None = None,
+    ) -> int:
+        """Like :meth:`verify`, and the token must belong to this member with this address."""
+        data = self.decode(token, purpose, now, max_age)
+        if data.member_id != member_id:
+            raise InvalidToken("token is for another member")
+        if not hmac.compare_digest(data.email_hash, self.email_hash(email)):
+            raise InvalidToken("token is for another address")
+        return data.member_id
+
+
+def member_links(
+    signer: TokenSigner, base_url: str, member: MemberView, now: datetime, mailto: str
+) -> DigestLinks:
+    """The personal footer links of one member's digest."""
+    base = base_url.rstrip("/")
+    prefs = signer.make(member.id, member.email, "preferences", now)
+    unsub = signer.make(member.id, member.email, "unsubscribe", now)
+    mailto_url = f"mailto:{quote(mailto, safe='@')}?subject=unsubscribe%20{unsub}"
+    if len(mailto_url) > 900:  # the List-Unsubscribe header line must stay under 998 octets
+        raise ValueError("unsubscribe mailto URL too long; shorten unsubscribe_mailto")
+    return DigestLinks(
+        preferences_url=f"{base}/preferences/{prefs}",
+        unsubscribe_url=f"{base}/unsubscribe/{unsub}",
+        unsubscribe_mailto=mailto_url,
+    )

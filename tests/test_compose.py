@@ -1,0 +1,135 @@
+"""Message bytes: headers, part order, CRLF, no header injection, strict parsing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+
+from digest.compose import compose_message, make_message_id
+from digest.content import Rendered
+
+DATE = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+UNSUB = "https://news.example.org/unsubscribe/" + "t0k3n-" * 20
+MAILTO = "mailto:unsubscribe@news.example.org?subject=unsubscribe%20" + "t0k3n-" * 20
+HTML = '<!doctype html><html lang="en"><body><p>' + "Grüße &amp; more " * 200 + "</p></body></html>"
+TEXT = "Hello Ünïcode\n\n" + "a long line " * 200 + "\n"
+
+
+def build(**overrides: object) -> bytes:
+    args: dict[str, object] = dict(
+        from_address="Science Digest <digest@news.example.org>",
+        to_email="ann@example.org",
+        to_name="Ann Example",
+        message_id=make_message_id("daily:2026-11-24:ann", "news.example.org"),
+        date=DATE,
+        list_id="Science Digest <digest.news.example.org>",
+        unsubscribe_url=UNSUB,
+        unsubscribe_mailto_url=MAILTO,
+    )
+    rendered = overrides.pop("rendered", Rendered("Science Digest: news", HTML, TEXT))
+    args.update(overrides)
+    return compose_message(rendered, **args)  # type: ignore[arg-type]
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = message_from_bytes(data, policy=policy.strict)
+    assert isinstance(msg, EmailMessage)
+    for part in msg.walk():
+        assert not part.defects
+        for name, value in part.items():  # header parsing is lazy: touch every header
+            assert not getattr(value, "defects", ())
+            assert name
+    return msg
+
+
+def test_headers_and_parts() -> None:
+    data = build()
+    msg = parse(data)
+    assert msg["From"] == "Science Digest <digest@news.example.org>"
+    assert msg["To"] == "Ann Example <ann@example.org>"
+    assert msg["Subject"] == "Science Digest: news"
+    assert msg["Date"].datetime == DATE
+    assert msg["Message-ID"] == make_message_id("daily:2026-11-24:ann", "news.example.org")
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["List-Id"] == "Science Digest <digest.news.example.org>"
+    assert msg["List-Unsubscribe"] == f"<{UNSUB}>, <{MAILTO}>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Bcc"] is None and msg["Reply-To"] is None
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" for p in parts)
+    assert parts[0].get_content().replace("\r\n", "\n") == TEXT
+    assert parts[1].get_content().replace("\r\n", "\n").rstrip("\n") == HTML
+
+
+def test_crlf_and_line_length() -> None:
+    data = build()
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    assert b"\r" not in data.replace(b"\r\n", b"")
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    assert data.isascii()
+
+
+def test_header_injection_in_name_is_neutralised() -> None:
+    data = build(
+        to_name="Eve\r\nBcc: victim@example.com", rendered=Rendered("Hi\r\nBcc: x@y.z", HTML, TEXT)
+    )
+    msg = parse(data)
+    assert msg["Bcc"] is None
+    assert b"\r\nBcc:" not in data
+    assert len(msg["To"].addresses) == 1
+    assert msg["To"].addresses[0].addr_spec == "ann@example.org"
+    assert msg["To"].addresses[0].display_name == "Eve Bcc: victim@example.com"
+    assert msg["Subject"] == "Hi Bcc: x@y.z"
+
+
+def test_bad_recipient_address_is_refused() -> None:
+    for bad in ("ann@example.org\r\nBcc: x@y.z", "no-at-sign", "a b@example.org", ""):
+        with pytest.raises(ValueError):
+            build(to_email=bad)
+
+
+def test_non_ascii_subject_and_name_round_trip() -> None:
+    subject = "Wissenschaft: Grüße aus Köln – 東京 " + "und mehr " * 10
+    data = build(to_name="Zoë Ñúñez “Q”", rendered=Rendered(subject, HTML, TEXT))
+    msg = parse(data)
+    assert msg["Subject"] == subject.strip()
+    assert msg["To"].addresses[0].display_name == "Zoë Ñúñez “Q”"
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+
+
+def test_reply_to_and_extra_headers() -> None:
+    msg = parse(
+        build(
+            reply_to="Editors <editors@news.example.org>",
+            extra_headers={"X-Edition": "daily:2026-11-24"},
+        )
+    )
+    assert msg["Reply-To"] == "Editors <editors@news.example.org>"
+    assert msg["X-Edition"] == "daily:2026-11-24"
+    with pytest.raises(ValueError):
+        build(extra_headers={"Bcc": "x@y.z"})
+    with pytest.raises(ValueError):
+        build(extra_headers={"X-Bad\r\nBcc": "x"})
+
+
+def test_same_input_same_bytes() -> None:
+    assert build() == build()
+
+
+def test_naive_date_refused() -> None:
+    with pytest.raises(ValueError):
+        build(date=datetime(2026, 11, 24, 8, 0))
+
+
+def test_make_message_id() -> None:
+    mid = make_message_id("daily:2026-11-24:42", "news.example.org")
+    assert mid.startswith("<") and mid.endswith("@news.example.org>")
+    assert mid == make_message_id("daily:2026-11-24:42", "news.example.org")
+    assert mid != make_message_id("daily:2026-11-24:43", "news.example.org")
+    with pytest.raises(ValueError):
+        make_message_id("x", "bad domain>\r\n")

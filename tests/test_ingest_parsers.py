@@ -1,0 +1,113 @@
+"""The pure half of ingestion: parsers and validation, no store involved."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from digest.ingest.htmltext import html_to_paragraphs
+from digest.ingest.parse_feed import parse_feed_bytes
+from digest.ingest.parse_json import parse_json_text
+from digest.ingest.parse_markdown import body_paragraphs, parse_markdown_text
+from digest.ingest.records import build_record
+
+NOW = datetime(2025, 3, 25, tzinfo=UTC)
+
+
+def test_markdown_body_paragraphs_skip_headings_and_join_lines() -> None:
+    body = "# Heading\n\nFirst line\nwrapped here.\n\n## Sub\nSecond.\n\n\n"
+    assert body_paragraphs(body) == ["First line wrapped here.", "Second."]
+
+
+def test_markdown_front_matter_key_points_win_and_yaml_dates() -> None:
+    text = (
+        "---\nurl: https://m.example/a\ntitle: T\npublished_at: 2025-03-20\n"
+        "key_points: [From front matter]\n---\nBody paragraph.\n"
+    )
+    result = parse_markdown_text(text, "a.md")
+    (rec,) = result.records
+    assert rec.key_points == ("From front matter",)
+    assert rec.published_at == datetime(2025, 3, 20, tzinfo=UTC)
+
+
+def test_markdown_without_front_matter_is_refused() -> None:
+    result = parse_markdown_text("Just text\n", "plain.md")
+    assert "plain.md: no YAML front matter" in str(result.errors[0])
+
+
+def test_naive_and_offset_dates_are_utc() -> None:
+    base = {"url": "https://d.example/", "title": "t", "key_points": ["k"]}
+    rec, _ = build_record({**base, "published_at": "2025-03-20T10:00:00"})
+    assert rec is not None and rec.published_at == datetime(2025, 3, 20, 10, tzinfo=UTC)
+    rec, _ = build_record({**base, "published_at": "2025-03-20T12:00:00+02:00"})
+    assert rec is not None and rec.published_at == datetime(2025, 3, 20, 10, tzinfo=UTC)
+    rec, _ = build_record({**base, "published_at": date(2025, 3, 20)})
+    assert rec is not None and rec.published_at == datetime(2025, 3, 20, tzinfo=UTC)
+    rec, errors = build_record({**base, "published_at": 20250320})
+    assert rec is None and errors[0].field == "published_at"
+
+
+def test_control_characters_and_limits() -> None:
+    raw = {
+        "url": "https://d.example/",
+        "title": "Line one\r\nBcc: x@example.org\x00",
+        "published_at": "2025-03-20",
+        "key_points": ["k"],
+        "mentions": [{"name": "A\nB", "description": "d\x07"}],
+    }
+    rec, errors = build_record(raw)
+    assert not errors and rec is not None
+    assert rec.title == "Line one Bcc: x@example.org"
+    assert rec.mentions == (("A B", "d", None),)
+    _, errors = build_record({**raw, "title": "x" * 501})
+    assert errors[0].field == "title" and "500" in errors[0].message
+    _, errors = build_record({**raw, "key_points": ["k"] * 51})
+    assert errors[0].field == "key_points"
+
+
+def test_jsonl_detected_by_extra_data_and_errors_by_line() -> None:
+    good = (
+        '{"url": "https://j.example/1", "title": "t", '
+        '"published_at": "2025-03-20", "key_points": ["k"]}'
+    )
+    result = parse_json_text(f"{good}\n{{oops\n", "x.json", NOW)
+    assert len(result.records) == 1
+    assert str(result.errors[0]).startswith("x.json: line 2: invalid JSON")
+
+
+def test_html_to_paragraphs_plain_text_and_bounds() -> None:
+    html = (
+        "<p>One <b>bold</b>\n word</p><script>evil()</script><style>p{}</style>"
+        "<ul><li>Item</li></ul>Tail<br><br>After break<!-- c -->"
+    )
+    assert html_to_paragraphs(html) == ["One bold word", "Item", "Tail", "After break"]
+    many = "".join(f"<p>{i}</p>" for i in range(30))
+    assert len(html_to_paragraphs(many)) == 10
+    assert len(html_to_paragraphs("<p>" + "word " * 1000 + "</p>")[0]) <= 2000
+    assert html_to_paragraphs("") == []
+
+
+def test_feed_entry_without_date_uses_now_and_categories_become_topics() -> None:
+    feed = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>F</title>
+    <item><title>A &amp; B</title><link>https://f.example/1</link><guid>id-1</guid>
+    <category>Space</category><category> space </category>
+    <description>&lt;p&gt;Para one&lt;/p&gt;&lt;p&gt;Para two&lt;/p&gt;</description></item>
+    <item><title>No link</title></item></channel></rss>"""
+    result = parse_feed_bytes(feed, "f.xml", NOW)
+    (rec,) = result.records
+    assert (rec.title, rec.url, rec.guid, rec.source) == (
+        "A & B",
+        "https://f.example/1",
+        "id-1",
+        "F",
+    )
+    assert rec.published_at == NOW
+    assert rec.topics == ("Space",)
+    assert rec.key_points == ("Para one", "Para two")
+    assert str(result.errors[0]) == "f.xml: entry 2: missing link"
+
+
+def test_garbage_is_not_a_feed() -> None:
+    for data in (b"", b"\x00\xff\xfe garbage", b"<html><p>x</p></html>", b"<<<>>>"):
+        result = parse_feed_bytes(data, "g.xml", NOW)
+        assert result.records == []
+        assert "g.xml: not an RSS/Atom feed" in str(result.errors[0])

@@ -1,0 +1,119 @@
+"""Signed link tokens: bound to purpose and member, expiry driven by an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from digest.content import MemberView
+from digest.tokens import MAX_AGE, InvalidToken, TokenSigner, member_links
+
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+SECRET = "test-secret-key-0123456789abcdef"
+
+
+@pytest.fixture
+def signer() -> TokenSigner:
+    return TokenSigner(SECRET)
+
+
+def test_round_trip_every_purpose(signer: TokenSigner) -> None:
+    for purpose in ("unsubscribe", "preferences", "confirm"):
+        token = signer.make(42, "ann@example.org", purpose, NOW)
+        assert signer.verify(token, purpose, NOW, None) == 42
+        assert signer.verify_for(token, purpose, 42, "Ann@Example.org", NOW, None) == 42
+
+
+def test_empty_secret_says_what_to_set() -> None:
+    with pytest.raises(ValueError, match="DIGEST_SECRET_KEY"):
+        TokenSigner("")
+
+
+def test_forged_with_other_key_fails(signer: TokenSigner) -> None:
+    forged = TokenSigner("another-secret").make(42, "ann@example.org", "unsubscribe", NOW)
+    with pytest.raises(InvalidToken):
+        signer.verify(forged, "unsubscribe", NOW, None)
+
+
+def test_any_altered_character_fails(signer: TokenSigner) -> None:
+    token = signer.make(42, "ann@example.org", "unsubscribe", NOW)
+    for i in range(len(token)):
+        replacement = "A" if token[i] != "A" else "B"
+        altered = token[:i] + replacement + token[i + 1 :]
+        with pytest.raises(InvalidToken):
+            signer.verify(altered, "unsubscribe", NOW, None)
+
+
+def test_garbage_fails(signer: TokenSigner) -> None:
+    for junk in ("", ".", "abc", "a.b.c", "x" * 500):
+        with pytest.raises(InvalidToken):
+            signer.verify(junk, "unsubscribe", NOW, None)
+
+
+def test_wrong_purpose_fails(signer: TokenSigner) -> None:
+    token = signer.make(42, "ann@example.org", "unsubscribe", NOW)
+    with pytest.raises(InvalidToken):
+        signer.verify(token, "preferences", NOW, None)
+    with pytest.raises(ValueError):
+        signer.verify(token, "admin", NOW, None)
+
+
+def test_other_members_token_fails(signer: TokenSigner) -> None:
+    token = signer.make(42, "ann@example.org", "preferences", NOW)
+    with pytest.raises(InvalidToken, match="another member"):
+        signer.verify_for(token, "preferences", 43, "bob@example.org", NOW, None)
+
+
+def test_reused_id_after_delete_fails(signer: TokenSigner) -> None:
+    token = signer.make(42, "ann@example.org", "unsubscribe", NOW)
+    with pytest.raises(InvalidToken, match="another address"):
+        signer.verify_for(token, "unsubscribe", 42, "new.member@example.org", NOW, None)
+
+
+def test_expiry_follows_the_injected_clock(signer: TokenSigner) -> None:
+    token = signer.make(7, "ann@example.org", "confirm", NOW)
+    max_age = MAX_AGE["confirm"]
+    assert max_age is not None
+    assert signer.verify(token, "confirm", NOW + max_age - timedelta(seconds=1), max_age) == 7
+    with pytest.raises(InvalidToken, match="expired"):
+        signer.verify(token, "confirm", NOW + max_age + timedelta(seconds=1), max_age)
+    with pytest.raises(InvalidToken, match="future"):
+        signer.verify(token, "confirm", NOW - timedelta(hours=1), max_age)
+
+
+def test_unsubscribe_never_expires(signer: TokenSigner) -> None:
+    token = signer.make(7, "ann@example.org", "unsubscribe", NOW)
+    assert MAX_AGE["unsubscribe"] is None
+    assert signer.verify(token, "unsubscribe", NOW + timedelta(days=3650), None) == 7
+
+
+def test_token_does_not_reveal_the_address(signer: TokenSigner) -> None:
+    import base64
+
+    token = signer.make(7, "ann@example.org", "unsubscribe", NOW)
+    payload = token.split(".")[0]
+    decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    assert b"ann" not in decoded and b"example" not in decoded
+
+
+def test_member_links(signer: TokenSigner) -> None:
+    member = MemberView(
+        id=5,
+        email="ann@example.org",
+        name="Ann",
+        status="active",
+        frequency="daily",
+        timezone="UTC",
+        send_hour=8,
+    )
+    links = member_links(signer, "https://news.example.org/", member, NOW, "unsub@example.org")
+    prefix = "https://news.example.org/preferences/"
+    assert links.preferences_url.startswith(prefix)
+    prefs = links.preferences_url.removeprefix(prefix)
+    assert signer.verify_for(prefs, "preferences", 5, member.email, NOW, None) == 5
+    unsub = links.unsubscribe_url.removeprefix("https://news.example.org/unsubscribe/")
+    assert signer.verify_for(unsub, "unsubscribe", 5, member.email, NOW, None) == 5
+    assert links.unsubscribe_mailto == f"mailto:unsub@example.org?subject=unsubscribe%20{unsub}"
+    assert len(links.unsubscribe_mailto) < 200
+    assert len(links.unsubscribe_url) < 200
