@@ -79,9 +79,7 @@ def earliest_untaken_starts(session: Session, member_ids: Sequence[int]) -> dict
     return out
 
 
-def existing_editions(
-    session: Session, pairs: Iterable[tuple[int, str]]
-) -> set[tuple[int, str]]:
+def existing_editions(session: Session, pairs: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
     """Which (member, edition) pairs already have a row."""
     pairs = list(pairs)
     found: set[tuple[int, str]] = set()

@@ -87,7 +87,10 @@ class SMTPTransport:
         conn: smtplib.SMTP
         if self.security == "tls":
             conn = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=context,
+                self.host,
+                self.port,
+                timeout=self.timeout,
+                context=context,
                 local_hostname=self.local_hostname,
             )
         else:

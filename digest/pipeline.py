@@ -156,7 +156,12 @@ def plan(
                         report.not_due += 1
                     continue
                 row = plan_member(
-                    member, edition, ends.get(member.id), candidates, now, limits,
+                    member,
+                    edition,
+                    ends.get(member.id),
+                    candidates,
+                    now,
+                    limits,
                     untaken.get(member.id),
                 )
                 rows.append(row)
@@ -352,7 +357,11 @@ class Sender:
             log.error("sending paused: %s", report.paused_reason)
         log.info(
             "sent %d, retry %d, failed %d (%d bounced), released %d",
-            report.sent, report.retry, report.failed, report.bounced, report.released,
+            report.sent,
+            report.retry,
+            report.failed,
+            report.bounced,
+            report.released,
         )
         return report
 
@@ -394,9 +403,7 @@ class Sender:
     def _load(self, claimed: Sequence[Delivery]) -> dict[int, MemberView]:
         with Session(self.engine) as session:
             rows = session.exec(
-                select(Subscriber).where(
-                    col(Subscriber.id).in_({d.subscriber_id for d in claimed})
-                )
+                select(Subscriber).where(col(Subscriber.id).in_({d.subscriber_id for d in claimed}))
             ).all()
             members = {m.id: m for m in catalog.member_views(session, rows)}
             with self._lock:
@@ -451,7 +458,10 @@ class Sender:
         retry_at = now + ledger.backoff(delivery.attempts, self.base)
         log.info(
             "delivery %s to %s will retry at %s: %s",
-            delivery.id, member.email, retry_at.isoformat(), reason,
+            delivery.id,
+            member.email,
+            retry_at.isoformat(),
+            reason,
         )
         return ledger.Outcome(
             delivery.id, "retry", result.code, result.reply, error=reason, next_attempt_at=retry_at

@@ -40,7 +40,8 @@ def ensure_topics(session: Session, names: Iterable[str]) -> list[Topic]:
     if not wanted:
         return []
     existing = {
-        t.slug: t for t in session.exec(select(Topic).where(Topic.slug.in_(wanted)))  # type: ignore[attr-defined]
+        t.slug: t
+        for t in session.exec(select(Topic).where(Topic.slug.in_(wanted)))  # type: ignore[attr-defined]
     }
     for slug, name in wanted.items():
         if slug not in existing:

@@ -107,7 +107,9 @@ class RecordingHandler:
     faults: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: E501,N802
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:  # noqa: E501,N802
         reply = self.faults.get(address.lower())
         if reply:
             return reply
@@ -117,7 +119,11 @@ class RecordingHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         with self.lock:
             self.messages.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content))
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or envelope.content),
+                )
             )
         return "250 Message accepted"
 
@@ -202,7 +208,9 @@ class CLI:
 
         clean = {k: None for k in os.environ if k.startswith("DIGEST_") and k not in self.env}
         runner = CliRunner()
-        return runner.invoke(main, list(args), env={**clean, **self.env}, input=input, catch_exceptions=False)
+        return runner.invoke(
+            main, list(args), env={**clean, **self.env}, input=input, catch_exceptions=False
+        )
 
 
 @pytest.fixture

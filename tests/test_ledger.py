@@ -26,10 +26,17 @@ def add_member(engine: Engine, email: str = "a@example.org") -> int:
         return m.id
 
 
-def row(member_id: int, edition: str = "daily:2026-11-24", ids: tuple[int, ...] = (1, 2)) -> ledger.PlannedRow:
+def row(
+    member_id: int, edition: str = "daily:2026-11-24", ids: tuple[int, ...] = (1, 2)
+) -> ledger.PlannedRow:
     return ledger.PlannedRow(
-        subscriber_id=member_id, edition=edition, status="planned", due_at=NOW,
-        window_start=NOW - timedelta(days=1), window_end=NOW, article_ids=ids,
+        subscriber_id=member_id,
+        edition=edition,
+        status="planned",
+        due_at=NOW,
+        window_start=NOW - timedelta(days=1),
+        window_end=NOW,
+        article_ids=ids,
     )
 
 
@@ -42,10 +49,18 @@ def test_edition_unique_per_member_in_the_schema(engine: Engine) -> None:
         ledger.insert_rows(session, [row(member_id)], "example.org", NOW)
     # ... because the database refuses it, not because Python checked first.
     with pytest.raises(IntegrityError), session_scope(engine) as session:
-        session.add(Delivery(
-            subscriber_id=member_id, edition="daily:2026-11-24", message_id="<x@y>", due_at=NOW,
-            window_start=NOW, window_end=NOW, planned_at=NOW, updated_at=NOW,
-        ))
+        session.add(
+            Delivery(
+                subscriber_id=member_id,
+                edition="daily:2026-11-24",
+                message_id="<x@y>",
+                due_at=NOW,
+                window_start=NOW,
+                window_end=NOW,
+                planned_at=NOW,
+                updated_at=NOW,
+            )
+        )
     with Session(engine) as session:
         rows = session.exec(select(Delivery)).all()
     assert len(rows) == 1
@@ -91,7 +106,9 @@ def test_retry_waits_for_backoff_and_release_returns_claims(engine: Engine) -> N
 def test_last_window_end_ignores_failed_and_skipped(engine: Engine) -> None:
     member_id = add_member(engine)
     with session_scope(engine) as session:
-        ledger.insert_rows(session, [row(member_id, "daily:2026-11-23")], "example.org", NOW - timedelta(days=1))
+        ledger.insert_rows(
+            session, [row(member_id, "daily:2026-11-23")], "example.org", NOW - timedelta(days=1)
+        )
         session.exec(select(Delivery)).one().status = "failed"
     with Session(engine) as session:
         assert ledger.last_window_ends(session, [member_id]) == {}

@@ -33,7 +33,9 @@ def write_articles(tmp_path: Path, name: str, articles: list[dict[str, Any]]) ->
     return path
 
 
-def article(slug: str, title: str, topics: list[str], published: str = "2025-03-24T09:00:00Z") -> dict[str, Any]:
+def article(
+    slug: str, title: str, topics: list[str], published: str = "2025-03-24T09:00:00Z"
+) -> dict[str, Any]:
     return {
         "url": f"https://archive.example.org/{slug}",
         "title": title,
@@ -51,7 +53,9 @@ def deliveries(cli: CLI) -> list[dict[str, Any]]:
 
 
 def setup_basic(cli: CLI, tmp_path: Path) -> None:
-    assert cli("articles", "import", str(DATA / "sample-article.json"), "--now", DAY1).exit_code == 0
+    assert (
+        cli("articles", "import", str(DATA / "sample-article.json"), "--now", DAY1).exit_code == 0
+    )
     members = write_members(
         tmp_path,
         [
@@ -105,17 +109,24 @@ def test_run_sends_one_digest_per_due_member_and_records_it(
     assert len(deliveries(cli)) == 3
 
 
-def test_not_due_before_send_hour_in_member_zone(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+def test_not_due_before_send_hour_in_member_zone(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
     setup_basic(cli, tmp_path)
     # 06:30 UTC is 12:00 in Kolkata (due) but before 07:00 for the UTC members.
     result = cli("run", "--now", "2025-03-25T06:30:00Z")
     assert result.exit_code == 0, result.output
     assert [m.rcpt_tos for m in smtp_server.messages] == [["kolkata@example.org"]]
     result = cli("run", "--now", "2025-03-25T07:00:01Z")
-    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["ada@example.org", "kolkata@example.org"]
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "ada@example.org",
+        "kolkata@example.org",
+    ]
 
 
-def test_dry_run_writes_and_sends_nothing(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+def test_dry_run_writes_and_sends_nothing(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
     setup_basic(cli, tmp_path)
     result = cli("run", "--now", RUN1, "--dry-run")
     assert result.exit_code == 0, result.output
@@ -124,16 +135,24 @@ def test_dry_run_writes_and_sends_nothing(cli: CLI, tmp_path: Path, smtp_server:
     assert deliveries(cli) == []
 
 
-def test_next_edition_has_only_new_articles(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+def test_next_edition_has_only_new_articles(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
     setup_basic(cli, tmp_path)
     assert cli("run", "--now", RUN1).exit_code == 0
     new = write_articles(
-        tmp_path, "day2.json",
+        tmp_path,
+        "day2.json",
         [article("new-cells", "New cells found", ["Stem Cells"], "2025-03-25T12:00:00Z")],
     )
     assert cli("articles", "import", str(new), "--now", "2025-03-25T13:00:00Z").exit_code == 0
     # Re-importing the sample article on day 2 must not make it new again.
-    assert cli("articles", "import", str(DATA / "sample-article.json"), "--now", "2025-03-25T13:00:00Z").exit_code == 0
+    assert (
+        cli(
+            "articles", "import", str(DATA / "sample-article.json"), "--now", "2025-03-25T13:00:00Z"
+        ).exit_code
+        == 0
+    )
     assert cli("run", "--now", "2025-03-26T08:00:00Z").exit_code == 0
     ada = [r for r in deliveries(cli) if r["email"] == "ada@example.org"]
     by_edition = {r["edition"]: r["articles"] for r in ada}
@@ -174,7 +193,9 @@ def test_hard_bounce_suppresses_member(cli: CLI, tmp_path: Path, smtp_server: SM
     assert not [m for m in smtp_server.messages if m.rcpt_tos == ["ada@example.org"]]
 
 
-def test_temporary_failure_is_retried_later(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+def test_temporary_failure_is_retried_later(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
     setup_basic(cli, tmp_path)
     smtp_server.handler.faults["ada@example.org"] = "451 4.3.0 try again later"
     result = cli("run", "--now", RUN1)
@@ -200,15 +221,31 @@ def test_old_articles_are_never_sent(cli: CLI, tmp_path: Path, smtp_server: SMTP
     assert smtp_server.messages == []
 
 
-def test_hostile_article_and_name_are_escaped(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:
+def test_hostile_article_and_name_are_escaped(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
     hostile = article("x", "<script>alert('x')</script> <b>bold</b>", ["Space"])
     hostile["key_points"] = ["<img src=x onerror=alert(1)> point"]
     path = write_articles(tmp_path, "hostile.json", [hostile])
     assert cli("articles", "import", str(path), "--now", DAY1).exit_code == 0
-    assert cli(
-        "subscribers", "add", "eve@example.org", "--name", "Eve\r\nBcc: victim@example.org",
-        "--topic", "Space", "--timezone", "UTC", "--send-hour", "7", "--now", DAY1,
-    ).exit_code == 0
+    assert (
+        cli(
+            "subscribers",
+            "add",
+            "eve@example.org",
+            "--name",
+            "Eve\r\nBcc: victim@example.org",
+            "--topic",
+            "Space",
+            "--timezone",
+            "UTC",
+            "--send-hour",
+            "7",
+            "--now",
+            DAY1,
+        ).exit_code
+        == 0
+    )
     assert cli("run", "--now", RUN1).exit_code == 0
     (received,) = smtp_server.messages
     assert received.rcpt_tos == ["eve@example.org"]
@@ -228,7 +265,17 @@ def test_preview_is_what_the_member_gets(cli: CLI, tmp_path: Path, smtp_server: 
     setup_basic(cli, tmp_path)
     assert cli("plan", "--now", RUN1).exit_code == 0
     out = tmp_path / "preview.txt"
-    result = cli("preview", "--email", "ada@example.org", "--format", "text", "--out", str(out), "--now", RUN1)
+    result = cli(
+        "preview",
+        "--email",
+        "ada@example.org",
+        "--format",
+        "text",
+        "--out",
+        str(out),
+        "--now",
+        RUN1,
+    )
     assert result.exit_code == 0, result.output
     assert deliveries(cli)[0]["status"] in ("planned", "skipped")
     assert cli("run", "--now", RUN1).exit_code == 0
@@ -236,7 +283,9 @@ def test_preview_is_what_the_member_gets(cli: CLI, tmp_path: Path, smtp_server: 
     msg = BytesParser(policy=policy.default).parsebytes(sent.data)
     sent_text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert out.read_text(encoding="utf-8").strip() == sent_text.strip()
-    html = cli("preview", "--email", "ada@example.org", "--edition", "daily:2025-03-25", "--now", RUN1)
+    html = cli(
+        "preview", "--email", "ada@example.org", "--edition", "daily:2025-03-25", "--now", RUN1
+    )
     assert html.exit_code == 0
     sent_html = msg.get_body(("html",)).get_content().replace("\r\n", "\n")
     assert html.stdout.strip() == sent_html.strip()

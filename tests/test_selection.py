@@ -11,7 +11,9 @@ from digest.topics import topic_slug
 NOW = datetime(2026, 11, 24, 8, tzinfo=UTC)
 
 
-def article(i: int, topics: list[str], seen_hours_ago: float, published_days_ago: float = 0.5) -> ArticleView:
+def article(
+    i: int, topics: list[str], seen_hours_ago: float, published_days_ago: float = 0.5
+) -> ArticleView:
     return ArticleView(
         id=i,
         url=f"https://example.org/{i}",
@@ -26,8 +28,14 @@ def article(i: int, topics: list[str], seen_hours_ago: float, published_days_ago
 
 def member(topics: list[str]) -> MemberView:
     return MemberView(
-        id=1, email="a@example.org", name="A", status="active", frequency="daily",
-        timezone="UTC", send_hour=7, topics=tuple(topics),
+        id=1,
+        email="a@example.org",
+        name="A",
+        status="active",
+        frequency="daily",
+        timezone="UTC",
+        send_hour=7,
+        topics=tuple(topics),
         topic_slugs=frozenset(topic_slug(t) for t in topics),
     )
 
@@ -53,26 +61,39 @@ def test_window_after_last_edition_excludes_what_was_sent() -> None:
     m = member(["Stem Cells"])
     candidates = [article(1, ["Stem Cells"], 3), article(2, ["Stem Cells"], 1)]
     last_end = NOW - timedelta(hours=2)
-    chosen = select_articles(m, candidates, window_start_for(last_end, timedelta(days=1), NOW), NOW, NOW, LIMITS)
+    chosen = select_articles(
+        m, candidates, window_start_for(last_end, timedelta(days=1), NOW), NOW, NOW, LIMITS
+    )
     assert [a.id for a in chosen] == [2]
 
 
 def test_cap_keeps_newest() -> None:
     m = member(["Stem Cells"])
     candidates = [article(i, ["Stem Cells"], 1, published_days_ago=i / 10) for i in range(1, 30)]
-    chosen = select_articles(m, candidates, NOW - timedelta(days=1), NOW, NOW, Limits(5, timedelta(days=30)))
+    chosen = select_articles(
+        m, candidates, NOW - timedelta(days=1), NOW, NOW, Limits(5, timedelta(days=30))
+    )
     assert [a.id for a in chosen] == [1, 2, 3, 4, 5]
 
 
 def test_member_without_topics_gets_everything_and_empty_selection() -> None:
     candidates = [article(1, ["Climate"], 1), article(2, [], 1)]
-    assert len(select_articles(member([]), candidates, NOW - timedelta(days=1), NOW, NOW, LIMITS)) == 2
-    assert select_articles(member(["Genetics"]), candidates, NOW - timedelta(days=1), NOW, NOW, LIMITS) == ()
+    assert (
+        len(select_articles(member([]), candidates, NOW - timedelta(days=1), NOW, NOW, LIMITS)) == 2
+    )
+    assert (
+        select_articles(member(["Genetics"]), candidates, NOW - timedelta(days=1), NOW, NOW, LIMITS)
+        == ()
+    )
 
 
 def test_grouped_by_first_followed_topic() -> None:
     m = member(["Nervous System", "Space"])
-    arts = [article(1, ["Stem Cells", "Nervous System"], 1), article(2, ["Space"], 1), article(3, ["Nervous System"], 1)]
+    arts = [
+        article(1, ["Stem Cells", "Nervous System"], 1),
+        article(2, ["Space"], 1),
+        article(3, ["Nervous System"], 1),
+    ]
     groups = group_by_topic(m, arts)
     assert [(g.topic, [a.id for a in g.articles]) for g in groups] == [
         ("Nervous System", [1, 3]),

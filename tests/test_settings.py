@@ -11,7 +11,9 @@ from digest.settings import PROJECT_ROOT, SettingsError, load_settings
 
 def test_layers_in_order(tmp_path: Path) -> None:
     config = tmp_path / "digest.toml"
-    config.write_text('site_name = "From file"\nmax_items = 7\n[smtp]\nhost = "mail.internal"\nport = 587\n')
+    config.write_text(
+        'site_name = "From file"\nmax_items = 7\n[smtp]\nhost = "mail.internal"\nport = 587\n'
+    )
     s = load_settings(config, env={"DIGEST_MAX_ITEMS": "9", "DIGEST_FROM": "X <x@example.net>"})
     assert s.site_name == "From file"
     assert s.max_items == 9  # env beats file

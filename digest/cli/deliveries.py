@@ -35,7 +35,11 @@ def deliveries_group() -> None:
 @json_option
 @pass_app
 def list_command(
-    app: App, status: str | None, edition: str | None, email: str | None, limit: int | None,
+    app: App,
+    status: str | None,
+    edition: str | None,
+    email: str | None,
+    limit: int | None,
     as_json: bool,
 ) -> None:
     """List deliveries, newest first, with their articles and any failure reason."""
@@ -54,9 +58,13 @@ def list_command(
             query = query.limit(limit)
         rows = session.exec(query).all()
         ids = {i for d, _ in rows for i in d.article_ids}
-        urls = dict(
-            session.exec(select(Article.id, Article.url).where(col(Article.id).in_(ids))).all()
-        ) if ids else {}
+        urls = (
+            dict(
+                session.exec(select(Article.id, Article.url).where(col(Article.id).in_(ids))).all()
+            )
+            if ids
+            else {}
+        )
         records = [
             {
                 "id": d.id,
@@ -80,7 +88,8 @@ def list_command(
         click.echo("no deliveries")
         return
     for r in records:
-        line = f"#{r['id']:<6} {r['status']:<8} {r['edition']:<18} {r['email']}  {len(r['articles'])} articles"
+        count = len(r["articles"])
+        line = f"#{r['id']:<6} {r['status']:<8} {r['edition']:<18} {r['email']}  {count} articles"
         if r["error"]:
             line += f"  ({r['error']})"
         click.echo(line)
@@ -104,7 +113,8 @@ def stats_command(app: App, now: datetime, as_json: bool) -> None:
         hour_ago = now - timedelta(hours=1)
         sent_last_hour = session.exec(
             select(func.count()).where(
-                Delivery.status == "sent", col(Delivery.sent_at) > hour_ago,
+                Delivery.status == "sent",
+                col(Delivery.sent_at) > hour_ago,
                 col(Delivery.sent_at) <= now,
             )
         ).one()

@@ -17,8 +17,8 @@ from digest.db import session_scope
 from digest.ingest import load_paths, upsert_articles
 from digest.mailer import SMTPTransport
 from digest.members import import_csv_file
-from digest.pipeline import Editions, plan, send_due
 from digest.models import Delivery, Subscriber
+from digest.pipeline import Editions, plan, send_due
 from digest.settings import PROJECT_ROOT
 from digest.sink import SinkServer
 
@@ -55,9 +55,7 @@ def demo_command(app: App, now: datetime) -> None:
     click.echo(f"articles: {len(batch.records)} from {DEMO_ARTICLES} ({counts})")
 
     with session_scope(engine) as session:
-        report = import_csv_file(
-            session, DEMO_MEMBERS, now, max_bytes=settings.max_import_bytes
-        )
+        report = import_csv_file(session, DEMO_MEMBERS, now, max_bytes=settings.max_import_bytes)
     click.echo(f"members: {report.summary()} from {DEMO_MEMBERS}")
 
     with SinkServer(mail_dir) as sink:
@@ -96,7 +94,8 @@ def demo_command(app: App, now: datetime) -> None:
     if row is not None:
         email, edition = row
         click.echo(
-            f"  {key}digest preview --email {email} --edition {edition} --format html --out preview.html"
+            f"  {key}digest preview --email {email} --edition {edition} "
+            "--format html --out preview.html"
         )
         click.echo(f"  {key}digest preview --email {email} --edition {edition} --format text")
     if sent.failed or sent.retry:

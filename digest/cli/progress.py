@@ -14,5 +14,7 @@ from digest.pipeline import Progress
 @contextmanager
 def progress_bar(desc: str, total: int | None, quiet: bool, unit: str = "") -> Iterator[Progress]:
     enabled = not quiet and sys.stderr.isatty()
-    with tqdm(total=total, desc=desc, unit=unit or "it", disable=not enabled, file=sys.stderr) as bar:
+    with tqdm(
+        total=total, desc=desc, unit=unit or "it", disable=not enabled, file=sys.stderr
+    ) as bar:
         yield bar.update

@@ -64,7 +64,9 @@ def _summary(plan_report: PlanReport, send_report: SendReport | None) -> str:
     return f"{plan_report.members} members: " + ", ".join(parts)
 
 
-def _plan(app: App, now: datetime, dry_run: bool, emails: tuple[str, ...], force: bool) -> PlanReport:
+def _plan(
+    app: App, now: datetime, dry_run: bool, emails: tuple[str, ...], force: bool
+) -> PlanReport:
     with progress_bar("planning", None, app.quiet, "members") as bar:
         return plan(
             app.engine,
@@ -106,7 +108,9 @@ def plan_command(
 
 @click.command("run")
 @now_option
-@click.option("--dry-run", is_flag=True, help="Show who would get which articles; write and send nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Show who would get which articles; write and send nothing."
+)
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print JSON Lines.")
 @_force_option
 @_email_option
@@ -172,11 +176,17 @@ def preview_command(
     if fmt == "eml":
         payload: bytes = result.message
     else:
-        text = {"html": result.rendered.html, "text": result.rendered.text, "subject": result.rendered.subject}[fmt]
+        text = {
+            "html": result.rendered.html,
+            "text": result.rendered.text,
+            "subject": result.rendered.subject,
+        }[fmt]
         payload = text.encode("utf-8")
     if out:
         Path(out).write_bytes(payload)
-        click.echo(f"{result.edition} for {email}: {len(result.articles)} articles -> {out}", err=True)
+        click.echo(
+            f"{result.edition} for {email}: {len(result.articles)} articles -> {out}", err=True
+        )
     else:
         sys.stdout.flush()
         sys.stdout.buffer.write(payload if payload.endswith(b"\n") else payload + b"\n")

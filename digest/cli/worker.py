@@ -23,7 +23,10 @@ log = logging.getLogger("digest.worker")
 @click.option("--worker-id", help="Name in the ledger's claims [host:pid].")
 @pass_app
 def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str | None) -> None:
-    """Send planned deliveries until stopped (SIGTERM/SIGINT finish in-flight messages and exit 0)."""
+    """Send planned deliveries until stopped.
+
+    SIGTERM and SIGINT finish the messages in flight, release unsent claims and exit 0.
+    """
     settings = app.settings.replace(smtp_pool_size=pool_size) if pool_size else app.settings
     try:
         editions = Editions(settings)
@@ -38,7 +41,11 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     name = worker_id or worker_name()
     sender = Sender(
-        app.engine, settings, editions, lambda: make_transport(settings), system_clock,
+        app.engine,
+        settings,
+        editions,
+        lambda: make_transport(settings),
+        system_clock,
         worker_id=name,
     )
     log.info("worker %s started with %d connections", name, settings.smtp_pool_size)
