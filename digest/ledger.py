@@ -175,6 +175,7 @@ class Outcome:
     next_attempt_at: datetime | None = None
     suppress_member: str | None = None  # a member status to set (e.g. bounced)
     subscriber_id: int | None = None
+    size_bytes: int | None = None
 
 
 def backoff(attempts: int, base: timedelta, rng: random.Random | None = None) -> timedelta:
@@ -201,6 +202,8 @@ def record(engine: Engine, outcomes: Sequence[Outcome], worker_id: str, now: dat
             }
             if o.status == "sent":
                 values["sent_at"] = now
+            if o.size_bytes is not None:
+                values["size_bytes"] = o.size_bytes
             session.execute(
                 update(Delivery)
                 .where(

@@ -141,3 +141,25 @@ class Delivery(SQLModel, table=True):
     planned_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = _ts()
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    size_bytes: int | None = None  # of the message as last sent
+
+
+class SchedulerState(SQLModel, table=True):
+    """The single active scheduler's lease and heartbeat (one row per scheduler name).
+
+    A scheduler takes over only once ``lease_until`` has passed, so a standby waits while the
+    active one renews; ``digest status`` reads the rest.
+    """
+
+    __tablename__ = "scheduler_state"
+    name: str = Field(sa_column=Column(String(50), primary_key=True))
+    holder: str | None = Field(default=None, sa_column=Column(String(200)))
+    host: str | None = Field(default=None, sa_column=Column(String(200)))
+    pid: int | None = None
+    acquired_at: datetime | None = _ts()
+    lease_until: datetime | None = _ts()
+    last_tick_at: datetime | None = _ts()
+    last_tick_report: str | None = Field(default=None, sa_column=Column(Text))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_at: datetime | None = _ts()
+    updated_at: datetime | None = _ts()

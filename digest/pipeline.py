@@ -436,7 +436,9 @@ class Sender:
         if result.ok:
             self.breaker.success()
             log.debug("delivery %s to %s sent: %s", delivery.id, member.email, result.reply)
-            return ledger.Outcome(delivery.id, "sent", result.code, result.reply)
+            return ledger.Outcome(
+                delivery.id, "sent", result.code, result.reply, size_bytes=len(data)
+            )
         reason = f"{result.code or ''} {result.reply}".strip()
         if result.code in (421, 451):
             self.limiter.pushback()
