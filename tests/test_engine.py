@@ -1,0 +1,240 @@
+"""The delivery engine under faults, crashes and concurrency: nothing lost, nothing sent twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, insert
+from sqlmodel import Session, select
+
+from digest.clock import fixed_clock
+from digest.db import session_scope
+from digest.ingest import ArticleRecord, upsert_articles
+from digest.mailer import SMTPTransport
+from digest.models import Delivery, Subscriber, SubscriberTopic
+from digest.pipeline import Editions, Sender, plan
+from digest.settings import Settings
+from digest.topics import ensure_topics
+from tests.conftest import PG_URL, PROJECT, TEST_SECRET
+from tests.smtp_faults import FaultHandler, FaultRule, fault_server
+
+NOW = datetime(2026, 11, 24, 8, tzinfo=UTC)
+
+
+def seed(engine: Engine, members: int, now: datetime = NOW) -> None:
+    """``members`` daily members on "Space" at 07:00 UTC and one new Space article."""
+    record = ArticleRecord(
+        url="https://archive.example.org/space-news",
+        title="Space news",
+        published_at=now - timedelta(hours=3),
+        key_points=("A probe reached the outer planets.",),
+        topics=("Space",),
+    )
+    with session_scope(engine) as session:
+        upsert_articles(session, [record], now - timedelta(hours=2))
+        (topic,) = ensure_topics(session, ["Space"])
+        rows = [
+            {
+                "email": f"m{i:05d}@example.org",
+                "name": f"Member {i}",
+                "status": "active",
+                "frequency": "daily",
+                "timezone": "UTC",
+                "send_hour": 7,
+                "created_at": now - timedelta(days=3),
+                "updated_at": now - timedelta(days=3),
+            }
+            for i in range(members)
+        ]
+        for i in range(0, len(rows), 1000):
+            session.execute(insert(Subscriber), rows[i : i + 1000])
+        ids = session.exec(select(Subscriber.id)).all()
+        session.execute(
+            insert(SubscriberTopic), [{"subscriber_id": i, "topic_id": topic.id} for i in ids]
+        )
+
+
+def engine_settings(settings: Settings, host: str, port: int, **extra: object) -> Settings:
+    return settings.replace(
+        smtp_host=host, smtp_port=port, smtp_timeout=1.0, retry_base_seconds=60, **extra
+    )
+
+
+def statuses(engine: Engine) -> dict[str, int]:
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery.status, func.count()).group_by(Delivery.status))
+        return dict(rows.all())
+
+
+def test_faults_end_sent_or_failed_with_reasons(engine: Engine, settings: Settings) -> None:
+    seed(engine, 12)
+    handler = FaultHandler(
+        rules={
+            "m00001@example.org": FaultRule("421 4.7.0 too busy", times=1),
+            "m00002@example.org": FaultRule("451 4.3.0 greylisted", times=2),
+            "m00003@example.org": FaultRule("550 5.1.1 no such user"),
+            "m00004@example.org": FaultRule("drop", times=1),
+            "m00005@example.org": FaultRule("stall", times=1),
+            "m00006@example.org": FaultRule("554 5.7.1 rejected by policy"),
+        },
+        stall_seconds=2.5,
+    )
+    with fault_server(handler) as (host, port):
+        s = engine_settings(settings, host, port, max_consecutive_errors=0)
+        assert plan(engine, s, NOW).planned == 12
+        now = NOW
+        for _ in range(8):  # the clock moves on by an hour each round, past any backoff
+            Sender(
+                engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(now)
+            ).run()
+            if statuses(engine).get("retry", 0) == 0:
+                break
+            now += timedelta(hours=1)
+    assert statuses(engine) == {"sent": 10, "failed": 2}
+    with Session(engine) as session:
+        rows = {
+            m.email: d
+            for d, m in session.exec(
+                select(Delivery, Subscriber).join(
+                    Subscriber, Subscriber.id == Delivery.subscriber_id
+                )
+            )
+        }
+        bounced = session.exec(select(Subscriber).where(Subscriber.status == "bounced")).all()
+    assert (
+        rows["m00003@example.org"].smtp_code == 550
+        and "no such user" in rows["m00003@example.org"].error
+    )
+    assert rows["m00006@example.org"].smtp_code == 554
+    assert [m.email for m in bounced] == ["m00003@example.org"]  # 554 is not a hard bounce
+    assert rows["m00002@example.org"].attempts == 3
+    assert rows["m00005@example.org"].status == "sent"  # after the stall, on a new connection
+    # Every message the server accepted, it accepted once; every sent delivery arrived.
+    assert set(handler.received.values()) == {1}
+    assert handler.total == 10
+    assert {r.message_id for r in rows.values() if r.status == "sent"} == set(handler.received)
+
+
+def test_consecutive_errors_pause_sending(engine: Engine, settings: Settings) -> None:
+    seed(engine, 30)
+    handler = FaultHandler(fail_first=1000)
+    with fault_server(handler) as (host, port):
+        s = engine_settings(settings, host, port, max_consecutive_errors=5, smtp_pool_size=1)
+        plan(engine, s, NOW)
+        report = Sender(
+            engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(NOW)
+        ).run()
+    assert report.paused_reason is not None and "451" in report.paused_reason
+    assert report.retry == 5  # it stopped instead of burning through the list
+    counts = statuses(engine)
+    assert counts.get("planned", 0) == 25 and counts["retry"] == 5
+
+
+def _env(settings: Settings, host: str, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(
+        DIGEST_DATABASE_URL=settings.database_url,
+        DIGEST_SECRET_KEY=TEST_SECRET,
+        DIGEST_FROM=settings.from_address,
+        DIGEST_BASE_URL=settings.base_url,
+        DIGEST_SMTP_HOST=host,
+        DIGEST_SMTP_PORT=str(port),
+        **extra,
+    )
+    return env
+
+
+def _worker(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest", "-q", "worker", *args],
+        env=env,
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_worker_killed_midway_is_finished_by_another(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)  # the worker reads the real clock
+    seed(engine, 2000, now)
+    assert plan(engine, settings, now, force=True).planned == 2000
+    handler = FaultHandler()
+    with fault_server(handler) as (host, port):
+        env = _env(settings, host, port, DIGEST_LEASE_SECONDS="2", DIGEST_SMTP_POOL_SIZE="2")
+        first = _worker(env, "--once")
+        deadline = time.monotonic() + 60
+        while handler.total < 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        at_kill = handler.total
+        assert 0 < at_kill < 2000, "the kill must land part-way"
+        time.sleep(2.5)  # the dead worker's leases expire
+        second = _worker(env, "--once")
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err.decode()
+    assert statuses(engine) == {"sent": 2000}
+    with Session(engine) as session:
+        planned_ids = set(session.exec(select(Delivery.message_id)).all())
+    assert set(handler.received) == planned_ids  # every delivery arrived at least once
+    repeats = {mid: n for mid, n in handler.received.items() if n > 1}
+    assert sum(n - 1 for n in repeats.values()) <= 2  # at most the pool size, same Message-ID
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (DIGEST_TEST_POSTGRES_URL)")
+def test_four_workers_on_postgresql_send_each_once(
+    engine: Engine, settings: Settings, db_url: str
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL run only")
+    now = datetime.now(UTC)
+    seed(engine, 5000, now)
+    assert plan(engine, settings, now, force=True).planned == 5000
+    handler = FaultHandler()
+    with fault_server(handler) as (host, port):
+        env = _env(settings, host, port, DIGEST_SMTP_POOL_SIZE="2", DIGEST_CLAIM_SIZE="20")
+        workers = [_worker(env, "--once", "--worker-id", f"w{i}") for i in range(4)]
+        for w in workers:
+            _, err = w.communicate(timeout=300)
+            assert w.returncode == 0, err.decode()
+    assert handler.total == 5000
+    assert set(handler.received.values()) == {1}
+    assert statuses(engine) == {"sent": 5000}
+    with Session(engine) as session:
+        sent_ids = set(session.exec(select(Delivery.message_id)).all())
+        workers_used = set(session.exec(select(Delivery.worker_id)).all())
+    assert sent_ids == set(handler.received)
+    assert len(workers_used) > 1
+
+
+def test_two_runs_at_once_plan_each_edition_once(engine: Engine, settings: Settings) -> None:
+    seed(engine, 300)
+    handler = FaultHandler()
+    with fault_server(handler) as (host, port):
+        env = _env(settings, host, port)
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "digest", "-q", "run", "--now", NOW.isoformat()],
+                env=env,
+                cwd=PROJECT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
+        for r in runs:
+            _, err = r.communicate(timeout=180)
+            assert r.returncode == 0, err.decode()
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery.subscriber_id, Delivery.edition)).all()
+    assert len(rows) == 300 == len(set(rows))
+    assert handler.total == 300 and set(handler.received.values()) == {1}
