@@ -40,6 +40,7 @@ def main(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         settings = load_settings(config_path, overrides={"database_url": database_url})
     except SettingsError as exc:

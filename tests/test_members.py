@@ -1,0 +1,515 @@
+"""Members: CSV validation and import, suppression, add/list/export/remove, on every backend."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from digest import members
+from digest.db import session_scope
+from digest.models import Delivery, Subscriber, SubscriberTopic, Topic
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "subscribers" / "example.csv"
+NOW = "2025-03-01T09:00:00Z"
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+HEADER = "email,name,topics,frequency,timezone,send_hour\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "members.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def stored(engine: Engine) -> dict[str, Subscriber]:
+    with Session(engine) as session:
+        return {m.email: m for m in session.exec(select(Subscriber))}
+
+
+def topics_of(engine: Engine, email: str) -> set[str]:
+    with Session(engine) as session:
+        member = members.get_member(session, email)
+        assert member is not None and member.id is not None
+        return members.member_topic_slugs(session, [member.id]).get(member.id, set())
+
+
+# ---------------------------------------------------------------- validation
+
+
+def test_parse_member_defaults_and_normalisation() -> None:
+    record = members.parse_member(
+        {
+            "email": " Ann.Lee@Example.ORG ",
+            "name": " Ann\r\n  Lee\t",
+            "topics": "stem  cells; Stem Cells;;Space",
+        },
+        "x.csv: line 2",
+    )
+    assert record == members.MemberRecord(
+        email="ann.lee@example.org",
+        name="Ann Lee",
+        topics=("stem cells", "Space"),
+        frequency="daily",
+        timezone="UTC",
+        send_hour=7,
+    )
+    record = members.parse_member(
+        {
+            "email": "b@example.com",
+            "frequency": "WEEKLY",
+            "timezone": "europe/london",
+            "send_hour": "0",
+        },
+        "w",
+    )
+    assert (record.frequency, record.timezone, record.send_hour) == ("weekly", "Europe/London", 0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("email", "not-an-address", "field 'email': invalid address 'not-an-address'"),
+        ("email", "", "field 'email': missing"),
+        ("timezone", "Mars/Olympus", "field 'timezone': unknown time zone 'Mars/Olympus'"),
+        ("send_hour", "24", "field 'send_hour': 24 is not a whole hour"),
+        ("send_hour", "7.5", "field 'send_hour': '7.5' is not a whole hour"),
+        ("frequency", "hourly", "field 'frequency': 'hourly' is not one of daily, weekly"),
+        ("name", "x" * 201, "field 'name': longer than 200 characters"),
+    ],
+)
+def test_parse_member_errors(field: str, value: str, fragment: str) -> None:
+    row = {"email": "ok@example.org", field: value}
+    with pytest.raises(members.MemberError) as info:
+        members.parse_member(row, "members.csv: line 4")
+    assert str(info.value).startswith("members.csv: line 4: ")
+    assert fragment in str(info.value)
+    assert info.value.field == field
+
+
+# ---------------------------------------------------------------- import
+
+
+def test_import_example(cli, engine: Engine) -> None:
+    result = cli("subscribers", "import", str(EXAMPLE), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    assert "Imported 6 members (6 new, 0 updated, 0 suppressed left unchanged)" in result.output
+    rows = stored(engine)
+    assert len(rows) == 6
+    zoe = rows["zoe.mueller@example.org"]
+    assert zoe.name == "Zoë Müller"
+    assert (zoe.status, zoe.frequency, zoe.timezone, zoe.send_hour) == (
+        "active",
+        "daily",
+        "Europe/Berlin",
+        7,
+    )
+    assert zoe.created_at == T0 and zoe.updated_at == T0
+    assert rows["tane.walker@example.com"].timezone == "Pacific/Auckland"
+    assert rows["bob.nguyen@example.com"].frequency == "weekly"
+    assert topics_of(engine, "priya.raman@example.org") == {"genetics", "immunology", "climate"}
+    with Session(engine) as session:
+        names = set(session.exec(select(Topic.name)))
+    assert names == {"Stem Cells", "Nervous System", "Genetics", "Climate", "Space", "Immunology"}
+
+
+def test_import_invalid_email_rejects_whole_file(cli, engine: Engine, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER
+        + "good@example.org,Good,Space,,,\n"
+        + "also.good@example.org,Also,Climate,,,\n"
+        + "bad-at-example.org,Bad,Space,,,\n",
+    )
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 2
+    assert (
+        "members.csv: line 4: field 'email': invalid address 'bad-at-example.org'" in result.output
+    )
+    assert "nothing imported" in result.output
+    assert stored(engine) == {}
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        (
+            "Space,daily,Mars/Olympus,7",
+            "members.csv: line 3: field 'timezone': unknown time zone 'Mars/Olympus'",
+        ),
+        ("Space,daily,UTC,25", "members.csv: line 3: field 'send_hour': 25 is not a whole hour"),
+        (
+            "Space,fortnightly,UTC,7",
+            "members.csv: line 3: field 'frequency': 'fortnightly' is not one of",
+        ),
+    ],
+)
+def test_import_bad_fields(cli, engine: Engine, tmp_path: Path, cells: str, message: str) -> None:
+    path = write(tmp_path, HEADER + "a@example.org,A,Space,,,\n" + f"b@example.org,B,{cells}\n")
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert stored(engine) == {}
+
+
+def test_import_skip_invalid_imports_good_rows(cli, engine: Engine, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER
+        + "a@example.org,A,Space,,,\n"
+        + "broken,B,Space,,,\n"
+        + "c@example.org,C,Climate,weekly,Asia/Kolkata,6\n"
+        + "d@example.org,D,Space,,Nowhere/City,\n"
+        + "A@Example.org,A again,Genetics,,,\n",
+    )
+    result = cli("subscribers", "import", str(path), "--skip-invalid")
+    assert result.exit_code == 0, result.output
+    assert "line 3: field 'email'" in result.output
+    assert "line 5: field 'timezone': unknown time zone 'Nowhere/City'" in result.output
+    assert "line 6: field 'email': a@example.org is a duplicate of line 2" in result.output
+    assert "Imported 2 members (2 new, 0 updated, 0 suppressed left unchanged)" in result.output
+    rows = stored(engine)
+    assert set(rows) == {"a@example.org", "c@example.org"}
+    assert rows["a@example.org"].name == "A"
+    assert (rows["c@example.org"].frequency, rows["c@example.org"].timezone) == (
+        "weekly",
+        "Asia/Kolkata",
+    )
+
+
+def test_import_dry_run_writes_nothing(cli, engine: Engine) -> None:
+    result = cli("subscribers", "import", str(EXAMPLE), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "6 new" in result.output
+    assert stored(engine) == {}
+
+
+def test_reimport_updates_instead_of_duplicating(cli, engine: Engine, tmp_path: Path) -> None:
+    assert cli("subscribers", "import", str(EXAMPLE), "--now", NOW).exit_code == 0
+    path = write(
+        tmp_path,
+        HEADER
+        + "ALICE.HART@example.org,Alice H.,Space,weekly,Europe/Paris,18\n"
+        + "new.person@example.com,New Person,Climate,,,\n",
+    )
+    result = cli("subscribers", "import", str(path), "--now", "2025-03-02T10:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert "Imported 2 members (1 new, 1 updated, 0 suppressed left unchanged)" in result.output
+    rows = stored(engine)
+    assert len(rows) == 7
+    alice = rows["alice.hart@example.org"]
+    assert (alice.name, alice.frequency, alice.timezone, alice.send_hour) == (
+        "Alice H.",
+        "weekly",
+        "Europe/Paris",
+        18,
+    )
+    assert alice.created_at == T0
+    assert alice.updated_at == datetime(2025, 3, 2, 10, tzinfo=UTC)
+    assert topics_of(engine, "alice.hart@example.org") == {"space"}
+    with Session(engine) as session:
+        assert len(session.exec(select(SubscriberTopic)).all()) == 13 - 2 + 1 + 1
+
+
+def test_import_only_updates_columns_present(cli, engine: Engine, tmp_path: Path) -> None:
+    assert cli("subscribers", "import", str(EXAMPLE)).exit_code == 0
+    path = write(tmp_path, "Email,Send_Hour,notes\nbob.nguyen@example.com,21,VIP\n")
+    assert cli("subscribers", "import", str(path)).exit_code == 0
+    bob = stored(engine)["bob.nguyen@example.com"]
+    assert (bob.name, bob.frequency, bob.send_hour) == ("Bob Nguyen", "weekly", 21)
+    assert topics_of(engine, "bob.nguyen@example.com") == {"nervous system"}
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "bounced"])
+def test_import_never_reactivates_suppressed(
+    cli, engine: Engine, tmp_path: Path, status: str
+) -> None:
+    assert cli("subscribers", "import", str(EXAMPLE), "--now", NOW).exit_code == 0
+    with session_scope(engine) as session:
+        members.set_status(session, "bob.nguyen@example.com", status, "test", T0)
+    path = write(tmp_path, HEADER + "bob.nguyen@example.com,Robert,Space; Climate,daily,UTC,5\n")
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "Imported 1 members (0 new, 0 updated, 1 suppressed left unchanged)" in result.output
+    bob = stored(engine)["bob.nguyen@example.com"]
+    assert (bob.status, bob.name, bob.frequency, bob.send_hour) == (
+        status,
+        "Bob Nguyen",
+        "weekly",
+        8,
+    )
+    assert topics_of(engine, "bob.nguyen@example.com") == {"nervous system"}
+
+
+def test_import_keeps_paused_and_pending(cli, engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "p@example.org,P,Space,,,\n")
+    assert cli("subscribers", "import", str(path), "--status", "pending").exit_code == 0
+    assert stored(engine)["p@example.org"].status == "pending"
+    assert stored(engine)["p@example.org"].confirmed_at is None
+    assert cli("subscribers", "import", str(path)).exit_code == 0
+    assert stored(engine)["p@example.org"].status == "pending"
+    with session_scope(engine) as session:
+        members.set_status(session, "p@example.org", "paused", "holiday", T0)
+    assert cli("subscribers", "import", str(path)).exit_code == 0
+    assert stored(engine)["p@example.org"].status == "paused"
+
+
+def test_import_cleans_multiline_name_and_counts_physical_lines(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path,
+        "\ufeff"
+        + HEADER
+        + 'a@example.org,"Evil\r\nBcc: victim@example.com",Space,,,\n'
+        + "b@example.org,B,Space,,Mars/Olympus,\n",
+    )
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 2
+    assert "members.csv: line 4: field 'timezone'" in result.output
+    path = write(
+        tmp_path,
+        "\ufeff" + HEADER + 'a@example.org,"Evil\r\nBcc: victim@example.com\x07",Space,,,\n',
+    )
+    assert cli("subscribers", "import", str(path)).exit_code == 0
+    name = stored(engine)["a@example.org"].name
+    assert name == "Evil Bcc: victim@example.com"
+    assert "\r" not in name and "\n" not in name
+
+
+def test_import_file_errors(cli, engine: Engine, tmp_path: Path) -> None:
+    no_email = write(tmp_path, "name,topics\nA,Space\n", "noemail.csv")
+    result = cli("subscribers", "import", str(no_email))
+    assert result.exit_code == 2
+    assert "header has no 'email' column" in result.output
+    big = write(tmp_path, HEADER + "a@example.org,A,Space,,,\n", "big.csv")
+    cli.env["DIGEST_MAX_IMPORT_BYTES"] = "10"
+    result = cli("subscribers", "import", str(big))
+    assert result.exit_code == 2
+    assert "over the import limit" in result.output
+    assert stored(engine) == {}
+
+
+def test_import_many_rows_in_chunks(engine: Engine) -> None:
+    lines = [HEADER] + [f"m{i}@example.org,M {i},Space;T{i % 7},,,\n" for i in range(1234)]
+    with session_scope(engine) as session:
+        report = members.import_members(
+            session, members.read_member_csv(io.StringIO("".join(lines)), "big.csv"), T0
+        )
+    assert (report.new, report.invalid) == (1234, 0)
+    with session_scope(engine) as session:
+        lines[4] = "m3@example.org,Changed,Space,,,\n"
+        report = members.import_members(
+            session, members.read_member_csv(io.StringIO("".join(lines)), "big.csv"), T0
+        )
+    assert (report.new, report.updated) == (0, 1234)
+    with Session(engine) as session:
+        assert len(session.exec(select(Subscriber.id)).all()) == 1234
+        assert (
+            session.exec(select(Subscriber.name).where(Subscriber.email == "m3@example.org")).one()
+            == "Changed"
+        )
+        rows = list(members.iter_members(session, topic="t3", batch_size=100))
+    assert len(rows) == len([i for i in range(1234) if i % 7 == 3]) - 1  # m3 left T3
+
+
+# ---------------------------------------------------------------- add, list, export, remove
+
+
+def test_add_and_list_json(cli, engine: Engine) -> None:
+    result = cli(
+        "subscribers",
+        "add",
+        "Ann@Example.org",
+        "--name",
+        "Ann",
+        "--topic",
+        "Space;climate",
+        "--topic",
+        "Genetics",
+        "--frequency",
+        "weekly",
+        "--timezone",
+        "Asia/Kolkata",
+        "--send-hour",
+        "6",
+        "--now",
+        NOW,
+    )
+    assert result.exit_code == 0, result.output
+    assert "Added ann@example.org" in result.output
+    assert (
+        cli(
+            "subscribers", "add", "zed@example.com", "--topic", "Space", "--status", "pending"
+        ).exit_code
+        == 0
+    )
+
+    result = cli("subscribers", "list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["email"] for r in rows] == ["ann@example.org", "zed@example.com"]
+    assert set(rows[0]) == {
+        "email",
+        "name",
+        "status",
+        "topics",
+        "frequency",
+        "timezone",
+        "send_hour",
+        "created_at",
+    }
+    assert rows[0] == {
+        "email": "ann@example.org",
+        "name": "Ann",
+        "status": "active",
+        "topics": ["climate", "Genetics", "Space"],
+        "frequency": "weekly",
+        "timezone": "Asia/Kolkata",
+        "send_hour": 6,
+        "created_at": "2025-03-01T09:00:00+00:00",
+    }
+    pending = cli("subscribers", "list", "--json", "--status", "pending").stdout.splitlines()
+    assert [json.loads(x)["email"] for x in pending] == ["zed@example.com"]
+    genetics = cli("subscribers", "list", "--json", "--topic", "GENETICS").stdout.splitlines()
+    assert [json.loads(x)["email"] for x in genetics] == ["ann@example.org"]
+    table = cli("subscribers", "list")
+    assert "ann@example.org" in table.stdout and "zed@example.com" in table.stdout
+
+    # Updating only touches the fields given.
+    assert cli("subscribers", "add", "ann@example.org", "--send-hour", "9").exit_code == 0
+    ann = stored(engine)["ann@example.org"]
+    assert (ann.name, ann.frequency, ann.send_hour) == ("Ann", "weekly", 9)
+    assert topics_of(engine, "ann@example.org") == {"space", "climate", "genetics"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["not-an-email", "--topic", "Space"], "field 'email': invalid address"),
+        (
+            ["a@example.org", "--topic", "Space", "--timezone", "Mars/Olympus"],
+            "unknown time zone 'Mars/Olympus'",
+        ),
+        (["a@example.org", "--topic", "Space", "--send-hour", "24"], "24 is not a whole hour"),
+        (["a@example.org"], "a new member needs at least one --topic"),
+    ],
+)
+def test_add_bad_input(cli, engine: Engine, args: list[str], message: str) -> None:
+    result = cli("subscribers", "add", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert stored(engine) == {}
+
+
+def test_add_refuses_to_reactivate_without_flag(cli, engine: Engine) -> None:
+    assert cli("subscribers", "add", "a@example.org", "--topic", "Space").exit_code == 0
+    assert cli("subscribers", "remove", "a@example.org", "--now", NOW).exit_code == 0
+    result = cli("subscribers", "add", "a@example.org", "--topic", "Climate")
+    assert result.exit_code == 2
+    assert "unsubscribed" in result.output and "--reactivate" in result.output
+    assert stored(engine)["a@example.org"].status == "unsubscribed"
+    assert topics_of(engine, "a@example.org") == {"space"}
+    result = cli("subscribers", "add", "a@example.org", "--topic", "Climate", "--reactivate")
+    assert result.exit_code == 0, result.output
+    member = stored(engine)["a@example.org"]
+    assert member.status == "active" and member.unsubscribed_at is None
+    assert topics_of(engine, "a@example.org") == {"climate"}
+
+
+def test_export_round_trips_with_import(cli, engine: Engine, tmp_path: Path, db_url: str) -> None:
+    assert cli("subscribers", "import", str(EXAMPLE), "--now", NOW).exit_code == 0
+    assert cli("subscribers", "remove", "sam.okafor@example.com").exit_code == 0
+    out = tmp_path / "export.csv"
+    result = cli("subscribers", "export", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    with out.open(encoding="utf-8", newline="") as fh:
+        exported = list(csv.DictReader(fh))
+    assert list(exported[0]) == [
+        "email",
+        "name",
+        "topics",
+        "frequency",
+        "timezone",
+        "send_hour",
+        "status",
+    ]
+    by_email = {r["email"]: r for r in exported}
+    assert by_email["zoe.mueller@example.org"]["name"] == "Zoë Müller"
+    assert by_email["zoe.mueller@example.org"]["topics"] == "Immunology; Stem Cells"
+    assert by_email["sam.okafor@example.com"]["status"] == "unsubscribed"
+    stdout_export = cli("subscribers", "export")
+    assert list(csv.DictReader(io.StringIO(stdout_export.stdout))) == exported
+
+    with open(EXAMPLE, encoding="utf-8", newline="") as fh:
+        original = {r["email"]: r for r in csv.DictReader(fh)}
+    for email, row in original.items():
+        got = by_email[email]
+        for key in ("name", "frequency", "timezone", "send_hour"):
+            assert got[key] == row[key]
+        assert set(members.parse_topics(got["topics"])) == set(members.parse_topics(row["topics"]))
+
+    # Re-importing the export into an empty store reproduces the members.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    cli.env["DIGEST_DATABASE_URL"] = f"sqlite:///{fresh / 'digest.db'}"
+    result = cli("subscribers", "import", str(out))
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again.csv"
+    assert cli("subscribers", "export", "--output", str(again)).exit_code == 0
+    with again.open(encoding="utf-8", newline="") as fh:
+        reimported = list(csv.DictReader(fh))
+    assert _profile(reimported) == _profile(exported)
+
+
+def _profile(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
+    keys = ("email", "name", "topics", "frequency", "timezone", "send_hour")
+    return sorted(tuple(r[k] for k in keys) for r in rows)
+
+
+def test_remove_unsubscribes_and_forget_erases(cli, engine: Engine) -> None:
+    assert cli("subscribers", "import", str(EXAMPLE), "--now", NOW).exit_code == 0
+    result = cli("subscribers", "remove", "Bob.Nguyen@example.com", "--now", "2025-03-05T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    bob = stored(engine)["bob.nguyen@example.com"]
+    assert bob.status == "unsubscribed"
+    assert bob.unsubscribed_at == datetime(2025, 3, 5, tzinfo=UTC)
+
+    with session_scope(engine) as session:
+        alice = members.get_member(session, "alice.hart@example.org")
+        assert alice is not None and alice.id is not None
+        alice_id = alice.id
+        session.add(
+            Delivery(
+                subscriber_id=alice_id,
+                edition="daily:2025-03-01",
+                message_id="<m1@example.org>",
+                due_at=T0,
+                window_start=T0,
+                window_end=T0,
+                planned_at=T0,
+                updated_at=T0,
+            )
+        )
+    result = cli("subscribers", "remove", "alice.hart@example.org", "--forget")
+    assert result.exit_code == 0, result.output
+    assert "alice.hart@example.org" not in stored(engine)
+    with Session(engine) as session:
+        assert session.exec(select(Delivery).where(Delivery.subscriber_id == alice_id)).all() == []
+        assert (
+            session.exec(
+                select(SubscriberTopic).where(SubscriberTopic.subscriber_id == alice_id)
+            ).all()
+            == []
+        )
+    assert len(stored(engine)) == 5
+
+    result = cli("subscribers", "remove", "nobody@example.org")
+    assert result.exit_code == 2
+    assert "no such subscriber" in result.output
