@@ -17,6 +17,7 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from typing import Protocol
 
 from digest.content import Rendered
 
@@ -37,6 +38,12 @@ OWN_HEADERS = frozenset(
 _HEADER_NAME_RE = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext
 _WS_RE = re.compile(r"\s+")
 _ADDR_SPEC_RE = re.compile(r"^[^\s<>()\[\],;:\"@\\]+@[^\s<>()\[\],;:\"@\\]+$")
+
+
+class MessageSigner(Protocol):
+    """Adds a signature to finished message bytes (``digest.dkim.Signer``)."""
+
+    def sign(self, message: bytes) -> bytes: ...
 
 
 def one_line(value: str) -> str:
@@ -117,8 +124,12 @@ def compose_message(
     unsubscribe_mailto_url: str,
     reply_to: str = "",
     extra_headers: Mapping[str, str] | None = None,
+    signer: MessageSigner | None = None,
 ) -> bytes:
-    """One multipart/alternative message (text first, then HTML) as CRLF bytes."""
+    """One multipart/alternative message (text first, then HTML) as CRLF bytes.
+
+    ``signer`` (DKIM) signs the finished bytes, so the signature covers exactly what is sent.
+    """
     if date.tzinfo is None:
         raise ValueError("date must be timezone-aware")
     from_value = one_line(from_address)
@@ -153,4 +164,5 @@ def compose_message(
         if not _HEADER_NAME_RE.match(name) or name.lower() in OWN_HEADERS:
             raise ValueError(f"extra header {name!r} is not allowed")
         head.append(_fold(name, one_line(value)))
-    return b"".join(head) + _body(rendered, message_id)
+    data = b"".join(head) + _body(rendered, message_id)
+    return signer.sign(data) if signer is not None else data

@@ -23,10 +23,10 @@ import threading
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jinja2
@@ -34,7 +34,14 @@ from lxml import etree
 from mjml import mjml2html
 from premailer import Premailer
 
-from digest.content import DigestIssue, MemberView, Rendered
+from digest.content import ArticleView, DigestIssue, MemberView, Rendered, TopicGroup
+
+if TYPE_CHECKING:
+    from digest.settings import Settings
+
+#: Gmail clips an HTML part over 102 KB; the default budget leaves room for personal values.
+GMAIL_CLIP_BYTES = 102 * 1024
+DEFAULT_HTML_BUDGET = 90_000
 
 MONTHS = (
     "January", "February", "March", "April", "May", "June",
@@ -44,11 +51,13 @@ MONTHS = (
 DIGEST_TEMPLATES = (
     "email/digest.mjml.j2",
     "email/layout.mjml.j2",
+    "email/_masthead.mjml.j2",
     "email/_article.mjml.j2",
     "email/digest.txt.j2",
     "email/subject.txt.j2",
 )
 
+_COLOR_RE = re.compile(r"#[0-9A-Fa-f]{6}")
 _DOCTYPE_RE = re.compile(r"^\s*(<!doctype[^>]*>)", re.IGNORECASE)
 _WS_RE = re.compile(r"\s+")
 _TAG_NAME_RE = re.compile(r"<([A-Za-z][A-Za-z0-9:-]*)")
@@ -232,6 +241,22 @@ class _Placeholders:
 
 
 @dataclass(frozen=True)
+class Brand:
+    """Operator branding from the settings: the same for every message of a renderer."""
+
+    accent: str = "#0b57d0"
+    logo_url: str = ""
+    postal_address: str = ""
+
+    def __post_init__(self) -> None:
+        if not _COLOR_RE.fullmatch(self.accent):
+            raise ValueError(f"brand accent colour must look like #1a2b3c, not {self.accent!r}")
+        if self.logo_url and not http_url(self.logo_url):
+            raise ValueError(f"brand logo URL must be http(s), not {self.logo_url!r}")
+        object.__setattr__(self, "postal_address", clean_line(self.postal_address))
+
+
+@dataclass(frozen=True)
 class MemberContext:
     """The only member fields templates can see: StrictUndefined rejects the rest."""
 
@@ -260,8 +285,10 @@ def personal_values(issue: DigestIssue) -> dict[str, str]:
     }
 
 
-def _digest_context(issue: DigestIssue, values: Mapping[str, str]) -> dict[str, Any]:
+def _digest_context(issue: DigestIssue, values: Mapping[str, str], brand: Brand) -> dict[str, Any]:
     return {
+        "brand": brand,
+        "article_count": len(issue.articles) + len(issue.more),
         "site_name": issue.site_name,
         "base_url": issue.base_url,
         "edition": issue.edition,
@@ -288,6 +315,21 @@ def clean_subject(value: str) -> str:
     return clean_line(value)
 
 
+def with_articles_kept(issue: DigestIssue, keep: int) -> DigestIssue:
+    """The issue with only its first ``keep`` articles in full; the rest lead ``more``."""
+    articles = issue.articles
+    kept = {a.id for a in articles[:keep]}
+    groups = tuple(
+        TopicGroup(g.topic, tuple(a for a in g.articles if a.id in kept)) for g in issue.groups
+    )
+    moved: tuple[ArticleView, ...] = articles[keep:]
+    return replace(
+        issue,
+        groups=tuple(g for g in groups if g.articles),
+        more=moved + tuple(a for a in issue.more if a.id not in kept),
+    )
+
+
 # ------------------------------------------------------------------ renderer
 
 
@@ -295,16 +337,43 @@ _ShellKey = tuple[Any, ...]
 
 
 class Renderer:
-    """Renders digests and confirmation mails from one templates directory."""
+    """Renders digests and confirmation mails from one templates directory.
 
-    def __init__(self, templates_dir: str | Path, *, cache_size: int = 256) -> None:
+    ``html_size_budget`` (bytes, 0 = off) keeps the HTML part under Gmail's clipping limit:
+    an issue that would be larger keeps its first articles in full and lists the rest as
+    links under "More in this issue", so nothing disappears behind "[Message clipped]".
+    """
+
+    def __init__(
+        self,
+        templates_dir: str | Path,
+        *,
+        cache_size: int = 256,
+        html_size_budget: int = DEFAULT_HTML_BUDGET,
+        brand: Brand | None = None,
+    ) -> None:
         self.templates_dir = Path(templates_dir)
         self.env = make_environment(self.templates_dir)
+        self.html_size_budget = html_size_budget
+        self.brand = brand or Brand()
         self._placeholders = _Placeholders()
         self._cache: OrderedDict[_ShellKey, _Shell] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.compiles = 0  # how many shells were built: lets tests and benchmarks see reuse
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Renderer:
+        """The renderer the settings describe: templates, size budget and branding."""
+        return cls(
+            settings.templates_dir,
+            html_size_budget=settings.html_size_budget,
+            brand=Brand(
+                accent=settings.brand_accent_color,
+                logo_url=settings.brand_logo_url,
+                postal_address=settings.postal_address,
+            ),
+        )
 
     # -- digest
 
@@ -322,8 +391,12 @@ class Renderer:
         )
 
     def _render_direct(self, issue: DigestIssue, values: Mapping[str, str]) -> Rendered:
-        context = _digest_context(issue, values)
-        subject, mjml_source, text = self._render_templates(context)
+        # The size decision is taken on the placeholder rendering in both paths, so the cached
+        # and the direct path always cut an oversized issue at the same article.
+        fitted, _ = self._fit(issue, bool(values["name"]))
+        subject, mjml_source, text = self._render_templates(
+            _digest_context(fitted, values, self.brand)
+        )
         self.compiles += 1
         return Rendered(subject=clean_subject(subject), html=mjml_to_html(mjml_source), text=text)
 
@@ -377,12 +450,40 @@ class Renderer:
                 self._cache.popitem(last=False)
         return shell
 
-    def _build_shell(self, issue: DigestIssue, has_name: bool) -> _Shell:
+    def _markers(self, has_name: bool) -> dict[str, str]:
         markers = dict(self._placeholders.marker)
         if not has_name:
             markers["name"] = ""
-        subject, mjml_source, text = self._render_templates(_digest_context(issue, markers))
-        page = mjml_to_html(mjml_source)
+        return markers
+
+    def _compile_shell(self, issue: DigestIssue, has_name: bool) -> tuple[str, str, str]:
+        """(subject, HTML page, text) with placeholders for the personal values."""
+        context = _digest_context(issue, self._markers(has_name), self.brand)
+        subject, mjml_source, text = self._render_templates(context)
+        return subject, mjml_to_html(mjml_source), text
+
+    def _fit(self, issue: DigestIssue, has_name: bool) -> tuple[DigestIssue, tuple[str, str, str]]:
+        """The issue cut to the HTML size budget, and its placeholder rendering.
+
+        Few renders even for huge issues: the first guess scales the article count by how far
+        over budget the page is, then steps down one article at a time.
+        """
+        compiled = self._compile_shell(issue, has_name)
+        budget = self.html_size_budget
+        articles = issue.articles
+        size = len(compiled[1].encode("utf-8"))
+        if budget <= 0 or size <= budget or not articles:
+            return issue, compiled
+        keep = min(len(articles) - 1, int(len(articles) * budget / size))
+        while True:
+            fitted = with_articles_kept(issue, keep)
+            compiled = self._compile_shell(fitted, has_name)
+            if keep == 0 or len(compiled[1].encode("utf-8")) <= budget:
+                return fitted, compiled
+            keep -= 1
+
+    def _build_shell(self, issue: DigestIssue, has_name: bool) -> _Shell:
+        _, (subject, page, text) = self._fit(issue, has_name)
         self.compiles += 1
         return _Shell(subject=subject, html_parts=self._placeholders.split_html(page), text=text)
 
@@ -397,6 +498,7 @@ class Renderer:
     ) -> Rendered:
         """The double opt-in mail; rare, so rendered from scratch each time."""
         context = {
+            "brand": self.brand,
             "site_name": site_name,
             "confirm_url": confirm_url,
             "member": MemberContext(

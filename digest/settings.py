@@ -17,7 +17,9 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Keys that may only come from the environment, never from a file that could be committed.
-SECRET_KEYS = frozenset({"secret_key", "smtp_password", "editor_password"})
+SECRET_KEYS = frozenset(
+    {"secret_key", "smtp_password", "editor_password", "dkim_private_key"}
+)
 
 #: Environment names that do not follow the plain ``DIGEST_<KEY>`` rule.
 ENV_ALIASES = {"DIGEST_FROM": "from_address"}
@@ -72,6 +74,23 @@ class Settings:
     # import limits
     max_import_bytes: int = 20 * 1024 * 1024
     editor_password: str = ""
+    # deliverability (issue 6): DKIM signing, HTML size budget, branding
+    dkim_selector: str = ""  # empty: messages are not signed
+    dkim_domain: str = ""  # empty: the From domain
+    dkim_private_key_path: str = ""  # PEM file; or the PEM itself in DIGEST_DKIM_PRIVATE_KEY
+    dkim_private_key: str = ""  # secret: environment only
+    dkim_dns_txt: str = ""  # the selector's published TXT record, for `digest doctor`
+    html_size_budget: int = 90_000  # HTML bytes; above it trailing articles become links
+    brand_logo_url: str = ""
+    brand_accent_color: str = "#0b57d0"
+    postal_address: str = ""
+    # web (issue 5): `digest web`, subscribe rate limit, link and session lifetimes
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    subscribe_rate_limit: int = 5  # subscribe requests per client address per window
+    subscribe_rate_window_seconds: int = 3600
+    confirm_link_days: int = 7
+    editor_session_hours: int = 12
     # where the values came from, for `digest config` style diagnostics
     sources: tuple[str, ...] = field(default=(), compare=False)
 
