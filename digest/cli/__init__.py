@@ -40,7 +40,8 @@ def main(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
+    for noisy in ("alembic", "mail.log"):  # migrations and the demo's SMTP server
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
     try:
         settings = load_settings(config_path, overrides={"database_url": database_url})
     except SettingsError as exc:
