@@ -61,6 +61,21 @@ def last_window_ends(session: Session, member_ids: Sequence[int]) -> dict[int, d
     return out
 
 
+def last_due_ats(session: Session, member_ids: Sequence[int]) -> dict[int, datetime]:
+    """Each member's latest edition due time, whatever became of that edition."""
+    out: dict[int, datetime] = {}
+    for i in range(0, len(member_ids), CHUNK):
+        chunk = member_ids[i : i + CHUNK]
+        rows = session.exec(
+            select(Delivery.subscriber_id, func.max(Delivery.due_at))
+            .where(col(Delivery.subscriber_id).in_(chunk))
+            .group_by(col(Delivery.subscriber_id))
+        )
+        for member_id, due in rows:
+            out[member_id] = _aware(due)
+    return out
+
+
 def earliest_untaken_starts(session: Session, member_ids: Sequence[int]) -> dict[int, datetime]:
     """Each member's earliest window start among editions that did not take their window."""
     out: dict[int, datetime] = {}

@@ -23,6 +23,7 @@ from digest import catalog, ledger
 from digest.compose import compose_message
 from digest.content import ArticleView, DigestIssue, MemberView, Rendered
 from digest.db import session_scope
+from digest.dkim import signer_from_settings
 from digest.mailer import Transport
 from digest.models import Delivery, Subscriber
 from digest.render import Renderer
@@ -33,6 +34,7 @@ from digest.schedule import (
     edition_label,
     is_stale,
     latest_due_edition,
+    too_soon,
     zone,
 )
 from digest.selection import Limits, group_by_topic, select_articles, window_start_for
@@ -68,6 +70,7 @@ class PlanReport:
     skipped_empty: int = 0
     skipped_stale: int = 0
     not_due: int = 0
+    too_soon: int = 0
     already_planned: int = 0
     items: list[PlanItem] = field(default_factory=list)
 
@@ -141,11 +144,15 @@ def plan(
             ids = [m.id for m in batch]
             ends = ledger.last_window_ends(session, ids)
             untaken = ledger.earliest_untaken_starts(session, [i for i in ids if i not in ends])
+            last_due = ledger.last_due_ats(session, ids)
             rows: list[ledger.PlannedRow] = []
             for member in batch:
                 edition = editions[member.id]
                 if (member.id, edition.key) in existing:
                     report.already_planned += 1
+                    continue
+                if not force and too_soon(edition, last_due.get(member.id)):
+                    report.too_soon += 1
                     continue
                 if not force and is_stale(edition, member.timezone, now, lateness):
                     created = member.created_at
@@ -218,8 +225,9 @@ class Editions:
 
     def __init__(self, settings: Settings, renderer: Renderer | None = None) -> None:
         self.settings = settings
-        self.renderer = renderer or Renderer(settings.templates_dir)
+        self.renderer = renderer or Renderer.from_settings(settings)
         self.signer = TokenSigner(settings.secret_key)
+        self.dkim = signer_from_settings(settings)
 
     def issue(
         self, member: MemberView, edition: str, articles: Sequence[ArticleView], now: datetime
@@ -262,6 +270,7 @@ class Editions:
             unsubscribe_url=issue.links.unsubscribe_url,
             unsubscribe_mailto_url=issue.links.unsubscribe_mailto,
             reply_to=self.settings.reply_to,
+            signer=self.dkim,
         )
         return rendered, data
 

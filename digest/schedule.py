@@ -80,6 +80,18 @@ def is_stale(edition: Edition, timezone: str, now: datetime, max_lateness: timed
     return now.astimezone(zone(timezone)).date() != edition.local_date
 
 
+def too_soon(edition: Edition, last_due_at: datetime | None) -> bool:
+    """Whether an edition follows the member's previous one too closely to be sent.
+
+    After a change of time zone, send hour or rhythm, the next edition in the new calendar can
+    fall before, or hours after, the last one sent; requiring half a period between due times
+    means a member never gets two editions in one day (or week), and never waits two.
+    """
+    if last_due_at is None:
+        return False
+    return edition.due_at - last_due_at < edition.period / 2
+
+
 def edition_label(key: str) -> str:
     """A human label for the subject and heading: "Tuesday 24 November 2026", "Week 48, 2026"."""
     kind, _, value = key.partition(":")

@@ -17,9 +17,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Keys that may only come from the environment, never from a file that could be committed.
-SECRET_KEYS = frozenset(
-    {"secret_key", "smtp_password", "editor_password", "dkim_private_key"}
-)
+SECRET_KEYS = frozenset({"secret_key", "smtp_password", "editor_password", "dkim_private_key"})
 
 #: Environment names that do not follow the plain ``DIGEST_<KEY>`` rule.
 ENV_ALIASES = {"DIGEST_FROM": "from_address"}
@@ -68,6 +66,10 @@ class Settings:
     max_consecutive_errors: int = 20
     pause_seconds: int = 60
     poll_seconds: float = 5.0
+    # scheduler service
+    tick_seconds: float = 60.0
+    ingest_interval_minutes: float = 15.0
+    scheduler_lease_seconds: float = 30.0
     lease_seconds: int = 300
     max_attempts: int = 5
     retry_base_seconds: int = 60

@@ -40,7 +40,7 @@ def main(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    for noisy in ("alembic", "mail.log"):  # migrations and the demo's SMTP server
+    for noisy in ("alembic", "mail.log", "apscheduler"):  # chatty libraries
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
     try:
         settings = load_settings(config_path, overrides={"database_url": database_url})
@@ -50,11 +50,24 @@ def main(
 
 
 def _register() -> None:
-    from digest.cli import articles, db, deliveries, demo, run, subscribers, worker
+    from digest.cli import (
+        articles,
+        db,
+        deliveries,
+        demo,
+        doctor,
+        run,
+        service,
+        subscribers,
+        web,
+        worker,
+    )
 
-    for module in (articles, subscribers, run, worker, deliveries, demo, db):
+    for module in (articles, subscribers, run, worker, service, web, deliveries, doctor, demo, db):
         for command in module.COMMANDS:
             main.add_command(command)
+    for command in doctor.TEMPLATES_COMMANDS:
+        main.add_command(command)
 
 
 _register()

@@ -12,11 +12,17 @@ import click
 from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app
 from digest.cli.progress import progress_bar
 from digest.clock import fixed_clock
+from digest.doctor import template_problems
 from digest.mailer import make_transport
 from digest.pipeline import Editions, PlanReport, SendReport, plan, preview, send_due
 
 
-def _editions(app: App) -> Editions:
+def _editions(app: App, check_templates: bool = False) -> Editions:
+    """The renderer/composer for these settings; bad keys or templates are bad input (exit 2)."""
+    if check_templates:
+        problems = template_problems(app.settings.templates_dir)
+        if problems:
+            raise BadInput("templates do not compile:\n" + "\n".join(problems))
     try:
         return Editions(app.settings)
     except ValueError as exc:
@@ -122,7 +128,7 @@ def run_command(
 
     Exits 1 if any delivery failed or is waiting to be retried.
     """
-    editions = _editions(app)
+    editions = _editions(app, check_templates=True)
     report = _plan(app, now, dry_run, emails, force)
     if dry_run:
         _print_plan_items(report, as_json)

@@ -1,0 +1,48 @@
+"""``digest doctor`` (is this configuration ready to send?) and ``digest templates check``."""
+
+from __future__ import annotations
+
+import click
+
+from digest.cli.common import EXIT_WORK_FAILED, App, pass_app
+from digest.doctor import failed, format_checklist, run_checks, template_problems
+
+
+@click.command("doctor")
+@click.option("--no-smtp", is_flag=True, help="Skip connecting to the SMTP server.")
+@click.option("--no-spamassassin", is_flag=True, help="Skip scoring a sample with SpamAssassin.")
+@pass_app
+@click.pass_context
+def doctor_command(ctx: click.Context, app: App, no_smtp: bool, no_spamassassin: bool) -> None:
+    """Check From, SMTP, DKIM, links, templates, size and spam score; exit 1 on any failure.
+
+    Nothing is sent: the SMTP check connects, says EHLO (and STARTTLS/AUTH where configured)
+    and quits.
+    """
+    checks = run_checks(app.settings, smtp=not no_smtp, spamassassin=not no_spamassassin)
+    click.echo(format_checklist(checks))
+    if failed(checks):
+        ctx.exit(EXIT_WORK_FAILED)
+
+
+@click.group("templates")
+def templates_group() -> None:
+    """Email templates."""
+
+
+@templates_group.command("check")
+@pass_app
+@click.pass_context
+def templates_check_command(ctx: click.Context, app: App) -> None:
+    """Compile and render every email template; report problems with file and line."""
+    problems = template_problems(app.settings.templates_dir)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        ctx.exit(EXIT_WORK_FAILED)
+    click.echo(f"{app.settings.templates_dir}: every template compiles and renders")
+
+
+COMMANDS = [doctor_command]
+#: ``digest templates check``; register alongside COMMANDS if no other module owns "templates".
+TEMPLATES_COMMANDS = [templates_group]

@@ -1,0 +1,147 @@
+"""``digest scheduler``, ``digest serve`` and ``digest status``: running unattended."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from digest.cli.common import App, BadInput, json_option, now_option, pass_app
+from digest.scheduler import Service, Source, sources_from_config, status
+from digest.settings import Settings, SettingsError, config_sources, load_settings
+
+log = logging.getLogger("digest.service")
+
+
+def _sources(config_path: str | None) -> list[Source]:
+    if not config_path:
+        return []
+    return sources_from_config(config_sources(config_path), Path(config_path).resolve().parent)
+
+
+def _service(app: App, tick: float | None) -> Service:
+    def reload() -> tuple[Settings, list[Source]]:
+        settings = load_settings(
+            app.config_path, overrides={"database_url": app.settings.database_url}
+        )
+        return settings, _sources(app.config_path)
+
+    try:
+        sources = _sources(app.config_path)
+        return Service(
+            app.engine,
+            app.settings,
+            sources,
+            tick_seconds=tick or app.settings.tick_seconds,
+            reload=reload,
+        )
+    except (ValueError, SettingsError) as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _install_signals(service: Service, extra_stop: list[Any] | None = None) -> None:
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: stopping (in-flight work finishes first)", signal.Signals(signum).name)
+        service.stop()
+        for stop in extra_stop or []:
+            stop()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        log.info("SIGHUP: reloading the configuration")
+        service.request_reload()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+
+
+_tick_option = click.option(
+    "--tick", type=float, help="Seconds between planning/sending runs [tick_seconds]."
+)
+
+
+@click.command("scheduler")
+@_tick_option
+@pass_app
+def scheduler_command(app: App, tick: float | None) -> None:
+    """Run the scheduler: ingest sources, plan due editions, send them, until stopped.
+
+    A second scheduler on the same store waits as a standby and takes over when the active one
+    dies. SIGTERM/SIGINT finish the work in flight and exit 0; SIGHUP reloads the config.
+    """
+    service = _service(app, tick)
+    _install_signals(service)
+    raise SystemExit(service.run())
+
+
+@click.command("serve")
+@_tick_option
+@click.option("--host", default=None, help="Web app address [web_host].")
+@click.option("--port", type=int, default=None, help="Web app port [web_port].")
+@pass_app
+def serve_command(app: App, tick: float | None, host: str | None, port: int | None) -> None:
+    """The scheduler and the web app in one process (what the systemd unit runs)."""
+    import uvicorn
+
+    from digest.web import create_app
+
+    service = _service(app, tick)
+    web = create_app(app.settings, engine=app.engine)
+    config = uvicorn.Config(
+        web,
+        host=host or getattr(app.settings, "web_host", "127.0.0.1"),
+        port=port or getattr(app.settings, "web_port", 8000),
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, name="digest-web", daemon=True)
+
+    def stop_web() -> None:
+        server.should_exit = True
+
+    _install_signals(service, [stop_web])
+    thread.start()
+    log.info("web app on http://%s:%s", config.host, config.port)
+    code = service.run()
+    server.should_exit = True
+    thread.join(timeout=10)
+    raise SystemExit(code)
+
+
+@click.command("status")
+@now_option
+@json_option
+@pass_app
+def status_command(app: App, now: datetime, as_json: bool) -> None:
+    """The active scheduler, each job's next run, the queue, the last tick and the last error."""
+    info = status(app.engine, now)
+    if as_json:
+        click.echo(json.dumps(info, default=str))
+        return
+    who = f"{info['host']} pid {info['pid']}" if info["active"] else "none (no live lease)"
+    click.echo(f"active scheduler: {who}")
+    click.echo("jobs:")
+    for name, next_run in sorted(info["jobs"].items()):
+        runs = info["runs"].get(name, {})
+        last = f", last run {runs['at']} ({runs.get('runs', 0)} runs)" if runs else ""
+        click.echo(f"  {name:<7} next {next_run or 'paused'}{last}")
+    if not info["jobs"]:
+        click.echo("  (none yet: start `digest scheduler`)")
+    queue = info["queue"]
+    click.echo(
+        f"queue: {queue['planned']} planned, {queue['retry']} to retry, {queue['sending']} sending"
+    )
+    click.echo(f"last tick: {info['last_tick_at'] or '-'}")
+    click.echo(f"last error: {info['last_error'] or '-'} {info['last_error_at'] or ''}".rstrip())
+
+
+COMMANDS = [scheduler_command, serve_command, status_command]

@@ -1,0 +1,401 @@
+"""``digest doctor``: check the configuration an operator is about to send with, before a send.
+
+Each check answers ok, warn or fail with a sentence saying what to fix. Nothing is sent: the
+SMTP check connects, says EHLO, starts TLS where configured, logs in where configured, and quits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import smtplib
+import ssl
+import subprocess
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import jinja2
+
+from digest.compose import compose_message, make_message_id
+from digest.content import (
+    ArticleView,
+    DigestIssue,
+    DigestLinks,
+    MemberView,
+    MentionView,
+    TopicGroup,
+)
+from digest.render import GMAIL_CLIP_BYTES, Renderer, make_environment
+from digest.settings import Settings, SettingsError
+
+Status = Literal["ok", "warn", "fail"]
+SPAM_OK = 0.5
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+
+# ------------------------------------------------------------------ individual checks
+
+
+def _is_local_host(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in ("localhost", "") or host.endswith((".localhost", ".local", ".test", ".invalid")):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_from(settings: Settings) -> Check:
+    name = "From address"
+    addr = parseaddr(settings.from_address)[1]
+    local_part, _, domain = addr.rpartition("@")
+    if not local_part or not domain:
+        return Check(name, "fail", f"{settings.from_address!r} has no usable address")
+    if _is_local_host(domain) or "." not in domain:
+        return Check(name, "warn", f"{addr}: domain {domain!r} is not a public domain")
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        validate_email(addr, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return Check(name, "fail", f"{settings.from_address!r} is not a valid address: {exc}")
+    return Check(name, "ok", f"{addr} (Message-IDs on {domain})")
+
+
+def check_base_url(settings: Settings) -> Check:
+    name = "Base URL"
+    url = settings.base_url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return Check(name, "fail", f"{url!r} is not an http(s) URL; links would not work")
+    if _is_local_host(parts.hostname):
+        return Check(name, "warn", f"{url}: members cannot open links to a local address")
+    if parts.scheme != "https":
+        return Check(name, "warn", f"{url}: use https for preferences and unsubscribe links")
+    return Check(name, "ok", url)
+
+
+def check_secret(settings: Settings) -> Check:
+    if not settings.secret_key:
+        return Check("Signed links", "fail", "DIGEST_SECRET_KEY is not set: nothing can be sent")
+    if len(settings.secret_key) < 16:
+        return Check("Signed links", "warn", "DIGEST_SECRET_KEY is short; use 32 random bytes")
+    return Check("Signed links", "ok", "DIGEST_SECRET_KEY is set")
+
+
+def check_smtp(settings: Settings) -> Check:
+    name = "SMTP server"
+    if settings.transport == "outbox":
+        return Check(name, "warn", f"transport is outbox: messages go to {settings.outbox_dir}")
+    where = f"{settings.smtp_host}:{settings.smtp_port} ({settings.smtp_security})"
+    context = ssl.create_default_context()
+    conn: smtplib.SMTP | None = None
+    try:
+        if settings.smtp_security == "tls":
+            conn = smtplib.SMTP_SSL(
+                settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout,
+                context=context,
+            )  # fmt: skip
+        else:
+            conn = smtplib.SMTP(
+                settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout
+            )
+        code, _ = conn.ehlo()
+        if code != 250:
+            return Check(name, "fail", f"{where}: EHLO answered {code}")
+        if settings.smtp_security == "starttls":
+            if not conn.has_extn("starttls"):
+                return Check(name, "fail", f"{where}: the server does not offer STARTTLS")
+            conn.starttls(context=context)
+            conn.ehlo()
+        if settings.smtp_username:
+            if not settings.smtp_password:
+                return Check(name, "fail", f"{where}: smtp username set but no password")
+            conn.login(settings.smtp_username, settings.smtp_password)
+        features = [f for f in ("smtputf8", "pipelining", "8bitmime") if conn.has_extn(f)]
+        detail = f"{where}: EHLO ok" + (f"; offers {', '.join(features)}" if features else "")
+    except smtplib.SMTPAuthenticationError as exc:
+        return Check(name, "fail", f"{where}: login refused: {exc.smtp_code}")
+    except (OSError, smtplib.SMTPException) as exc:
+        return Check(name, "fail", f"{where}: {type(exc).__name__}: {exc}")
+    finally:
+        if conn is not None:
+            try:
+                conn.quit()
+            except (OSError, smtplib.SMTPException):
+                conn.close()
+    if settings.smtp_security == "none" and not _is_local_host(settings.smtp_host):
+        return Check(name, "warn", f"{detail}; mail goes unencrypted to a remote server")
+    return Check(name, "ok", detail)
+
+
+def check_dkim(settings: Settings) -> Check:
+    name = "DKIM"
+    if not settings.dkim_selector.strip():
+        return Check(name, "warn", "not signing: set dkim_selector and a key for bulk mail")
+    try:
+        from digest.dkim import DKIMError, key_matches_txt, signer_from_settings
+
+        signer = signer_from_settings(settings)
+    except ImportError:
+        return Check(name, "fail", "dkimpy is not installed (pip install dkimpy)")
+    except SettingsError as exc:
+        return Check(name, "fail", str(exc))
+    assert signer is not None
+    record = f"{signer.selector}._domainkey.{signer.domain}"
+    from_domain = settings.from_domain.lower()
+    if not (from_domain == signer.domain or from_domain.endswith("." + signer.domain)):
+        return Check(name, "warn", f"{record} does not align with the From domain {from_domain}")
+    if not settings.dkim_dns_txt.strip():
+        return Check(name, "warn", f"key loaded for {record}; set dkim_dns_txt to check it")
+    try:
+        matches = key_matches_txt(signer, settings.dkim_dns_txt)
+    except DKIMError as exc:
+        return Check(name, "fail", f"{record}: {exc}")
+    if not matches:
+        return Check(name, "fail", f"the private key does not match the TXT record of {record}")
+    return Check(name, "ok", f"signing as {record}; the key matches its TXT record")
+
+
+def template_problems(templates_dir: str | Path) -> list[str]:
+    """``file:line: message`` for each email template that does not compile or render."""
+    env = make_environment(templates_dir)
+    problems: list[str] = []
+    root = Path(templates_dir)
+    for path in sorted((root / "email").glob("*.j2")):
+        name = path.relative_to(root).as_posix()
+        try:
+            env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append(f"{exc.filename or path}:{exc.lineno}: {exc.message}")
+    if problems:
+        return problems
+    renderer = Renderer(templates_dir)
+    for what, call in (
+        ("digest", lambda: renderer.render_digest(sample_issue(3), cache=False)),
+        ("confirmation", lambda: renderer.render_confirmation(
+            site_name="Sample", confirm_url="https://example.org/confirm/x", member=_member()
+        )),
+    ):  # fmt: skip
+        try:
+            call()
+        except Exception as exc:  # any template error, reported with its place
+            problems.append(f"{_template_place(exc, what)}: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def _template_place(exc: BaseException, fallback: str) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(".j2")]
+    if frames:
+        return f"{frames[-1].filename}:{frames[-1].lineno}"
+    return fallback
+
+
+def check_templates(settings: Settings) -> Check:
+    problems = template_problems(settings.templates_dir)
+    if problems:
+        return Check("Templates", "fail", "; ".join(problems))
+    return Check("Templates", "ok", f"{settings.templates_dir}: every template compiles, renders")
+
+
+def _member() -> MemberView:
+    return MemberView(
+        id=0,
+        email="reader@example.org",
+        name="Sample Reader",
+        status="active",
+        frequency="daily",
+        timezone="UTC",
+        send_hour=8,
+        topics=("Science", "Health"),
+    )
+
+
+_POINT = (
+    "Researchers reported results from a two-year study across eleven sites, with independent "
+    "replication of the main finding and a pre-registered analysis plan. The effect was smaller "
+    "than in the pilot but consistent across groups, and the authors set out the limits of the "
+    "design, their funding and the larger trial they plan next."
+)
+
+
+def sample_issue(count: int = 20, base_url: str = "https://example.org") -> DigestIssue:
+    """A realistic worst case: ``count`` long articles with mentions, in two topics."""
+    now = datetime(2025, 3, 25, 8, tzinfo=UTC)
+    articles = [
+        ArticleView(
+            id=i + 1,
+            url=f"https://example.org/articles/{i + 1}",
+            title=f"Sample article {i + 1}: what a two-year study found, and what it did not",
+            published_at=now - timedelta(hours=i + 1),
+            first_seen_at=now,
+            key_points=(_POINT, _POINT, _POINT),
+            topics=("Science" if i % 2 else "Health",),
+            mentions=(MentionView("Example University", "A university.", "https://example.org/"),),
+            summary="A careful look at a long study.",
+        )
+        for i in range(count)
+    ]
+    groups = [
+        TopicGroup(t, tuple(a for a in articles if a.topics[0] == t)) for t in ("Health", "Science")
+    ]
+    base = base_url.rstrip("/")
+    return DigestIssue(
+        member=_member(),
+        edition="daily:2025-03-25",
+        edition_label="Tuesday 25 March 2025",
+        groups=tuple(g for g in groups if g.articles),
+        links=DigestLinks(
+            preferences_url=f"{base}/preferences/sample-token",
+            unsubscribe_url=f"{base}/unsubscribe/sample-token",
+            unsubscribe_mailto="mailto:unsubscribe@example.org?subject=unsubscribe",
+        ),
+        site_name="Sample",
+        base_url=base,
+    )
+
+
+def spamassassin_score(data: bytes, timeout: float = 120) -> tuple[float, list[str]] | None:
+    """SpamAssassin's score and rules for ``data``, offline; None if it is not installed."""
+    if shutil.which("spamassassin") is None:
+        return None
+    proc = subprocess.run(
+        ["spamassassin", "-t", "-L", "--cf=dns_available no", "--cf=use_bayes 0"],
+        input=data,
+        capture_output=True,
+        timeout=timeout,
+    )
+    status = re.search(rb"^X-Spam-Status: .*?(?=^\S)", proc.stdout, re.MULTILINE | re.DOTALL)
+    if not status:
+        raise RuntimeError(proc.stderr.decode("utf-8", "replace")[-500:] or "no X-Spam-Status")
+    text = " ".join(status.group(0).decode("ascii", "replace").split())
+    score = re.search(r"score=(-?[\d.]+)", text)
+    tests = re.search(r"tests=(\S*)", text)
+    return (float(score.group(1)) if score else 0.0), (tests.group(1).split(",") if tests else [])
+
+
+def check_sample(settings: Settings, spamassassin: bool = True) -> list[Check]:
+    """Render 20 long articles with the operator's templates: size, then spam score."""
+    try:
+        renderer = Renderer.from_settings(settings)
+        issue = sample_issue(20, settings.base_url)
+        issue = replace(issue, site_name=settings.site_name)
+        rendered = renderer.render_digest(issue)
+    except Exception as exc:
+        return [Check("Sample digest", "fail", f"rendering failed: {type(exc).__name__}: {exc}")]
+    size = len(rendered.html.encode("utf-8"))
+    detail = f"HTML {size / 1024:.1f} KB for 20 long articles (budget {settings.html_size_budget})"
+    checks = [
+        Check(
+            "Sample digest size",
+            "ok" if size < GMAIL_CLIP_BYTES else "fail",
+            detail + ("" if size < GMAIL_CLIP_BYTES else "; Gmail clips over 102 KB"),
+        )
+    ]
+    if not spamassassin:
+        return checks
+    try:
+        signer = None
+        if settings.dkim_selector.strip():
+            from digest.dkim import signer_from_settings
+
+            signer = signer_from_settings(settings)
+        data = compose_message(
+            rendered,
+            from_address=settings.from_address,
+            to_email="reader@example.org",
+            to_name="Sample Reader",
+            message_id=make_message_id("doctor-sample", settings.from_domain),
+            date=datetime.now(UTC),
+            list_id=settings.effective_list_id,
+            unsubscribe_url=issue.links.unsubscribe_url,
+            unsubscribe_mailto_url=f"mailto:{settings.effective_unsubscribe_mailto}",
+            reply_to=settings.reply_to,
+            signer=signer,
+        )
+        result = spamassassin_score(data)
+    except Exception as exc:
+        return [*checks, Check("SpamAssassin", "fail", f"{type(exc).__name__}: {exc}")]
+    if result is None:
+        return [*checks, Check("SpamAssassin", "warn", "not installed; score not checked")]
+    score, rules = result
+    listed = ", ".join(r for r in rules if r) or "no rules"
+    status: Status = "ok" if score <= SPAM_OK else ("warn" if score < 5 else "fail")
+    return [*checks, Check("SpamAssassin", status, f"score {score} (offline): {listed}")]
+
+
+def check_brand(settings: Settings) -> Check:
+    name = "Branding"
+    if not re.fullmatch(r"#[0-9A-Fa-f]{6}", settings.brand_accent_color):
+        accent = settings.brand_accent_color
+        return Check(name, "fail", f"brand_accent_color {accent!r}: use the form #rrggbb")
+    ratio = contrast_ratio(settings.brand_accent_color, "#ffffff")
+    if ratio < 4.5:
+        return Check(name, "warn", f"accent colour contrast {ratio:.1f}:1 on white (needs 4.5)")
+    if not settings.postal_address.strip():
+        return Check(name, "warn", "postal_address is empty; anti-spam laws require one")
+    return Check(name, "ok", f"accent {settings.brand_accent_color} ({ratio:.1f}:1)")
+
+
+def contrast_ratio(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two ``#rrggbb`` colours."""
+
+    def lum(color: str) -> float:
+        channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b_ = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b_
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+# ------------------------------------------------------------------ all of it
+
+
+def run_checks(settings: Settings, *, smtp: bool = True, spamassassin: bool = True) -> list[Check]:
+    """Every check in checklist order; a crashing check is a failed check, not a traceback."""
+    steps: list[Callable[[], Check | list[Check]]] = [
+        lambda: check_from(settings),
+        lambda: check_base_url(settings),
+        lambda: check_secret(settings),
+    ]
+    if smtp:
+        steps.append(lambda: check_smtp(settings))
+    steps += [
+        lambda: check_dkim(settings),
+        lambda: check_templates(settings),
+        lambda: check_brand(settings),
+        lambda: check_sample(settings, spamassassin),
+    ]
+    checks: list[Check] = []
+    for step in steps:
+        try:
+            result = step()
+        except Exception as exc:
+            result = Check("Check", "fail", f"{type(exc).__name__}: {exc}")
+        checks.extend(result if isinstance(result, list) else [result])
+    return checks
+
+
+def format_checklist(checks: list[Check]) -> str:
+    marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
+    width = max((len(c.name) for c in checks), default=0)
+    return "\n".join(f"{marks[c.status]} {c.name:<{width}}  {c.detail}" for c in checks)
+
+
+def failed(checks: list[Check]) -> bool:
+    return any(c.status == "fail" for c in checks)

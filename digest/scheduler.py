@@ -1,0 +1,388 @@
+"""The scheduler service: one active process runs the jobs, any other waits as a standby.
+
+Jobs (APScheduler 3, kept in the database job store so a restart keeps their schedule):
+``ingest`` reads the configured sources, ``plan`` plans the editions that are due, ``send``
+sends what is planned. Missed runs coalesce: a service that was down for an hour runs a missed
+job once, not sixty times. Leadership is a lease row in ``scheduler_state``: the holder renews it;
+a standby takes over once it has expired. This works across processes on SQLite and across
+hosts on PostgreSQL, and the ledger's unique constraint keeps planning safe even if two ran.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine, func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from digest import pipeline
+from digest.clock import Clock, system_clock
+from digest.db import session_scope
+from digest.ingest import load_paths, upsert_articles
+from digest.mailer import make_transport
+from digest.models import Delivery, SchedulerState
+from digest.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LEADER = "main"
+JOB_TABLE = "apscheduler_jobs"
+
+
+# ------------------------------------------------------------------ leadership (a lease row)
+
+
+def acquire_leadership(
+    engine: Engine, holder: str, now: datetime, lease: timedelta, name: str = LEADER
+) -> bool:
+    """Take or renew the lease; True if ``holder`` is the active scheduler afterwards."""
+    insert: Any = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    host, _, pid = holder.rpartition(":")
+    with session_scope(engine) as session:
+        session.execute(insert(SchedulerState).values(name=name).on_conflict_do_nothing())
+        result = session.execute(
+            update(SchedulerState)
+            .where(
+                col(SchedulerState.name) == name,
+                (col(SchedulerState.holder) == holder)
+                | col(SchedulerState.holder).is_(None)
+                | (col(SchedulerState.lease_until) < now),
+            )
+            .values(
+                holder=holder,
+                host=host,
+                pid=int(pid) if pid.isdigit() else None,
+                lease_until=now + lease,
+                updated_at=now,
+            )
+        )
+        won = bool(result.rowcount)
+        if won:
+            session.execute(
+                update(SchedulerState)
+                .where(col(SchedulerState.name) == name, col(SchedulerState.acquired_at).is_(None))
+                .values(acquired_at=now)
+            )
+    return won
+
+
+def release_leadership(engine: Engine, holder: str, now: datetime, name: str = LEADER) -> None:
+    with session_scope(engine) as session:
+        session.execute(
+            update(SchedulerState)
+            .where(col(SchedulerState.name) == name, col(SchedulerState.holder) == holder)
+            .values(holder=None, lease_until=None, acquired_at=None, updated_at=now)
+        )
+
+
+def _on_takeover(engine: Engine, holder: str, now: datetime, name: str = LEADER) -> None:
+    with session_scope(engine) as session:
+        session.execute(
+            update(SchedulerState)
+            .where(col(SchedulerState.name) == name, col(SchedulerState.holder) == holder)
+            .values(acquired_at=now)
+        )
+
+
+def record_run(
+    engine: Engine, job: str, summary: Mapping[str, Any], now: datetime, error: str | None = None
+) -> None:
+    """Remember each job's last run (and the last error) for ``digest status`` and metrics."""
+    with session_scope(engine) as session:
+        state = session.get(SchedulerState, LEADER) or SchedulerState(name=LEADER)
+        runs = json.loads(state.last_tick_report or "{}")
+        entry = runs.get(job, {"runs": 0})
+        entry.update(at=now.isoformat(), runs=entry.get("runs", 0) + 1, summary=dict(summary))
+        runs[job] = entry
+        state.last_tick_report = json.dumps(runs, default=str)
+        if job == "plan":
+            state.last_tick_at = now
+        if error:
+            state.last_error = f"{job}: {error}"
+            state.last_error_at = now
+        state.updated_at = now
+        session.add(state)
+
+
+# ------------------------------------------------------------------ the jobs
+
+
+@dataclass(frozen=True)
+class Source:
+    """An entry of ``[[sources]]``: a feed URL or a file/folder path."""
+
+    location: str
+    name: str = ""
+
+
+def sources_from_config(raw: list[dict[str, Any]], base: Path) -> list[Source]:
+    out = []
+    for i, entry in enumerate(raw, start=1):
+        where = entry.get("url") or entry.get("path")
+        if not isinstance(where, str) or not where:
+            raise ValueError(f'[[sources]] entry {i}: needs url = "..." or path = "..."')
+        if "path" in entry and not Path(where).is_absolute():
+            where = str(base / where)
+        out.append(Source(where, str(entry.get("name", ""))))
+    return out
+
+
+class Jobs:
+    """What each scheduled job does; callable directly, so tests drive it with a fixed clock."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        sources: list[Source],
+        clock: Clock = system_clock,
+        stop: threading.Event | None = None,
+        transports: Callable[[Settings], Any] = make_transport,
+    ) -> None:
+        self.engine, self.settings, self.sources = engine, settings, sources
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.transports = transports
+        self.editions = pipeline.Editions(settings)
+
+    def reconfigure(self, settings: Settings, sources: list[Source]) -> None:
+        self.settings, self.sources = settings, sources
+        self.editions = pipeline.Editions(settings)
+
+    def run(self, name: str) -> dict[str, Any]:
+        now = self.clock()
+        try:
+            summary = getattr(self, f"job_{name}")()
+        except Exception as exc:
+            log.exception("job %s failed", name)
+            record_run(self.engine, name, {}, now, error=f"{type(exc).__name__}: {exc}")
+            raise
+        record_run(self.engine, name, summary, now)
+        return summary
+
+    def job_ingest(self) -> dict[str, Any]:
+        if not self.sources:
+            return {"sources": 0}
+        now = self.clock()
+        batch = load_paths(
+            [s.location for s in self.sources], now=now, max_bytes=self.settings.max_import_bytes
+        )
+        for error in batch.errors:
+            log.warning("ingest: skipped %s", error)
+        with session_scope(self.engine) as session:
+            counts = upsert_articles(session, batch.records, now)
+        log.info("ingest: %s from %d sources", counts, len(self.sources))
+        return {"sources": len(self.sources), "counts": str(counts), "errors": len(batch.errors)}
+
+    def job_plan(self) -> dict[str, Any]:
+        report = pipeline.plan(self.engine, self.settings, self.clock())
+        return {
+            "members": report.members,
+            "planned": report.planned,
+            "skipped_empty": report.skipped_empty,
+            "skipped_stale": report.skipped_stale,
+        }
+
+    def job_send(self) -> dict[str, Any]:
+        settings = self.settings
+        sender = pipeline.Sender(
+            self.engine, settings, self.editions, lambda: self.transports(settings), self.clock
+        )
+        report = sender.run(should_stop=self.stop.is_set)
+        if report.paused_reason:
+            raise RuntimeError(f"sending paused: {report.paused_reason}")
+        return {"sent": report.sent, "retry": report.retry, "failed": report.failed}
+
+
+#: The jobs of the service running in this process; APScheduler stores a reference to
+#: ``run_job`` (an importable function) and the job's name, never the objects themselves.
+_ACTIVE: Jobs | None = None
+
+
+def run_job(name: str) -> None:
+    if _ACTIVE is None:
+        log.warning("job %s fired with no active service", name)
+        return
+    _ACTIVE.run(name)
+
+
+# ------------------------------------------------------------------ the service
+
+
+class Service:
+    """A scheduler process: standby until it holds the lease, then the APScheduler jobs."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        sources: list[Source],
+        *,
+        tick_seconds: float,
+        reload: Callable[[], tuple[Settings, list[Source]]] | None = None,
+        clock: Clock = system_clock,
+        holder: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.tick = tick_seconds
+        self.reload_settings = reload
+        self.clock = clock
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.stopping = threading.Event()
+        self._reload_requested = threading.Event()
+        self.jobs = Jobs(engine, settings, sources, clock, self.stopping)
+        self.scheduler: BackgroundScheduler | None = None
+        self.leading = False
+
+    @property
+    def settings(self) -> Settings:
+        return self.jobs.settings
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.scheduler_lease_seconds)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+
+    def intervals(self) -> dict[str, float]:
+        return {
+            "ingest": self.settings.ingest_interval_minutes * 60.0,
+            "plan": self.tick,
+            "send": self.tick,
+        }
+
+    def _start_jobs(self) -> None:
+        global _ACTIVE
+        _ACTIVE = self.jobs
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=JOB_TABLE)},
+            executors={"default": ThreadPoolExecutor(3)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone="UTC",
+        )
+        scheduler.start(paused=True)
+        self.scheduler = scheduler
+        self._sync_jobs()
+        scheduler.resume()  # missed runs fire now, once each (coalesced)
+        log.info("scheduler %s is active: jobs %s", self.holder, self.intervals())
+
+    def _sync_jobs(self) -> None:
+        """Add missing jobs; keep existing ones (their next run time is the catch-up)."""
+        assert self.scheduler is not None
+        for name, seconds in self.intervals().items():
+            job = self.scheduler.get_job(name)
+            if job is None:
+                self.scheduler.add_job(
+                    "digest.scheduler:run_job",
+                    "interval",
+                    args=[name],
+                    id=name,
+                    name=name,
+                    seconds=seconds,
+                    next_run_time=self.clock(),
+                )
+            elif job.trigger.interval.total_seconds() != seconds:
+                self.scheduler.reschedule_job(name, trigger="interval", seconds=seconds)
+
+    def _stop_jobs(self, wait: bool) -> None:
+        global _ACTIVE
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=wait)
+            self.scheduler = None
+        _ACTIVE = None
+
+    def run(self) -> int:
+        """Block until stopped; return the exit code (0 after a clean stop)."""
+        log.info("scheduler %s started; waiting to become active", self.holder)
+        try:
+            while not self.stopping.is_set():
+                if self._reload_requested.is_set():
+                    self._do_reload()
+                won = acquire_leadership(self.engine, self.holder, self.clock(), self.lease)
+                if won and not self.leading:
+                    self.leading = True
+                    _on_takeover(self.engine, self.holder, self.clock())
+                    self._start_jobs()
+                elif not won and self.leading:
+                    log.error("scheduler %s lost the lease; standing by", self.holder)
+                    self.leading = False
+                    self._stop_jobs(wait=False)
+                self.stopping.wait(max(self.lease.total_seconds() / 3, 0.2))
+        finally:
+            log.info("scheduler %s stopping: finishing jobs in flight", self.holder)
+            self._stop_jobs(wait=True)
+            if self.leading:
+                release_leadership(self.engine, self.holder, self.clock())
+            self.leading = False
+        log.info("scheduler %s stopped", self.holder)
+        return 0
+
+    def _do_reload(self) -> None:
+        self._reload_requested.clear()
+        if self.reload_settings is None:
+            return
+        try:
+            settings, sources = self.reload_settings()
+        except Exception as exc:  # a broken config keeps the old one running
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        self.jobs.reconfigure(settings, sources)
+        if self.scheduler is not None:
+            self._sync_jobs()
+        log.info("configuration reloaded")
+
+
+# ------------------------------------------------------------------ status
+
+
+def status(engine: Engine, now: datetime) -> dict[str, Any]:
+    """What ``digest status`` prints: active scheduler, jobs' next runs, queue, last tick/error."""
+    with Session(engine) as session:
+        state = session.get(SchedulerState, LEADER)
+        queue = dict(
+            session.exec(
+                select(Delivery.status, func.count())
+                .where(col(Delivery.status).in_(("planned", "retry", "sending")))
+                .group_by(Delivery.status)
+            ).all()
+        )
+    jobs: dict[str, str | None] = {}
+    from sqlalchemy import inspect
+
+    if inspect(engine).has_table(JOB_TABLE):
+        store = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)
+        for job in store.get_all_jobs():
+            jobs[job.id] = job.next_run_time.isoformat() if job.next_run_time else None
+    active = bool(state and state.holder and state.lease_until and state.lease_until >= now)
+    return {
+        "active": active,
+        "holder": state.holder if state else None,
+        "host": state.host if state else None,
+        "pid": state.pid if state else None,
+        "lease_until": state.lease_until.isoformat() if state and state.lease_until else None,
+        "jobs": jobs,
+        "queue": {s: queue.get(s, 0) for s in ("planned", "retry", "sending")},
+        "last_tick_at": state.last_tick_at.isoformat() if state and state.last_tick_at else None,
+        "runs": json.loads(state.last_tick_report) if state and state.last_tick_report else {},
+        "last_error": state.last_error if state else None,
+        "last_error_at": (
+            state.last_error_at.isoformat() if state and state.last_error_at else None
+        ),
+    }

@@ -1,0 +1,219 @@
+"""The ASGI app factory: ``create_app(settings)`` wires routes, error pages and headers.
+
+No module-level app: ``digest web`` and the tests each build one from their own settings,
+store, clock and transport, so nothing is shared between them but the code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from digest.clock import system_clock
+from digest.db import make_engine
+from digest.mailer import make_transport
+from digest.pipeline import Editions
+from digest.settings import Settings
+from digest.tokens import InvalidToken, TokenSigner
+from digest.web import editor, members, ops
+from digest.web.context import (
+    BUILTIN_TEMPLATES,
+    TransportFactory,
+    WebContext,
+    mail_environment,
+    page_environment,
+    web_context,
+)
+from digest.web.security import (
+    CSRF,
+    CSRFError,
+    EditorAuth,
+    EditorDisabled,
+    EditorLoginRequired,
+    RateLimiter,
+    login_redirect_target,
+)
+
+log = logging.getLogger(__name__)
+
+#: Pages load only their own CSS and script; no inline script, no framing by other sites.
+DEFAULT_CSP = (
+    "default-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'self'; "
+    "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
+    "object-src 'none'"
+)
+DEFAULT_HEADERS = {
+    b"content-security-policy": DEFAULT_CSP.encode(),
+    b"x-content-type-options": b"nosniff",
+    b"x-frame-options": b"DENY",
+    b"referrer-policy": b"no-referrer",  # links carry tokens: never leak them in Referer
+    b"cache-control": b"no-store",
+}
+
+
+class SecurityHeaders:
+    """Adds the default headers to every response that has not set its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                static = scope.get("path", "").startswith("/static/")
+                for name, value in DEFAULT_HEADERS.items():
+                    if name not in present and not (static and name == b"cache-control"):
+                        headers.append((name, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _invalid_token(request: Request, exc: Exception) -> Response:
+    ctx = web_context(request)
+    reason = exc.reason if isinstance(exc, InvalidToken) else ""
+    if reason == "expired":
+        text = "This link has expired. Use the link in your most recent email, or subscribe again."
+    elif reason == "stale":
+        text = (
+            "This confirmation link is older than your unsubscribe; subscribe again for a new one."
+        )
+    else:
+        text = (
+            "This link is not valid: it may have been altered or cut short. "
+            "Copy the whole link from the email."
+        )
+    return ctx.message(
+        request, "This link does not work", text, 400, link=("/subscribe", "Subscribe")
+    )
+
+
+async def _csrf(request: Request, exc: Exception) -> Response:
+    return web_context(request).message(
+        request,
+        "Form expired",
+        "This form was not sent from this site's own page, or the page is too old. "
+        "Go back, reload the page and try again.",
+        403,
+    )
+
+
+async def _editor_disabled(request: Request, exc: Exception) -> Response:
+    return web_context(request).message(
+        request,
+        "Editorial pages are disabled",
+        "No editor password is configured. Set DIGEST_EDITOR_PASSWORD in the environment of "
+        "the web app and restart it.",
+        503,
+    )
+
+
+async def _login_required(request: Request, exc: Exception) -> Response:
+    if request.method in ("GET", "HEAD"):
+        return RedirectResponse(login_redirect_target(request), status_code=303)
+    return web_context(request).message(
+        request,
+        "Login required",
+        "Log in as an editor first.",
+        401,
+        link=("/editor/login", "Log in"),
+        headers={"WWW-Authenticate": 'FormLogin realm="editor"'},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    titles = {404: "Not found", 405: "Method not allowed"}
+    return web_context(request).message(
+        request,
+        titles.get(status, "Error"),
+        "There is nothing here.",
+        status,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return web_context(request).message(
+        request, "Something went wrong", "Please try again in a moment.", 500
+    )
+
+
+async def _home(request: Request) -> Response:
+    return RedirectResponse("/subscribe", status_code=303)
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    clock: Callable[[], datetime] | None = None,
+    transport_factory: TransportFactory | None = None,
+) -> Starlette:
+    """An app serving members, editors and operators from ``settings``' store.
+
+    Raises ValueError without a secret key: links, forms and sessions are all signed with it.
+    """
+    if not settings.secret_key:
+        raise ValueError(
+            "DIGEST_SECRET_KEY is not set: the web app signs every link, form and session"
+        )
+    engine = engine or make_engine(settings.database_url)
+    ctx = WebContext(
+        settings=settings,
+        engine=engine,
+        clock=clock or system_clock,
+        transport_factory=transport_factory or (lambda: make_transport(settings)),
+        signer=TokenSigner(settings.secret_key),
+        editions=Editions(settings),
+        csrf=CSRF(settings.secret_key),
+        editor=EditorAuth(settings),
+        subscribe_limiter=RateLimiter(
+            settings.subscribe_rate_limit, settings.subscribe_rate_window_seconds
+        ),
+        login_limiter=RateLimiter(10, 300),
+        pages=page_environment(settings.templates_dir),
+        mails=mail_environment(settings.templates_dir),
+    )
+    routes = [
+        Route("/", _home, methods=["GET"]),
+        *members.ROUTES,
+        *editor.ROUTES,
+        *ops.ROUTES,
+        Mount(
+            "/static",
+            StaticFiles(directory=str(BUILTIN_TEMPLATES / "web" / "static")),
+            name="static",
+        ),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            InvalidToken: _invalid_token,
+            CSRFError: _csrf,
+            EditorDisabled: _editor_disabled,
+            EditorLoginRequired: _login_required,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
+    app.state.web = ctx
+    app.add_middleware(SecurityHeaders)
+    return app

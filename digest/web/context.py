@@ -1,0 +1,111 @@
+"""What every route shares: settings, store, clock, transport, signers and the page renderer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from sqlalchemy import Engine
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from digest.mailer import Transport
+from digest.pipeline import Editions
+from digest.render import make_environment
+from digest.settings import PROJECT_ROOT, Settings
+from digest.tokens import TokenSigner
+from digest.web.security import CSRF, EditorAuth, RateLimiter
+
+#: The project's own web templates; a custom ``templates_dir`` may override any of them.
+BUILTIN_TEMPLATES = PROJECT_ROOT / "templates"
+
+TransportFactory = Callable[[], Transport]
+
+
+def page_environment(templates_dir: str | Path) -> jinja2.Environment:
+    """Jinja2 for web pages: always autoescaped, undefined names are errors."""
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.FileSystemLoader(str(Path(templates_dir) / "web")),
+                jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES / "web")),
+            ]
+        ),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+def mail_environment(templates_dir: str | Path) -> jinja2.Environment:
+    """The email environment (MJML autoescape rules), able to find ``web/mail/*`` templates."""
+    env = make_environment(templates_dir)
+    env.loader = jinja2.ChoiceLoader(
+        [
+            jinja2.FileSystemLoader(str(templates_dir)),
+            jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)),
+        ]
+    )
+    return env
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    engine: Engine
+    clock: Callable[[], datetime]
+    transport_factory: TransportFactory
+    signer: TokenSigner
+    editions: Editions
+    csrf: CSRF
+    editor: EditorAuth
+    subscribe_limiter: RateLimiter
+    login_limiter: RateLimiter
+    pages: jinja2.Environment
+    mails: jinja2.Environment
+
+    def page(
+        self,
+        request: Request,
+        name: str,
+        context: Mapping[str, Any] | None = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> HTMLResponse:
+        values = {
+            "site_name": self.settings.site_name,
+            "request": request,
+            "editor_logged_in": False,
+            **(context or {}),
+        }
+        body = self.pages.get_template(name).render(values)
+        return HTMLResponse(body, status_code=status_code, headers=dict(headers or {}))
+
+    def message(
+        self,
+        request: Request,
+        title: str,
+        text: str,
+        status_code: int = 200,
+        link: tuple[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HTMLResponse:
+        """A one-paragraph page: confirmations, refusals and errors all look the same."""
+        return self.page(
+            request,
+            "message.html",
+            {"title": title, "text": text, "link": link},
+            status_code=status_code,
+            headers=headers,
+        )
+
+
+def web_context(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.web
+    return ctx

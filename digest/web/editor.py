@@ -1,0 +1,431 @@
+"""Editor pages: the upcoming issue, previews as a member or a topic set, and test copies.
+
+Everything here is behind the editor session. Previews go through ``Editions.message_for``
+(``pipeline.preview`` for a member), the call sending uses, so what an editor sees is what a
+member gets. A test copy goes through the configured transport but is never a delivery: no
+ledger row is read for writing or written, so what members will get does not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import parseaddr
+from typing import Any, cast
+from urllib.parse import urlencode
+
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from digest import catalog, ledger, pipeline
+from digest.content import ArticleView, DigestIssue, MemberView, Rendered
+from digest.members import MemberError, normalize_email
+from digest.models import FREQUENCIES
+from digest.render import Renderer
+from digest.topics import topic_slug
+from digest.web.context import WebContext, web_context
+from digest.web.members import all_topics
+from digest.web.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    EDITOR_COOKIE,
+    client_address,
+    cookie_binding,
+    ensure_csrf_cookie,
+    safe_next,
+    set_cookie,
+)
+
+log = logging.getLogger(__name__)
+
+TEST_PREFIX = "[TEST] "
+
+
+# ------------------------------------------------------------------ login
+
+
+def _login_page(
+    request: Request, ctx: WebContext, error: str = "", status_code: int = 200
+) -> Response:
+    binding, new_nonce = ensure_csrf_cookie(request)
+    response = ctx.page(
+        request,
+        "editor/login.html",
+        {
+            "error": error,
+            "next": safe_next(request.query_params.get("next")),
+            "csrf_token": ctx.csrf.token(binding),
+        },
+        status_code=status_code,
+    )
+    if new_nonce:
+        set_cookie(response, request, CSRF_COOKIE, new_nonce)
+    return response
+
+
+async def login_form(request: Request) -> Response:
+    ctx = web_context(request)
+    if not ctx.editor.enabled:
+        ctx.editor.require(request)  # raises EditorDisabled: one message for every page
+    return _login_page(request, ctx)
+
+
+async def login(request: Request) -> Response:
+    ctx = web_context(request)
+    if not ctx.editor.enabled:
+        ctx.editor.require(request)
+    wait = ctx.login_limiter.hit(client_address(request))
+    if wait is not None:
+        return ctx.message(
+            request,
+            "Too many attempts",
+            "Try again in a few minutes.",
+            429,
+            headers={"Retry-After": str(int(wait))},
+        )
+    form = await request.form()
+    ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
+    if not ctx.editor.check_password(str(form.get("password") or "")):
+        log.warning("failed editor login from %s", client_address(request))
+        return _login_page(request, ctx, "Wrong password.", status_code=401)
+    response = RedirectResponse(safe_next(str(form.get("next") or "")), status_code=303)
+    set_cookie(
+        response,
+        request,
+        EDITOR_COOKIE,
+        ctx.editor.new_session(),
+        path="/editor",
+        samesite="strict",
+        max_age=ctx.editor.max_age,
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    ctx = web_context(request)
+    nonce = ctx.editor.require(request)
+    form = await request.form()
+    ctx.csrf.check(f"editor:{nonce}", str(form.get(CSRF_FIELD) or ""))
+    response = RedirectResponse("/editor/login", status_code=303)
+    response.delete_cookie(EDITOR_COOKIE, path="/editor")
+    return response
+
+
+def _editor_page(
+    request: Request, ctx: WebContext, nonce: str, name: str, context: dict[str, Any]
+) -> HTMLResponse:
+    return ctx.page(
+        request,
+        name,
+        {**context, "editor_logged_in": True, "csrf_token": ctx.csrf.token(f"editor:{nonce}")},
+    )
+
+
+# ------------------------------------------------------------------ upcoming issue
+
+
+@dataclass(frozen=True)
+class TopicCount:
+    name: str
+    slug: str
+    members: int
+    articles: int
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    items: list[pipeline.PlanItem]
+    counts: list[TopicCount]
+    report: pipeline.PlanReport
+    topics: list[tuple[str, str]]  # (slug, name) of every topic, for the filter
+
+
+def upcoming(ctx: WebContext, topic: str | None) -> Upcoming:
+    """The dry-run plan of each active member's next edition (this period's, hour or not)."""
+    report = pipeline.plan(ctx.engine, ctx.settings, ctx.clock(), dry_run=True, force=True)
+    members: dict[str, set[str]] = defaultdict(set)
+    articles: dict[str, set[int]] = defaultdict(set)
+    names: dict[str, str] = {}
+    for item in report.items:
+        for article in item.articles:
+            for name in article.topics:
+                slug = topic_slug(name)
+                names.setdefault(slug, name)
+                members[slug].add(item.email)
+                articles[slug].add(article.id)
+    counts = sorted(
+        (TopicCount(names[s], s, len(members[s]), len(articles[s])) for s in names),
+        key=lambda c: (-c.members, c.name.casefold()),
+    )
+    items = report.items
+    if topic:
+        slug = topic_slug(topic)
+        items = [i for i in items if any(slug in a.topic_slugs for a in i.articles)]
+    with Session(ctx.engine) as session:
+        all_names = [(t.slug, t.name) for t in all_topics(session)]
+    return Upcoming(items, counts, report, all_names)
+
+
+async def upcoming_page(request: Request) -> Response:
+    ctx = web_context(request)
+    nonce = ctx.editor.require(request)
+    topic = request.query_params.get("topic") or None
+    data = await run_in_threadpool(upcoming, ctx, topic)
+    return _editor_page(
+        request, ctx, nonce, "editor/upcoming.html", {"data": data, "topic": topic or ""}
+    )
+
+
+# ------------------------------------------------------------------ preview
+
+
+@dataclass(frozen=True)
+class PreviewRequest:
+    email: str
+    topics: tuple[str, ...]
+    frequency: str
+
+    @classmethod
+    def from_params(cls, params: QueryParams | Any) -> PreviewRequest:
+        email = str(params.get("email") or "").strip()
+        topics = tuple(str(t) for t in params.getlist("topics") if str(t).strip())
+        frequency = str(params.get("frequency") or "daily")
+        if frequency not in FREQUENCIES:
+            frequency = "daily"
+        return cls(email, topics, frequency)
+
+    def query(self) -> list[tuple[str, str]]:
+        if self.email:
+            return [("email", self.email)]
+        return [("frequency", self.frequency), *(("topics", t) for t in self.topics)]
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    member: MemberView
+    edition: str
+    articles: tuple[ArticleView, ...]
+    rendered: Rendered
+    message: bytes
+
+    @property
+    def parsed(self) -> EmailMessage:
+        return cast(EmailMessage, message_from_bytes(self.message, policy=policy.default))
+
+
+def topic_set_member(ctx: WebContext, topics: tuple[str, ...], frequency: str) -> MemberView:
+    """A stand-in member with these topics; id 0 exists nowhere, so its links open nothing."""
+    return MemberView(
+        id=0,
+        email=f"preview@{ctx.settings.from_domain}",
+        name="",
+        status="active",
+        frequency=frequency,
+        timezone="UTC",
+        send_hour=0,
+        topics=topics,
+        topic_slugs=frozenset(topic_slug(t) for t in topics),
+    )
+
+
+def build_preview(ctx: WebContext, req: PreviewRequest) -> PreviewResult | None:
+    """A member's next issue (exactly ``digest preview``), or a topic set's; None if empty."""
+    now = ctx.clock()
+    if req.email:
+        found = pipeline.preview(ctx.engine, ctx.settings, ctx.editions, req.email, now)
+        if found is None:
+            return None
+        return PreviewResult(
+            found.member, found.edition, found.articles, found.rendered, found.message
+        )
+    member = topic_set_member(ctx, req.topics, req.frequency)
+    limits = pipeline.limits_from(ctx.settings)
+    with Session(ctx.engine) as session:
+        candidates = catalog.candidate_articles(session, now, now - limits.max_age)
+    edition = pipeline.current_edition(member, now, ctx.settings, force=True)
+    row = pipeline.plan_member(member, edition, None, candidates, now, limits)
+    by_id = {a.id: a for a in candidates}
+    articles = tuple(by_id[i] for i in row.article_ids)
+    if not articles:
+        return None
+    message_id = ledger.new_message_id(f"preview.{edition.key}", ctx.settings.from_domain)
+    rendered, data = ctx.editions.message_for(member, edition.key, articles, message_id, now)
+    return PreviewResult(member, edition.key, articles, rendered, data)
+
+
+def _preview_or_message(
+    request: Request, ctx: WebContext, result: PreviewResult | None | Exception
+) -> Response | None:
+    if isinstance(result, LookupError):
+        return ctx.message(request, "No such member", str(result), 404)
+    if result is None:
+        return ctx.message(
+            request,
+            "Nothing to preview",
+            "This issue would be empty right now: no new articles on these topics.",
+            404,
+        )
+    return None
+
+
+async def _preview(ctx: WebContext, req: PreviewRequest) -> PreviewResult | None | Exception:
+    if not req.email and not req.topics:
+        return LookupError("Choose a member or at least one topic.")
+    try:
+        return await run_in_threadpool(build_preview, ctx, req)
+    except LookupError as exc:
+        return exc
+
+
+async def preview_page(request: Request) -> Response:
+    ctx = web_context(request)
+    nonce = ctx.editor.require(request)
+    req = PreviewRequest.from_params(request.query_params)
+    if not req.email and not req.topics:
+        topics = await run_in_threadpool(_topic_names, ctx)
+        return _editor_page(
+            request,
+            ctx,
+            nonce,
+            "editor/preview.html",
+            {"result": None, "req": req, "all_topics": topics},
+        )
+    result = await _preview(ctx, req)
+    refusal = _preview_or_message(request, ctx, result)
+    if refusal is not None:
+        return refusal
+    assert isinstance(result, PreviewResult)
+    parsed = result.parsed
+    headers = [(k, str(v)) for k, v in parsed.items()]
+    topics = await run_in_threadpool(_topic_names, ctx)
+    return _editor_page(
+        request,
+        ctx,
+        nonce,
+        "editor/preview.html",
+        {
+            "result": result,
+            "req": req,
+            "headers": headers,
+            "html_src": "/editor/preview.html?" + urlencode(req.query()),
+            "all_topics": topics,
+        },
+    )
+
+
+def _topic_names(ctx: WebContext) -> list[tuple[str, str]]:
+    with Session(ctx.engine) as session:
+        return [(t.slug, t.name) for t in all_topics(session)]
+
+
+#: The previewed email runs in a sandbox: no scripts, no forms, no access to the editor's pages.
+PREVIEW_CSP = (
+    "sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; "
+    "img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:; "
+    "frame-ancestors 'self'"
+)
+
+
+async def preview_html(request: Request) -> Response:
+    ctx = web_context(request)
+    ctx.editor.require(request)
+    result = await _preview(ctx, PreviewRequest.from_params(request.query_params))
+    refusal = _preview_or_message(request, ctx, result)
+    if refusal is not None:
+        return refusal
+    assert isinstance(result, PreviewResult)
+    return HTMLResponse(
+        result.rendered.html,
+        headers={"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"},
+    )
+
+
+# ------------------------------------------------------------------ test copy
+
+
+class _TestSubject:
+    """Wraps the renderer so the subject says it is a test; everything else is unchanged."""
+
+    def __init__(self, inner: Renderer) -> None:
+        self._inner = inner
+
+    def render_digest(self, issue: DigestIssue, cache: bool = True) -> Rendered:
+        rendered = self._inner.render_digest(issue, cache)
+        return dataclasses.replace(rendered, subject=TEST_PREFIX + rendered.subject)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def send_test_copy(ctx: WebContext, req: PreviewRequest, to: str) -> tuple[bool, str, str]:
+    """Send the previewed issue to ``to``; returns (accepted, subject, server reply).
+
+    The copy's personal links are made for ``to``, not for the member, so a forwarded test
+    cannot change the member's subscription (their tokens do not match the stored address).
+    """
+    preview = build_preview(ctx, req)
+    if preview is None:
+        raise LookupError("This issue would be empty right now; nothing to send.")
+    now = ctx.clock()
+    editions = pipeline.Editions(
+        ctx.settings, renderer=cast(Renderer, _TestSubject(ctx.editions.renderer))
+    )
+    member = dataclasses.replace(preview.member, email=to)
+    message_id = ledger.new_message_id(f"test.{preview.edition}", ctx.settings.from_domain)
+    rendered, data = editions.message_for(
+        member, preview.edition, preview.articles, message_id, now
+    )
+    transport = ctx.transport_factory()
+    try:
+        result = transport.send(parseaddr(ctx.settings.from_address)[1], to, data, message_id)
+    finally:
+        transport.close()
+    log.info("test copy of %s to %s: %s %s", preview.edition, to, result.code, result.reply)
+    return result.ok, rendered.subject, f"{result.code or ''} {result.reply}".strip()
+
+
+async def test_send(request: Request) -> Response:
+    ctx = web_context(request)
+    nonce = ctx.editor.require(request)
+    form = await request.form()
+    ctx.csrf.check(f"editor:{nonce}", str(form.get(CSRF_FIELD) or ""))
+    try:
+        to = normalize_email(str(form.get("to") or ""))
+    except MemberError as exc:
+        return ctx.message(request, "Bad address", exc.message, 400)
+    req = PreviewRequest.from_params(form)
+    try:
+        ok, subject, reply = await run_in_threadpool(send_test_copy, ctx, req, to)
+    except LookupError as exc:
+        return ctx.message(request, "Nothing sent", str(exc), 404)
+    if not ok:
+        return ctx.message(request, "Test copy not sent", f"The mail server said: {reply}", 502)
+    return ctx.message(
+        request,
+        "Test copy sent",
+        f"“{subject}” was sent to {to} ({reply}). It is not recorded as a delivery.",
+        link=("/editor/preview?" + urlencode(req.query()), "Back"),
+    )
+
+
+async def editor_home(request: Request) -> Response:
+    return await upcoming_page(request)
+
+
+ROUTES = [
+    Route("/editor/login", login_form, methods=["GET"]),
+    Route("/editor/login", login, methods=["POST"]),
+    Route("/editor/logout", logout, methods=["POST"]),
+    Route("/editor", editor_home, methods=["GET"]),
+    Route("/editor/preview", preview_page, methods=["GET"]),
+    Route("/editor/preview.html", preview_html, methods=["GET"]),
+    Route("/editor/test-send", test_send, methods=["POST"]),
+]

@@ -1,0 +1,134 @@
+"""Operators: ``/healthz`` for load balancers and ``/metrics`` in the Prometheus text format.
+
+Metrics are read from the store on each scrape (the ledger is the queue), so every web process
+reports the same numbers. The scheduler's last tick comes from its ``scheduler_state`` row, or
+from :func:`record_tick` when a scheduler runs in this process.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, text
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from digest.models import DELIVERY_STATUSES, MEMBER_STATUSES, Delivery, SchedulerState, Subscriber
+from digest.web.context import WebContext, web_context
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Send rate is averaged over this window.
+RATE_WINDOW = timedelta(minutes=5)
+
+_tick_lock = threading.Lock()
+_last_tick: datetime | None = None
+
+
+def record_tick(at: datetime) -> None:
+    """Called by an in-process scheduler after each tick; the newest one wins."""
+    global _last_tick
+    with _tick_lock:
+        if _last_tick is None or at > _last_tick:
+            _last_tick = at
+
+
+def last_tick(session: Session) -> datetime | None:
+    """The newest tick known: this process's, or any scheduler's recorded in the store."""
+    with _tick_lock:
+        local = _last_tick
+    try:
+        stored = session.exec(select(func.max(col(SchedulerState.last_tick_at)))).one()
+    except Exception:  # an older store without the table: report what exists
+        session.rollback()
+        stored = None
+    if isinstance(stored, datetime) and stored.tzinfo is None:
+        from datetime import UTC
+
+        stored = stored.replace(tzinfo=UTC)
+    known = [t for t in (local, stored) if t is not None]
+    return max(known) if known else None
+
+
+def _database_ok(ctx: WebContext) -> bool:
+    try:
+        with ctx.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+async def healthz(request: Request) -> Response:
+    ok = await run_in_threadpool(_database_ok, web_context(request))
+    if ok:
+        return PlainTextResponse("ok\n", headers={"Cache-Control": "no-store"})
+    return PlainTextResponse("database unreachable\n", status_code=503)
+
+
+def _gauge(lines: list[str], name: str, help_text: str, kind: str = "gauge") -> None:
+    lines.append(f"# HELP {name} {help_text}")
+    lines.append(f"# TYPE {name} {kind}")
+
+
+def metrics_text(ctx: WebContext) -> str:
+    """The exposition text; one short read transaction."""
+    now = ctx.clock()
+    lines: list[str] = []
+    with Session(ctx.engine) as session:
+        by_status = dict(
+            session.exec(select(Delivery.status, func.count()).group_by(col(Delivery.status))).all()
+        )
+        members = dict(
+            session.exec(
+                select(Subscriber.status, func.count()).group_by(col(Subscriber.status))
+            ).all()
+        )
+        sent_recently = session.exec(
+            select(func.count()).where(
+                col(Delivery.status) == "sent", col(Delivery.sent_at) >= now - RATE_WINDOW
+            )
+        ).one()
+        ready = session.exec(
+            select(func.count()).where(
+                col(Delivery.status).in_(("planned", "retry")),
+                (col(Delivery.next_attempt_at).is_(None)) | (col(Delivery.next_attempt_at) <= now),
+            )
+        ).one()
+        tick = last_tick(session)
+    _gauge(lines, "digest_deliveries", "Deliveries in the ledger by status.")
+    for status in DELIVERY_STATUSES:
+        lines.append(f'digest_deliveries{{status="{status}"}} {by_status.get(status, 0)}')
+    _gauge(lines, "digest_members", "Members by status.")
+    for status in MEMBER_STATUSES:
+        lines.append(f'digest_members{{status="{status}"}} {members.get(status, 0)}')
+    queue = sum(by_status.get(s, 0) for s in ("planned", "retry", "sending"))
+    _gauge(lines, "digest_queue_depth", "Deliveries not yet finished (planned, retry, sending).")
+    lines.append(f"digest_queue_depth {queue}")
+    _gauge(lines, "digest_queue_ready", "Deliveries a worker could claim now.")
+    lines.append(f"digest_queue_ready {ready}")
+    window = int(RATE_WINDOW.total_seconds())
+    _gauge(lines, "digest_send_rate_per_second", f"Messages sent per second, last {window} s.")
+    lines.append(f"digest_send_rate_per_second {sent_recently / window:.6g}")
+    _gauge(lines, "digest_scheduler_tick_known", "1 once a scheduler tick has been recorded.")
+    lines.append(f"digest_scheduler_tick_known {1 if tick else 0}")
+    if tick is not None:
+        _gauge(lines, "digest_scheduler_last_tick_timestamp_seconds", "Last scheduler tick.")
+        lines.append(f"digest_scheduler_last_tick_timestamp_seconds {tick.timestamp():.3f}")
+    return "\n".join(lines) + "\n"
+
+
+async def metrics(request: Request) -> Response:
+    body = await run_in_threadpool(metrics_text, web_context(request))
+    return PlainTextResponse(
+        body, media_type=PROMETHEUS_TYPE, headers={"Cache-Control": "no-store"}
+    )
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -1,0 +1,135 @@
+"""``digest doctor`` against the loopback SMTP server: ok/warn/fail lines, exit 1 on a failure."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from digest.cli.common import App
+from digest.cli.doctor import COMMANDS, doctor_command, templates_group
+from digest.doctor import Check, contrast_ratio, run_checks, template_problems
+from digest.settings import PROJECT_ROOT, Settings, load_settings
+from tests.conftest import TEST_SECRET, SMTPServer, free_port
+from tests.test_dkim import make_key
+
+TEMPLATES = PROJECT_ROOT / "templates"
+
+
+def good_settings(smtp_server: SMTPServer, **overrides: Any) -> Settings:
+    return load_settings(
+        env={},
+        overrides={
+            "secret_key": TEST_SECRET,
+            "base_url": "https://news.example.org",
+            "from_address": "Science Digest <digest@news.example.org>",
+            "site_name": "Science Digest",
+            "smtp_host": smtp_server.host,
+            "smtp_port": smtp_server.port,
+            "postal_address": "Science Digest Ltd, 1 Example Street, Springfield",
+            **overrides,
+        },
+    )
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+def run_cli(settings: Settings, *args: str) -> Any:
+    return CliRunner().invoke(doctor_command, list(args), obj=App(settings=settings))
+
+
+def test_good_configuration_passes(smtp_server: SMTPServer, tmp_path: Path) -> None:
+    pytest.importorskip("dkim")
+    key, txt = make_key(tmp_path)
+    settings = good_settings(
+        smtp_server, dkim_selector="s1", dkim_private_key_path=str(key), dkim_dns_txt=txt
+    )
+    checks = by_name(run_checks(settings))
+    assert {c.status for c in checks.values()} <= {"ok", "warn"}, checks
+    names = ("From address", "Base URL", "Signed links", "SMTP server", "DKIM", "Templates")
+    for name in (*names, "Branding"):
+        assert checks[name].status == "ok", checks[name]
+    assert "EHLO ok" in checks["SMTP server"].detail
+    assert "matches" in checks["DKIM"].detail
+    assert checks["Sample digest size"].status == "ok"
+    assert "KB for 20 long articles" in checks["Sample digest size"].detail
+    if shutil.which("spamassassin"):
+        assert checks["SpamAssassin"].status == "ok", checks["SpamAssassin"]
+    assert smtp_server.messages == []  # nothing is sent
+
+    result = run_cli(settings, "--no-spamassassin")
+    assert result.exit_code == 0, result.output
+    assert "[ ok ] SMTP server" in result.output
+    assert COMMANDS == [doctor_command]
+
+
+def test_problems_are_failures_with_reasons(smtp_server: SMTPServer, tmp_path: Path) -> None:
+    pytest.importorskip("dkim")
+    key, _ = make_key(tmp_path, "a")
+    _, other_txt = make_key(tmp_path, "b")
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    (templates / "email/_article.mjml.j2").write_text("line one\n{% if %}\n")
+    settings = good_settings(
+        smtp_server,
+        smtp_port=free_port(),  # nobody listens
+        base_url="http://localhost:8000",
+        dkim_selector="s1",
+        dkim_private_key_path=str(key),
+        dkim_dns_txt=other_txt,
+        templates_dir=str(templates),
+        brand_accent_color="#9fc5ff",
+        from_address="Digest <digest@localhost>",
+    )
+    checks = by_name(run_checks(settings, spamassassin=False))
+    assert checks["SMTP server"].status == "fail"
+    assert checks["Base URL"].status == "warn" and "local" in checks["Base URL"].detail
+    assert checks["From address"].status == "warn"
+    assert checks["DKIM"].status == "fail" and "does not match" in checks["DKIM"].detail
+    assert checks["Templates"].status == "fail"
+    assert "_article.mjml.j2:2" in checks["Templates"].detail
+    assert checks["Branding"].status == "warn" and "contrast" in checks["Branding"].detail
+
+    result = run_cli(settings, "--no-spamassassin")
+    assert result.exit_code == 1
+    assert "[FAIL] SMTP server" in result.output and "[warn] Base URL" in result.output
+
+
+def test_starttls_required_but_not_offered(smtp_server: SMTPServer) -> None:
+    settings = good_settings(smtp_server, smtp_security="starttls")
+    check = by_name(run_checks(settings, spamassassin=False))["SMTP server"]
+    assert check.status == "fail" and "STARTTLS" in check.detail
+
+
+def test_missing_secret_and_dkim_key(smtp_server: SMTPServer) -> None:
+    settings = good_settings(smtp_server, secret_key="", dkim_selector="s1")
+    checks = by_name(run_checks(settings, smtp=False, spamassassin=False))
+    assert checks["Signed links"].status == "fail"
+    assert "DIGEST_SECRET_KEY" in checks["Signed links"].detail
+    assert checks["DKIM"].status == "fail" and "no key" in checks["DKIM"].detail
+    assert "SMTP server" not in checks
+
+
+def test_template_problems_name_file_and_line(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    assert template_problems(templates) == []
+    path = templates / "email/digest.txt.j2"
+    path.write_text(path.read_text() + "\n{{ no_such_variable }}\n")
+    (problem,) = template_problems(templates)
+    assert "digest.txt.j2:" in problem and "no_such_variable" in problem
+
+    runner = CliRunner()
+    settings = load_settings(env={}, overrides={"templates_dir": str(templates)})
+    result = runner.invoke(templates_group, ["check"], obj=App(settings=settings))
+    assert result.exit_code == 1 and "no_such_variable" in result.output
+
+
+def test_contrast_ratio() -> None:
+    assert round(contrast_ratio("#000000", "#ffffff"), 1) == 21.0
+    assert contrast_ratio("#0b57d0", "#ffffff") >= 4.5

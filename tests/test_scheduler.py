@@ -1,0 +1,304 @@
+"""The scheduler: editions at each member's hour across DST, stale guard, one active process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from digest.db import session_scope
+from digest.ingest import ArticleRecord, upsert_articles
+from digest.members import add_member
+from digest.models import Delivery, SchedulerState
+from digest.pipeline import plan
+from digest.schedule import is_stale, latest_due_edition, too_soon
+from digest.scheduler import JOB_TABLE, Jobs, acquire_leadership, release_leadership, status
+from digest.settings import Settings
+from tests.conftest import PROJECT, TEST_SECRET
+
+ZONES = ["Europe/London", "America/New_York", "Asia/Kolkata", "Pacific/Auckland", "Pacific/Chatham"]
+TICK = timedelta(minutes=15)
+
+
+def simulate(
+    zone_at: callable, hour_at: callable, frequency: str, start: datetime, end: datetime
+) -> list[tuple[str, datetime, datetime]]:
+    """Tick through time as the scheduler would; return (edition, due, planned at) per send."""
+    sent: list[tuple[str, datetime, datetime]] = []
+    keys: set[str] = set()
+    now = start
+    while now < end:
+        tz, hour = zone_at(now), hour_at(now)
+        edition = latest_due_edition(frequency, tz, hour, now, 0)
+        last_due = sent[-1][1] if sent else None
+        if (
+            edition.key not in keys
+            and not is_stale(edition, tz, now, timedelta(0))
+            and not too_soon(edition, last_due)
+        ):
+            keys.add(edition.key)
+            sent.append((edition.key, edition.due_at, now))
+        now += TICK
+    return sent
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_one_daily_edition_per_local_day_across_a_year_of_dst(zone: str) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = datetime(2027, 1, 1, tzinfo=UTC)
+    sent = simulate(lambda _: zone, lambda _: 7, "daily", start, end)
+    tz = ZoneInfo(zone)
+    per_day: dict[date, int] = defaultdict(int)
+    first = start.astimezone(tz).date() + timedelta(days=1)
+    for _key, _due, at in sent:
+        local = at.astimezone(tz)
+        if local.date() < first:
+            continue  # the service started mid-day: that day's edition went out at once
+        per_day[local.date()] += 1
+        assert (local.hour, local.minute) >= (7, 0), f"sent before 07:00 local: {local}"
+        assert at - _due < TICK, "sent within one tick of the due time"
+    last = (end - timedelta(days=1)).astimezone(tz).date()
+    days = [first + timedelta(days=i) for i in range((last - first).days)]
+    assert all(per_day[d] == 1 for d in days), [d for d in days if per_day[d] != 1][:5]
+    assert max(per_day.values()) == 1
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_one_weekly_edition_per_iso_week(zone: str) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    sent = simulate(lambda _: zone, lambda _: 7, "weekly", start, datetime(2027, 1, 1, tzinfo=UTC))
+    weeks = [key for key, _, _ in sent]
+    assert len(weeks) == len(set(weeks)) >= 51
+    tz = ZoneInfo(zone)
+    for _key, _due, at in sent:
+        local = at.astimezone(tz)
+        assert local.weekday() == 0 and local.hour >= 7
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("Pacific/Auckland", "America/New_York"),
+        ("America/New_York", "Pacific/Auckland"),
+        ("Europe/London", "Asia/Kolkata"),
+        ("Pacific/Chatham", "Europe/London"),
+    ],
+)
+def test_changing_time_zone_or_hour_gives_no_gap_and_no_double(before: str, after: str) -> None:
+    switch = datetime(2026, 6, 10, 15, tzinfo=UTC)
+    hour_switch = datetime(2026, 6, 20, 15, tzinfo=UTC)
+    sent = simulate(
+        lambda now: before if now < switch else after,
+        lambda now: 7 if now < hour_switch else 21,
+        "daily",
+        datetime(2026, 6, 1, tzinfo=UTC),
+        datetime(2026, 7, 1, tzinfo=UTC),
+    )
+    times = [at for _, _, at in sent][1:]  # the first went out late, when the service started
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= timedelta(hours=12), "never two editions in one day"
+    assert max(gaps) < timedelta(days=2), "never a gap of two days"
+
+
+# ------------------------------------------------------------------ with the store
+
+DAY = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def seed_member_and_article(engine: Engine, seen: datetime, slug: str = "a") -> None:
+    with session_scope(engine) as session:
+        upsert_articles(
+            session,
+            [
+                ArticleRecord(
+                    url=f"https://archive.example.org/{slug}",
+                    title=f"Article {slug}",
+                    published_at=seen - timedelta(hours=1),
+                    key_points=("Point.",),
+                    topics=("Space",),
+                )
+            ],
+            seen,
+        )
+
+
+def test_two_days_down_sends_nothing_stale_and_records_it(
+    engine: Engine, settings: Settings
+) -> None:
+    with session_scope(engine) as session:
+        add_member(
+            session,
+            "ada@example.org",
+            DAY - timedelta(days=5),
+            name="Ada",
+            topics=["Space"],
+            timezone="UTC",
+            send_hour=7,
+        )
+    seed_member_and_article(engine, DAY + timedelta(hours=5), "first")
+    assert plan(engine, settings, DAY + timedelta(hours=7, minutes=5)).planned == 1
+    # Down from 08:00 on the 24th; an article arrives on the 25th; back at 03:00 on the 26th.
+    seed_member_and_article(engine, DAY + timedelta(days=1, hours=5), "second")
+    report = plan(engine, settings, DAY + timedelta(days=2, hours=3))
+    assert report.planned == 0 and report.skipped_stale == 1
+    with Session(engine) as session:
+        stale = session.exec(select(Delivery).where(Delivery.edition == "daily:2026-11-25")).one()
+    assert stale.status == "skipped" and stale.error.startswith("stale")
+    # The next edition, at its hour, carries the article the stale one would have had.
+    report = plan(engine, settings, DAY + timedelta(days=2, hours=7, minutes=1))
+    assert report.planned == 1
+    with Session(engine) as session:
+        today = session.exec(select(Delivery).where(Delivery.edition == "daily:2026-11-26")).one()
+    assert len(today.article_ids) == 1
+
+
+def test_leadership_lease(engine: Engine) -> None:
+    lease = timedelta(seconds=30)
+    assert acquire_leadership(engine, "host-a:1", DAY, lease)
+    assert not acquire_leadership(engine, "host-b:2", DAY + timedelta(seconds=10), lease)
+    assert acquire_leadership(engine, "host-a:1", DAY + timedelta(seconds=20), lease)  # renew
+    assert not acquire_leadership(engine, "host-b:2", DAY + timedelta(seconds=45), lease)
+    # a dies: after its lease runs out, b takes over, and a cannot come back by renewing.
+    assert acquire_leadership(engine, "host-b:2", DAY + timedelta(seconds=51), lease)
+    assert not acquire_leadership(engine, "host-a:1", DAY + timedelta(seconds=52), lease)
+    info = status(engine, DAY + timedelta(seconds=53))
+    assert info["active"] and (info["host"], info["pid"]) == ("host-b", 2)
+    release_leadership(engine, "host-b:2", DAY + timedelta(seconds=54))
+    assert acquire_leadership(engine, "host-a:1", DAY + timedelta(seconds=55), lease)
+
+
+def test_jobs_record_runs_for_status(engine: Engine, settings: Settings) -> None:
+    jobs = Jobs(engine, settings, [], clock=lambda: DAY + timedelta(hours=8))
+    assert jobs.run("plan")["members"] == 0
+    jobs.run("plan")
+    info = status(engine, DAY + timedelta(hours=8))
+    assert info["runs"]["plan"]["runs"] == 2
+    assert info["last_tick_at"].startswith("2026-11-24T08:00")
+
+
+# ------------------------------------------------------------------ processes
+
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(
+        DIGEST_DATABASE_URL=settings.database_url,
+        DIGEST_SECRET_KEY=TEST_SECRET,
+        DIGEST_TRANSPORT="outbox",
+        DIGEST_OUTBOX_DIR=settings.outbox_dir,
+        DIGEST_SCHEDULER_LEASE_SECONDS="2",
+        **extra,
+    )
+    return env
+
+
+def _start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest", *args],
+        env=env,
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait(predicate: callable, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _state(engine: Engine) -> SchedulerState | None:
+    with Session(engine) as session:
+        return session.get(SchedulerState, "main")
+
+
+def _plan_runs(engine: Engine) -> int:
+    state = _state(engine)
+    if state is None or not state.last_tick_report:
+        return 0
+    return int(json.loads(state.last_tick_report).get("plan", {}).get("runs", 0))
+
+
+def test_standby_takes_over_when_the_active_scheduler_dies(
+    engine: Engine, settings: Settings
+) -> None:
+    env = _env(settings)
+    first = _start(env, "scheduler", "--tick", "1")
+    try:
+        assert _wait(lambda: (s := _state(engine)) is not None and s.pid == first.pid)
+        second = _start(env, "scheduler", "--tick", "1")
+        try:
+            time.sleep(3)  # longer than the lease: the standby must still wait
+            assert _state(engine).pid == first.pid
+            runs = _plan_runs(engine)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            assert _wait(lambda: _state(engine).pid == second.pid, timeout=10)
+            assert _wait(lambda: _plan_runs(engine) > runs, timeout=10)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=20) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert _state(engine).holder is None  # a clean stop gives the lease back
+
+
+def test_restart_after_an_hour_down_catches_up_once(engine: Engine, settings: Settings) -> None:
+    env = _env(settings)
+    first = _start(env, "scheduler", "--tick", "600")
+    assert _wait(lambda: _plan_runs(engine) == 1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # An hour passes: six ten-minute plan ticks are missed.
+    store = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)
+    for job in store.get_all_jobs():
+        job.next_run_time = job.next_run_time - timedelta(hours=1)
+        store.update_job(job)
+    second = _start(env, "scheduler", "--tick", "600")
+    try:
+        assert _wait(lambda: _plan_runs(engine) >= 2, timeout=15)
+        time.sleep(2)
+        assert _plan_runs(engine) == 2, "the missed ticks ran once, not six times"
+        nxt = status(engine, datetime.now(UTC))["jobs"]["plan"]
+        assert datetime.fromisoformat(nxt) > datetime.now(UTC)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=20) == 0
+
+
+def test_sigterm_finishes_in_flight_and_leaves_nothing_sending(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    from tests.test_engine import seed
+
+    now = datetime.now(UTC)
+    seed(engine, 40, now)
+    env = _env(settings, DIGEST_RATE_PER_SECOND="8", DIGEST_SMTP_POOL_SIZE="2")
+    # Plan with the real clock, whatever the hour, so the service has work in flight.
+    assert plan(engine, settings, now, force=True).planned == 40
+    proc = _start(env, "scheduler", "--tick", "1")
+    with Session(engine) as session:
+        assert _wait(lambda: len(list((tmp_path / "outbox").glob("*.eml"))) >= 3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    with Session(engine) as session:
+        statuses = {d.status for d in session.exec(select(Delivery)).all()}
+    assert "sending" not in statuses
+    assert statuses <= {"sent", "planned"} and "planned" in statuses

@@ -1,0 +1,588 @@
+"""The web app over HTTP (Starlette's TestClient), on SQLite and PostgreSQL.
+
+Members: subscribe with double opt-in, confirm, preferences, RFC 8058 unsubscribe; links are
+refused when forged, altered, expired or for another member; forms without their CSRF token
+are refused; subscribe is rate-limited. Editors: nothing without a login; previews and test
+copies that are never deliveries. Operators: /healthz and /metrics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlmodel import Session, select
+from starlette.testclient import TestClient
+
+from digest import pipeline
+from digest.db import session_scope
+from digest.ingest.records import ArticleRecord
+from digest.ingest.store import upsert_articles
+from digest.members import add_member, get_member, remove_member, set_status
+from digest.models import Delivery
+from digest.settings import Settings
+from digest.tokens import TokenSigner
+from digest.web import create_app
+from digest.web.ops import record_tick
+from tests.conftest import SMTPServer
+
+NOW = datetime(2025, 3, 25, 8, 0, tzinfo=UTC)
+PASSWORD = "correct horse battery staple"
+LINK_RE = re.compile(r"https://news\.example\.org(/[A-Za-z]+/[^\s\"<>]+)")
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand."""
+
+    now: datetime = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def seed(engine: Engine) -> dict[str, int]:
+    """Three topics with one article each, and two active members; returns member ids."""
+    records = [
+        ArticleRecord(
+            url=f"https://archive.example.org/{slug}",
+            title=title,
+            published_at=NOW - timedelta(hours=20),
+            key_points=(f"{title}: the first key point.",),
+            topics=(topic,),
+        )
+        for slug, title, topic in (
+            ("cells", "Stem cells repair a heart", "Stem Cells"),
+            ("mars", "A new rover lands on Mars", "Space"),
+            ("nerves", "Nerves regrow in mice", "Nervous System"),
+        )
+    ]
+    ids: dict[str, int] = {}
+    with session_scope(engine) as session:
+        upsert_articles(session, records, NOW - timedelta(hours=2))
+        for email, topics in (("ada@example.org", ["Stem Cells"]), ("bob@example.org", ["Space"])):
+            result = add_member(
+                session, email, NOW - timedelta(days=2), name=email[:3].title(), topics=topics
+            )
+            ids[email] = result.member.id
+    return ids
+
+
+def web_settings(settings: Settings, **changes: object) -> Settings:
+    return settings.replace(**{"editor_password": PASSWORD, **changes})
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def client(engine: Engine, settings: Settings, clock: Clock) -> Iterator[TestClient]:
+    app = create_app(web_settings(settings), engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def signer() -> TokenSigner:
+    from tests.conftest import TEST_SECRET
+
+    return TokenSigner(TEST_SECRET)
+
+
+def status_of(engine: Engine, email: str) -> str:
+    with Session(engine) as session:
+        member = get_member(session, email)
+        assert member is not None
+        return member.status
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def links_in(received: bytes) -> list[str]:
+    text = received.decode("utf-8", "replace").replace("=\r\n", "")
+    return [m.replace("=3D", "=") for m in LINK_RE.findall(text)]
+
+
+def member_topics(engine: Engine, email: str) -> set[str]:
+    from digest import catalog
+
+    with Session(engine) as session:
+        member = get_member(session, email)
+        assert member is not None
+        return set(catalog.member_views(session, [member])[0].topics)
+
+
+# ---------------------------------------------------------------- unsubscribe (RFC 8058)
+
+
+def test_one_click_post_unsubscribes_and_get_does_not(
+    engine: Engine, client: TestClient, signer: TokenSigner
+) -> None:
+    ids = seed(engine)
+    token = signer.make(ids["ada@example.org"], "ada@example.org", "unsubscribe", NOW)
+
+    page = client.get(f"/unsubscribe/{token}")
+    assert page.status_code == 200
+    assert 'name="List-Unsubscribe" value="One-Click"' in page.text
+    assert status_of(engine, "ada@example.org") == "active"  # a GET changes nothing
+
+    fresh = TestClient(client.app, base_url="https://news.example.org")  # no cookies at all
+    for _ in range(2):  # idempotent
+        answer = fresh.post(
+            f"/unsubscribe/{token}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert "set-cookie" not in answer.headers
+        assert status_of(engine, "ada@example.org") == "unsubscribed"
+    assert status_of(engine, "bob@example.org") == "active"
+    assert "You are unsubscribed" in client.get(f"/unsubscribe/{token}").text
+
+
+def test_unsubscribe_post_without_one_click_body_changes_nothing(
+    engine: Engine, client: TestClient, signer: TokenSigner
+) -> None:
+    ids = seed(engine)
+    token = signer.make(ids["ada@example.org"], "ada@example.org", "unsubscribe", NOW)
+    assert client.post(f"/unsubscribe/{token}", data={}).status_code == 400
+    assert status_of(engine, "ada@example.org") == "active"
+
+
+def test_unsubscribe_link_never_expires_and_bounce_stays_bounce(
+    engine: Engine, client: TestClient, signer: TokenSigner, clock: Clock
+) -> None:
+    ids = seed(engine)
+    token = signer.make(ids["bob@example.org"], "bob@example.org", "unsubscribe", NOW)
+    with session_scope(engine) as session:
+        set_status(session, "bob@example.org", "bounced", "550", NOW)
+    clock.now = NOW + timedelta(days=3650)
+    answer = client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200
+    assert status_of(engine, "bob@example.org") == "bounced"
+
+
+# ---------------------------------------------------------------- bad tokens
+
+
+def test_forged_altered_expired_and_cross_member_tokens_get_a_400_page(
+    engine: Engine, client: TestClient, signer: TokenSigner, clock: Clock
+) -> None:
+    ids = seed(engine)
+    ada, bob = ids["ada@example.org"], ids["bob@example.org"]
+    good = signer.make(ada, "ada@example.org", "preferences", NOW)
+    forged = TokenSigner("another-secret-key-0123456789").make(
+        ada, "ada@example.org", "preferences", NOW
+    )
+    altered = good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB")
+    cross = signer.make(bob, "ada@example.org", "preferences", NOW)  # bob's id, ada's address
+    wrong_purpose = signer.make(ada, "ada@example.org", "unsubscribe", NOW)
+    for token in (forged, altered, cross, wrong_purpose, "not-a-token"):
+        answer = client.get(f"/preferences/{token}")
+        assert answer.status_code == 400, token
+        assert "This link does not work" in answer.text
+        assert "Traceback" not in answer.text
+    for path in ("/unsubscribe/", "/confirm/"):
+        assert client.get(path + forged).status_code == 400
+        assert client.post(path + forged, data={"List-Unsubscribe": "One-Click"}).status_code in (
+            400,
+            403,
+        )
+    assert status_of(engine, "ada@example.org") == "active"
+
+    assert client.get(f"/preferences/{good}").status_code == 200
+    clock.now = NOW + timedelta(days=91)  # preferences_link_days = 90
+    expired = client.get(f"/preferences/{good}")
+    assert expired.status_code == 400 and "expired" in expired.text
+
+
+def test_token_of_a_forgotten_member_does_not_open_a_new_member_with_the_same_id(
+    engine: Engine, client: TestClient, signer: TokenSigner
+) -> None:
+    ids = seed(engine)
+    token = signer.make(ids["bob@example.org"], "bob@example.org", "unsubscribe", NOW)
+    with session_scope(engine) as session:
+        remove_member(session, "bob@example.org", NOW, forget=True)
+    answer = client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 400
+
+
+# ---------------------------------------------------------------- CSRF
+
+
+def test_form_posts_without_their_csrf_token_are_refused(
+    engine: Engine, client: TestClient, signer: TokenSigner
+) -> None:
+    ids = seed(engine)
+    token = signer.make(ids["ada@example.org"], "ada@example.org", "preferences", NOW)
+    other = signer.make(ids["bob@example.org"], "bob@example.org", "preferences", NOW)
+    form = {"action": "pause"}
+    assert client.post(f"/preferences/{token}", data=form).status_code == 403
+    stolen = csrf_of(client.get(f"/preferences/{other}").text)  # valid, but for another page
+    answer = client.post(f"/preferences/{token}", data={**form, "csrf_token": stolen})
+    assert answer.status_code == 403
+    assert status_of(engine, "ada@example.org") == "active"
+
+    subscribe = {
+        "email": "eve@example.org",
+        "topics": "Space",
+        "frequency": "daily",
+        "timezone": "UTC",
+        "send_hour": "7",
+    }
+    assert client.post("/subscribe", data=subscribe).status_code == 403
+    with Session(engine) as session:
+        assert get_member(session, "eve@example.org") is None
+
+    good = csrf_of(client.get(f"/preferences/{token}").text)
+    answer = client.post(
+        f"/preferences/{token}", data={**form, "csrf_token": good}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    assert status_of(engine, "ada@example.org") == "paused"
+
+
+# ---------------------------------------------------------------- subscribe
+
+
+def subscribe(client: TestClient, email: str, topics: list[str], **extra: str) -> str:
+    page = client.get("/subscribe")
+    assert page.status_code == 200
+    data = {
+        "email": email,
+        "topics": topics,
+        "frequency": "weekly",
+        "timezone": "Europe/Paris",
+        "send_hour": "9",
+        "csrf_token": csrf_of(page.text),
+        **extra,
+    }
+    answer = client.post("/subscribe", data=data)
+    assert answer.status_code == 200, answer.text
+    return answer.text
+
+
+def test_double_opt_in_confirms_only_on_post(
+    engine: Engine, client: TestClient, smtp_server: SMTPServer
+) -> None:
+    seed(engine)
+    page = client.get("/subscribe")
+    for topic in ("Stem Cells", "Space", "Nervous System"):
+        assert f'value="{topic}"' in page.text
+    subscribe(client, "Carol@Example.org", ["Space", "Nervous System"], name="Carol")
+    assert status_of(engine, "carol@example.org") == "pending"
+    [mail] = smtp_server.handler.to("carol@example.org")
+    assert "Confirm your subscription" in mail.message["Subject"]
+    confirm = next(link for link in links_in(mail.data) if link.startswith("/confirm/"))
+
+    shown = client.get(confirm)
+    assert shown.status_code == 200 and "Confirm my subscription" in shown.text
+    assert status_of(engine, "carol@example.org") == "pending"  # link scanners confirm nothing
+    token_path = confirm.split("?")[0]
+    p = re.search(r'name="p" value="([^"]*)"', shown.text)
+    assert p
+    assert client.post(token_path, data={"p": p.group(1)}).status_code == 403  # no CSRF token
+    done = client.post(token_path, data={"p": p.group(1), "csrf_token": csrf_of(shown.text)})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert status_of(engine, "carol@example.org") == "active"
+    assert member_topics(engine, "carol@example.org") == {"Space", "Nervous System"}
+    with Session(engine) as session:
+        carol = get_member(session, "carol@example.org")
+        assert carol and carol.frequency == "weekly" and carol.timezone == "Europe/Paris"
+        assert carol.send_hour == 9 and carol.name == "Carol" and carol.confirmed_at
+    again = client.post(token_path, data={"p": p.group(1), "csrf_token": csrf_of(shown.text)})
+    assert again.status_code == 200  # idempotent
+
+
+def test_same_answer_for_new_and_known_address_and_active_member_gets_preferences_link(
+    engine: Engine, client: TestClient, smtp_server: SMTPServer
+) -> None:
+    seed(engine)
+    new = subscribe(client, "dan@example.org", ["Space"])
+    known = subscribe(client, "ada@example.org", ["Space"])
+    assert new.replace("dan@example.org", "X") == known.replace("ada@example.org", "X")
+    [mail] = smtp_server.handler.to("ada@example.org")
+    assert [link for link in links_in(mail.data) if link.startswith("/preferences/")]
+    assert not [link for link in links_in(mail.data) if link.startswith("/confirm/")]
+    assert status_of(engine, "ada@example.org") == "active"
+    assert member_topics(engine, "ada@example.org") == {"Stem Cells"}  # a stranger changed nothing
+
+
+def test_unsubscribed_member_is_reactivated_only_by_their_own_fresh_confirmation(
+    engine: Engine,
+    client: TestClient,
+    smtp_server: SMTPServer,
+    signer: TokenSigner,
+    clock: Clock,
+) -> None:
+    ids = seed(engine)
+    old_confirm = signer.make(ids["bob@example.org"], "bob@example.org", "confirm", NOW)
+    clock.now = NOW + timedelta(minutes=5)
+    with session_scope(engine) as session:
+        set_status(session, "bob@example.org", "unsubscribed", "test", clock.now)
+    assert client.get(f"/confirm/{old_confirm}").status_code == 400  # older than the "no"
+
+    clock.now = NOW + timedelta(minutes=10)
+    subscribe(client, "bob@example.org", ["Stem Cells"])
+    assert status_of(engine, "bob@example.org") == "unsubscribed"  # nothing until confirmed
+    [mail] = smtp_server.handler.to("bob@example.org")
+    confirm = next(link for link in links_in(mail.data) if link.startswith("/confirm/"))
+    shown = client.get(confirm)
+    p = re.search(r'name="p" value="([^"]*)"', shown.text)
+    assert p
+    done = client.post(
+        confirm.split("?")[0], data={"p": p.group(1), "csrf_token": csrf_of(shown.text)}
+    )
+    assert done.status_code == 200
+    assert status_of(engine, "bob@example.org") == "active"
+    assert member_topics(engine, "bob@example.org") == {"Stem Cells"}
+
+
+def test_subscribe_validation_errors_are_shown(engine: Engine, client: TestClient) -> None:
+    seed(engine)
+    page = client.get("/subscribe")
+    answer = client.post(
+        "/subscribe",
+        data={"email": "not an address", "topics": "Nope", "csrf_token": csrf_of(page.text)},
+    )
+    assert answer.status_code == 400
+    assert "Choose at least one topic" in answer.text and "Email:" in answer.text
+
+
+def test_subscribe_past_the_rate_limit_answers_429(
+    engine: Engine, settings: Settings, clock: Clock
+) -> None:
+    seed(engine)
+    app = create_app(web_settings(settings, subscribe_rate_limit=2), engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as client:
+        for i in range(2):
+            subscribe(client, f"x{i}@example.org", ["Space"])
+        page = client.get("/subscribe")
+        answer = client.post(
+            "/subscribe",
+            data={"email": "x9@example.org", "topics": "Space", "csrf_token": csrf_of(page.text)},
+        )
+        assert answer.status_code == 429
+        assert int(answer.headers["Retry-After"]) > 0
+    with Session(engine) as session:
+        assert get_member(session, "x9@example.org") is None
+
+
+# ---------------------------------------------------------------- preferences
+
+
+def test_preferences_change_topics_rhythm_and_the_next_plan_follows(
+    engine: Engine, client: TestClient, settings: Settings, signer: TokenSigner
+) -> None:
+    ids = seed(engine)
+    token = signer.make(ids["ada@example.org"], "ada@example.org", "preferences", NOW)
+    page = client.get(f"/preferences/{token}")
+    assert page.status_code == 200
+    assert re.search(r'value="Stem Cells" checked', page.text)
+    form = {
+        "topics": ["Space", "Nervous System"],
+        "frequency": "daily",
+        "timezone": "America/New_York",
+        "send_hour": "6",
+        "action": "save",
+        "csrf_token": csrf_of(page.text),
+    }
+    answer = client.post(f"/preferences/{token}", data=form)
+    assert answer.status_code == 200 and "saved" in answer.text
+    assert member_topics(engine, "ada@example.org") == {"Space", "Nervous System"}
+
+    report = pipeline.plan(
+        engine, settings, NOW, dry_run=True, force=True, emails=["ada@example.org"]
+    )
+    [item] = report.items
+    assert {t for a in item.articles for t in a.topics} == {"Space", "Nervous System"}
+
+
+def test_pause_resume_and_unsubscribe_from_preferences(
+    engine: Engine, client: TestClient, signer: TokenSigner
+) -> None:
+    ids = seed(engine)
+    token = signer.make(ids["ada@example.org"], "ada@example.org", "preferences", NOW)
+    for action, status in (
+        ("pause", "paused"),
+        ("resume", "active"),
+        ("unsubscribe", "unsubscribed"),
+    ):
+        csrf = csrf_of(client.get(f"/preferences/{token}").text)
+        client.post(f"/preferences/{token}", data={"action": action, "csrf_token": csrf})
+        assert status_of(engine, "ada@example.org") == status
+    page = client.get(f"/preferences/{token}")
+    assert "subscribe anew" in page.text and 'value="resume"' not in page.text
+    answer = client.post(f"/preferences/{token}", data={"action": "resume", "csrf_token": csrf})
+    assert answer.status_code == 409
+    assert status_of(engine, "ada@example.org") == "unsubscribed"
+
+
+# ---------------------------------------------------------------- editors
+
+
+def login(client: TestClient, password: str = PASSWORD) -> int:
+    page = client.get("/editor/login")
+    answer = client.post(
+        "/editor/login",
+        data={"password": password, "next": "/editor", "csrf_token": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    return answer.status_code
+
+
+def test_editorial_pages_need_a_login(engine: Engine, client: TestClient) -> None:
+    seed(engine)
+    for path in (
+        "/editor",
+        "/editor/preview?email=ada@example.org",
+        "/editor/preview.html?email=ada@example.org",
+    ):
+        answer = client.get(path, follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/editor/login")
+    answer = client.post("/editor/test-send", data={"email": "ada@example.org", "to": "x@y.org"})
+    assert answer.status_code == 401
+    assert login(client, "wrong") == 401
+    assert client.get("/editor", follow_redirects=False).status_code == 303
+    assert login(client) == 303
+    assert client.get("/editor", follow_redirects=False).status_code == 200
+
+
+def test_editor_session_cookie_cannot_be_forged(
+    engine: Engine, settings: Settings, clock: Clock
+) -> None:
+    app = create_app(web_settings(settings), engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as client:
+        client.cookies.set("digest_editor", "eyJuIjoiYSJ9.forged.sig", path="/editor")
+        assert client.get("/editor", follow_redirects=False).status_code == 303
+    other = create_app(web_settings(settings, editor_password="another"), engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as a:
+        assert login(a) == 303
+        cookie = a.cookies.get("digest_editor")
+    with TestClient(other, base_url="https://news.example.org") as b:
+        b.cookies.set("digest_editor", cookie or "", path="/editor")
+        assert b.get("/editor", follow_redirects=False).status_code == 303
+
+
+def test_without_editor_password_editorial_pages_are_disabled(
+    engine: Engine, settings: Settings
+) -> None:
+    app = create_app(settings.replace(editor_password=""), engine)
+    with TestClient(app, base_url="https://news.example.org") as client:
+        for path in ("/editor", "/editor/login"):
+            answer = client.get(path)
+            assert answer.status_code == 503
+            assert "DIGEST_EDITOR_PASSWORD" in answer.text
+
+
+def test_upcoming_issue_counts_per_topic_and_filters(engine: Engine, client: TestClient) -> None:
+    seed(engine)
+    assert login(client) == 303
+    page = client.get("/editor")
+    assert "ada@example.org" in page.text and "bob@example.org" in page.text
+    assert re.search(r"Stem Cells</a></td><td>1</td><td>1</td>", page.text)
+    filtered = client.get("/editor", params={"topic": "space"})
+    assert "bob@example.org" in filtered.text and "ada@example.org" not in filtered.text
+    with Session(engine) as session:
+        assert session.exec(select(Delivery)).all() == []  # a dry run writes nothing
+
+
+def test_preview_is_the_member_message_and_test_copy_is_not_a_delivery(
+    engine: Engine, client: TestClient, smtp_server: SMTPServer
+) -> None:
+    seed(engine)
+    assert login(client) == 303
+    page = client.get("/editor/preview", params={"email": "ada@example.org"})
+    assert page.status_code == 200
+    assert "Stem cells repair a heart" in page.text
+    assert 'id="phone"' in page.text and 'id="desktop"' in page.text
+    assert "List-Unsubscribe" in page.text and "Subject" in page.text
+    html = client.get("/editor/preview.html", params={"email": "ada@example.org"})
+    assert html.status_code == 200 and "sandbox" in html.headers["content-security-policy"]
+    assert "Stem cells repair a heart" in html.text
+
+    by_topics = client.get("/editor/preview", params={"topics": ["Space"]})
+    assert by_topics.status_code == 200 and "A new rover lands on Mars" in by_topics.text
+
+    csrf = csrf_of(page.text)
+    assert (
+        client.post(
+            "/editor/test-send", data={"email": "ada@example.org", "to": "qa@example.net"}
+        ).status_code
+        == 403
+    )
+    answer = client.post(
+        "/editor/test-send",
+        data={"email": "ada@example.org", "to": "qa@example.net", "csrf_token": csrf},
+    )
+    assert answer.status_code == 200, answer.text
+    [mail] = smtp_server.handler.to("qa@example.net")
+    assert mail.message["Subject"].startswith("[TEST] ")
+    assert smtp_server.handler.to("ada@example.org") == []
+    with Session(engine) as session:
+        assert session.exec(select(Delivery)).all() == []
+    # the copy's personal links are bound to the tester's address: they cannot touch ada
+    unsub = next(link for link in links_in(mail.data) if link.startswith("/unsubscribe/"))
+    client.post(unsub, data={"List-Unsubscribe": "One-Click"})
+    assert status_of(engine, "ada@example.org") == "active"
+
+
+# ---------------------------------------------------------------- operators
+
+
+def test_healthz_and_metrics(engine: Engine, client: TestClient, settings: Settings) -> None:
+    seed(engine)
+    assert client.get("/healthz").status_code == 200
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'digest_deliveries{status="sent"} 0' in metrics.text
+    assert 'digest_members{status="active"} 2' in metrics.text
+    assert "digest_queue_depth 0" in metrics.text
+    assert "digest_send_rate_per_second 0" in metrics.text
+    pipeline.plan(engine, settings, NOW, force=True)
+    record_tick(NOW)
+    metrics = client.get("/metrics").text
+    assert "digest_queue_depth 2" in metrics
+    assert f"digest_scheduler_last_tick_timestamp_seconds {NOW.timestamp():.3f}" in metrics
+
+
+def test_healthz_answers_503_when_the_database_is_unreachable(settings: Settings) -> None:
+    dead = create_engine(
+        "postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2}
+    )
+    app = create_app(settings, dead)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 503
+
+
+def test_security_headers(engine: Engine, client: TestClient) -> None:
+    answer = client.get("/subscribe")
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["referrer-policy"] == "no-referrer"
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "secure" in cookie and "samesite=lax" in cookie
+
+
+def test_app_needs_a_secret_key(engine: Engine, settings: Settings) -> None:
+    with pytest.raises(ValueError, match="DIGEST_SECRET_KEY"):
+        create_app(settings.replace(secret_key=""), engine)
+
+
+def test_web_command_help() -> None:
+    from click.testing import CliRunner
+
+    from digest.cli.web import COMMANDS
+
+    result = CliRunner().invoke(COMMANDS[0], ["--help"])
+    assert result.exit_code == 0 and "--port" in result.output and "--host" in result.output

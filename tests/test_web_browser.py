@@ -1,0 +1,191 @@
+"""The web app in a real browser: Debian's chromium driven by Playwright, headless.
+
+Never downloads a browser: skipped when /usr/bin/chromium (or Playwright) is missing. The app
+runs under uvicorn in a thread on a free loopback port, mail goes to the loopback aiosmtpd
+server, and DIGEST_BASE_URL points at the app so every link in a mail opens it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from digest.db import session_scope
+from digest.ingest.records import ArticleRecord
+from digest.ingest.store import upsert_articles
+from digest.settings import Settings
+from digest.web import create_app
+from tests.conftest import CLI, SMTPServer, free_port
+from tests.test_web import NOW, PASSWORD, Clock, member_topics, seed, status_of
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed")
+
+
+@pytest.fixture
+def live(engine: Engine, settings: Settings) -> Iterator[tuple[str, Clock]]:
+    """The app under uvicorn on 127.0.0.1:<free port>; yields its base URL and its clock."""
+    import uvicorn
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    web_settings = settings.replace(base_url=base, editor_password=PASSWORD)
+    clock = Clock()
+    app = create_app(web_settings, engine, clock=clock)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield base, clock
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def wait_for_mail(smtp: SMTPServer, to: str, count: int = 1, timeout: float = 10) -> bytes:
+    deadline = time.monotonic() + timeout
+    while len(smtp.handler.to(to)) < count:
+        assert time.monotonic() < deadline, f"no mail for {to}"
+        time.sleep(0.05)
+    return smtp.handler.to(to)[count - 1].data
+
+
+def link(data: bytes, base: str, kind: str) -> str:
+    text = data.decode("utf-8", "replace").replace("=\r\n", "").replace("=3D", "=")
+    match = re.search(re.escape(base) + rf"/{kind}/[^\s\"<>]+", text)
+    assert match, f"no {kind} link"
+    return match.group(0)
+
+
+def test_member_and_editor_flows_in_chromium(
+    engine: Engine,
+    live: tuple[str, Clock],
+    browser: sync_api.Browser,
+    smtp_server: SMTPServer,
+    cli_env: dict[str, str],
+) -> None:
+    base, clock = live
+    seed(engine)
+    cli = CLI({**cli_env, "DIGEST_BASE_URL": base})
+
+    # -- an editor logs in, previews Ada's issue on a phone, sends a test copy
+    editor = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = editor.new_page()
+    page.goto(f"{base}/editor")
+    assert "/editor/login" in page.url
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/editor")
+    assert "ada@example.org" in page.content()
+    page.goto(f"{base}/editor/preview?email=ada@example.org")
+    phone = page.frame_locator("#phone").locator("body")
+    phone.wait_for()
+    frames = [f for f in page.frames if f is not page.main_frame]
+    assert len(frames) == 2
+    widths = sorted(
+        f.evaluate("[document.documentElement.scrollWidth, window.innerWidth]") for f in frames
+    )
+    assert widths[0] == [375, 375], widths  # no horizontal scrolling at 375 px
+    assert widths[1][1] >= 600
+    page.fill("#to", "qa@example.net")
+    page.click("text=Send test")
+    page.wait_for_selector("text=Test copy sent")
+    test_copy = wait_for_mail(smtp_server, "qa@example.net")
+    assert b"Subject: [TEST] " in test_copy
+    editor.close()
+
+    # -- a visitor subscribes; the confirmation mail arrives; the button confirms
+    visitor = browser.new_context(timezone_id="Europe/Berlin")
+    page = visitor.new_page()
+    page.goto(f"{base}/subscribe")
+    assert page.input_value("#timezone") == "Europe/Berlin"  # detected in the browser
+    page.fill("#email", "carol@example.org")
+    page.check("input[name=topics][value='Space']")
+    page.check("input[name=topics][value='Nervous System']")
+    page.select_option("#send_hour", "7")
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Check your inbox")
+    assert status_of(engine, "carol@example.org") == "pending"
+    page.goto(link(wait_for_mail(smtp_server, "carol@example.org"), base, "confirm"))
+    assert status_of(engine, "carol@example.org") == "pending"
+    page.click("text=Confirm my subscription")
+    page.wait_for_selector("text=You are subscribed")
+    assert status_of(engine, "carol@example.org") == "active"
+
+    # -- her first digest; from its preferences link she adds one topic and drops another
+    assert cli("run", "--now", NOW.isoformat()).exit_code == 0
+    digest = wait_for_mail(smtp_server, "carol@example.org", 2)
+    page.goto(link(digest, base, "preferences"))
+    page.check("input[name=topics][value='Stem Cells']")
+    page.uncheck("input[name=topics][value='Space']")
+    page.click("text=Save changes")
+    page.wait_for_selector("text=Your changes are saved")
+    assert member_topics(engine, "carol@example.org") == {"Stem Cells", "Nervous System"}
+
+    # -- the next run selects by the new topics
+    later = NOW + timedelta(days=1)
+    with session_scope(engine) as session:
+        upsert_articles(
+            session,
+            [
+                ArticleRecord(
+                    url=f"https://archive.example.org/{slug}",
+                    title=title,
+                    published_at=later - timedelta(hours=3),
+                    key_points=("Point.",),
+                    topics=(topic,),
+                )
+                for slug, title, topic in (
+                    ("organoids", "Organoids grow teeth", "Stem Cells"),
+                    ("comet", "A comet visits", "Space"),
+                )
+            ],
+            later - timedelta(hours=2),
+        )
+    assert cli("run", "--now", later.isoformat()).exit_code == 0
+    second = wait_for_mail(smtp_server, "carol@example.org", 3)
+    clock.now = later
+    assert b"Organoids grow teeth" in second and b"A comet visits" not in second
+
+    # -- the unsubscribe button works
+    page.goto(link(second, base, "unsubscribe"))
+    assert status_of(engine, "carol@example.org") == "active"
+    page.click("button:has-text('Unsubscribe')")
+    page.wait_for_selector("text=You are unsubscribed")
+    assert status_of(engine, "carol@example.org") == "unsubscribed"
+    visitor.close()
