@@ -302,3 +302,39 @@ def test_sigterm_finishes_in_flight_and_leaves_nothing_sending(
         statuses = {d.status for d in session.exec(select(Delivery)).all()}
     assert "sending" not in statuses
     assert statuses <= {"sent", "planned"} and "planned" in statuses
+
+
+def test_serve_answers_sigterm_with_exit_0_and_nothing_sending(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    import urllib.request
+
+    from tests.conftest import free_port
+    from tests.test_engine import seed
+
+    now = datetime.now(UTC)
+    seed(engine, 40, now)
+    assert plan(engine, settings, now, force=True).planned == 40
+    port = free_port()
+    env = _env(settings, DIGEST_RATE_PER_SECOND="8", DIGEST_WEB_PORT=str(port))
+    proc = _start(env, "serve", "--tick", "1")
+    try:
+        assert _wait(lambda: len(list((tmp_path / "outbox").glob("*.eml"))) >= 3)
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        assert _wait(healthy, timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with Session(engine) as session:
+        statuses = {d.status for d in session.exec(select(Delivery)).all()}
+    assert "sending" not in statuses and "planned" in statuses
+    assert _state(engine).holder is None
