@@ -12,6 +12,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lxml import html as lxml_html
 
 from tests.conftest import CLI, DATA, SMTPServer
@@ -304,3 +305,46 @@ def test_stats_counts(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None
     stats = json.loads(result.stdout)
     assert stats["by_status"]["sent"] == 2 and stats["by_status"]["skipped"] == 1
     assert stats["by_edition"]["daily:2025-03-25"] == {"sent": 2, "skipped": 1}
+
+
+SEED_PARTS = [
+    "Paralysed man stands again after groundbreaking stem cell therapy",
+    "24 March 2025",
+    "Japanese researchers have made a significant breakthrough in spinal cord injury treatment",
+    "iPS cells are created by reverting adult cells to an embryonic-like state",
+    "While the findings are promising, scientists caution that larger trials are needed",
+    "His startup, K Pharma, now plans to seek approval for larger clinical trials",
+    "Hideyuki Okano",
+    "Professor at Keio University School of Medicine.",
+    "Keio University",
+    "Private university in Tokyo, Japan.",
+    "Stem Cells",
+    "Nervous System",
+]
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("name", ["sample-article.json", "sample-article.md"])
+def test_every_part_of_the_sample_page_reaches_the_member(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer, name: str
+) -> None:
+    assert cli("articles", "import", str(DATA / name), "--now", DAY1).exit_code == 0
+    members = write_members(tmp_path, ["ada@example.org,Ada,Nervous System,daily,UTC,7"])
+    assert cli("subscribers", "import", str(members)).exit_code == 0
+    assert cli("run", "--now", RUN1).exit_code == 0
+    (received,) = smtp_server.messages
+    msg = BytesParser(policy=policy.default).parsebytes(received.data)
+    html_text = _flat(lxml_html.fromstring(msg.get_body(("html",)).get_content()).text_content())
+    plain = _flat(msg.get_body(("plain",)).get_content())
+    for part in SEED_PARTS:
+        assert _flat(part) in html_text, f"HTML lacks {part!r}"
+        assert _flat(part) in plain, f"text lacks {part!r}"
+    # The title links to the article.
+    tree = lxml_html.fromstring(msg.get_body(("html",)).get_content())
+    hrefs = [
+        a.get("href") for a in tree.xpath("//a") if "Paralysed man" in (a.text_content() or "")
+    ]
+    assert any(h and "paralysed-man" in h for h in hrefs)
