@@ -231,13 +231,13 @@ class Service:
         settings: Settings,
         sources: list[Source],
         *,
-        tick_seconds: float,
+        tick_seconds: float | None = None,
         reload: Callable[[], tuple[Settings, list[Source]]] | None = None,
         clock: Clock = system_clock,
         holder: str | None = None,
     ) -> None:
         self.engine = engine
-        self.tick = tick_seconds
+        self.tick_override = tick_seconds  # --tick wins over the (reloadable) setting
         self.reload_settings = reload
         self.clock = clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
@@ -264,8 +264,8 @@ class Service:
     def intervals(self) -> dict[str, float]:
         return {
             "ingest": self.settings.ingest_interval_minutes * 60.0,
-            "plan": self.tick,
-            "send": self.tick,
+            "plan": self.tick_override or self.settings.tick_seconds,
+            "send": self.tick_override or self.settings.tick_seconds,
         }
 
     def _start_jobs(self) -> None:

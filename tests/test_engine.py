@@ -238,3 +238,27 @@ def test_two_runs_at_once_plan_each_edition_once(engine: Engine, settings: Setti
         rows = session.exec(select(Delivery.subscriber_id, Delivery.edition)).all()
     assert len(rows) == 300 == len(set(rows))
     assert handler.total == 300 and set(handler.received.values()) == {1}
+
+
+def test_worker_sigterm_finishes_in_flight_and_releases_claims(
+    engine: Engine, settings: Settings
+) -> None:
+    now = datetime.now(UTC)
+    seed(engine, 60, now)
+    assert plan(engine, settings, now, force=True).planned == 60
+    handler = FaultHandler()
+    with fault_server(handler) as (host, port):
+        env = _env(settings, host, port, DIGEST_RATE_PER_SECOND="10", DIGEST_CLAIM_SIZE="20")
+        worker = _worker(env)  # the sending loop, not --once
+        deadline = time.monotonic() + 30
+        while handler.total < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err.decode()
+    counts = statuses(engine)
+    assert "sending" not in counts
+    assert counts["sent"] == handler.total and counts["planned"] == 60 - handler.total
+    with Session(engine) as session:
+        waiting = session.exec(select(Delivery).where(Delivery.status == "planned")).all()
+    assert all(d.worker_id is None and d.attempts == 0 for d in waiting)

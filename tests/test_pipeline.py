@@ -348,3 +348,37 @@ def test_every_part_of_the_sample_page_reaches_the_member(
         a.get("href") for a in tree.xpath("//a") if "Paralysed man" in (a.text_content() or "")
     ]
     assert any(h and "paralysed-man" in h for h in hrefs)
+
+
+def test_deliveries_retry_requeues_failed_ones(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    setup_basic(cli, tmp_path)
+    smtp_server.handler.faults["ada@example.org"] = "554 5.7.1 policy rejection"
+    assert cli("run", "--now", RUN1).exit_code == 1
+    failed = cli("deliveries", "list", "--status", "failed", "--json")
+    (row,) = [json.loads(line) for line in failed.stdout.splitlines()]
+    assert row["email"] == "ada@example.org" and "554" in row["error"]
+    assert cli("deliveries", "retry").exit_code == 2  # says which
+    smtp_server.handler.faults.clear()
+    result = cli("deliveries", "retry", "--edition", "daily:2025-03-25", "--now", RUN1)
+    assert result.exit_code == 0 and "re-queued 1" in result.stdout
+    assert cli("run", "--now", "2025-03-25T08:30:00Z").exit_code == 0
+    ada = [r for r in deliveries(cli) if r["email"] == "ada@example.org"]
+    assert [r["status"] for r in ada] == ["sent"]
+    assert len([m for m in smtp_server.messages if m.rcpt_tos == ["ada@example.org"]]) == 1
+
+
+def test_run_refuses_a_broken_template(cli: CLI, tmp_path: Path) -> None:
+    import shutil
+
+    from digest.settings import PROJECT_ROOT
+
+    templates = tmp_path / "templates"
+    shutil.copytree(PROJECT_ROOT / "templates", templates)
+    article_partial = templates / "email" / "_article.mjml.j2"
+    article_partial.write_text(article_partial.read_text() + "\n{{ no_such_variable.x }}\n{% if %}")
+    cli.env["DIGEST_TEMPLATES_DIR"] = str(templates)
+    result = cli("run", "--now", RUN1)
+    assert result.exit_code == 2
+    assert "_article.mjml.j2" in result.output

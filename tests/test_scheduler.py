@@ -338,3 +338,46 @@ def test_serve_answers_sigterm_with_exit_0_and_nothing_sending(
         statuses = {d.status for d in session.exec(select(Delivery)).all()}
     assert "sending" not in statuses and "planned" in statuses
     assert _state(engine).holder is None
+
+
+def test_ingest_job_reads_configured_sources(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    from digest.scheduler import sources_from_config
+    from digest.settings import config_sources
+    from tests.conftest import DATA
+
+    config = tmp_path / "digest.toml"
+    config.write_text(
+        f'[[sources]]\npath = "{DATA / "sample-article.md"}"\n[[sources]]\npath = "missing"\n'
+    )
+    sources = sources_from_config(config_sources(config), tmp_path)
+    assert [s.location for s in sources][1] == str(tmp_path / "missing")
+    jobs = Jobs(engine, settings, sources, clock=lambda: DAY)
+    summary = jobs.run("ingest")
+    assert summary["sources"] == 2 and summary["errors"] == 1  # a bad source is skipped, logged
+    again = Jobs(engine, settings, sources, clock=lambda: DAY + timedelta(hours=1)).run("ingest")
+    assert "1 unchanged" in again["counts"]
+    with pytest.raises(ValueError, match="sources"):
+        sources_from_config([{"name": "nothing"}], tmp_path)
+
+
+def test_sighup_reloads_the_configuration(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    config = tmp_path / "digest.toml"
+    config.write_text("tick_seconds = 60.0\n")
+    env = _env(settings, DIGEST_CONFIG=str(config))
+    proc = _start(env, "scheduler")
+    try:
+        assert _wait(lambda: _plan_runs(engine) >= 1)
+        jobs = lambda: status(engine, datetime.now(UTC))["jobs"]  # noqa: E731
+        first_next = datetime.fromisoformat(jobs()["plan"])
+        config.write_text("tick_seconds = 3600.0\n")
+        proc.send_signal(signal.SIGHUP)
+        assert _wait(
+            lambda: datetime.fromisoformat(jobs()["plan"]) - first_next > timedelta(minutes=30)
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

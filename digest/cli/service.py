@@ -39,7 +39,7 @@ def _service(app: App, tick: float | None) -> Service:
             app.engine,
             app.settings,
             sources,
-            tick_seconds=tick or app.settings.tick_seconds,
+            tick_seconds=tick,
             reload=reload,
         )
     except (ValueError, SettingsError) as exc:
