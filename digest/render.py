@@ -35,6 +35,7 @@ from mjml import mjml2html
 from premailer import Premailer
 
 from digest.content import ArticleView, DigestIssue, MemberView, Rendered, TopicGroup
+from digest.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from digest.settings import Settings
@@ -105,9 +106,17 @@ def clean_line(value: str) -> str:
 
 
 def make_environment(templates_dir: str | Path) -> jinja2.Environment:
-    """One environment per renderer: compiled templates are cached in it."""
+    """One environment per renderer: compiled templates are cached in it.
+
+    An operator's ``templates_dir`` needs only the templates it changes: the rest come from the
+    built-in set.
+    """
+    folders = [str(templates_dir)]
+    builtin = str(PROJECT_ROOT / "templates")
+    if Path(templates_dir).resolve() != Path(builtin).resolve():
+        folders.append(builtin)
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        loader=jinja2.FileSystemLoader(folders),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("mjml.j2", "html.j2", "mjml", "html"),
             disabled_extensions=("txt.j2", "txt"),

@@ -20,7 +20,21 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEYS = frozenset({"secret_key", "smtp_password", "editor_password", "dkim_private_key"})
 
 #: Environment names that do not follow the plain ``DIGEST_<KEY>`` rule.
-ENV_ALIASES = {"DIGEST_FROM": "from_address"}
+ENV_ALIASES = {"DIGEST_FROM": "from_address", "DIGEST_MAX_LATENESS": "max_lateness"}
+
+#: Friendlier names accepted in files and the environment, with their converters.
+KEY_ALIASES = {"max_lateness": "max_lateness_hours"}
+
+
+def parse_hours(value: object) -> float:
+    """A duration in hours: a number, or a string like "6h", "90m", "1d", "45s"."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    units = {"s": 1 / 3600, "m": 1 / 60, "h": 1.0, "d": 24.0}
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -156,6 +170,13 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
     return value
 
 
+def _alias_value(key: str, value: object, origin: str) -> float:
+    try:
+        return parse_hours(value)
+    except ValueError:
+        raise SettingsError(f"{origin}: {key} must be a duration like 6h or 90m") from None
+
+
 def _flatten(table: Mapping[str, Any], origin: str, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
@@ -195,6 +216,8 @@ def load_settings(
         path = Path(path)
         raw = _flatten(read_toml(path), str(path))
         for key, value in raw.items():
+            if key in KEY_ALIASES:
+                key, value = KEY_ALIASES[key], _alias_value(key, value, str(path))
             if key not in _FIELD_TYPES:
                 raise SettingsError(f"{path}: unknown setting {key!r}")
             if key in SECRET_KEYS and value:
@@ -207,6 +230,8 @@ def load_settings(
         if not name.startswith("DIGEST_") or name == "DIGEST_CONFIG":
             continue
         key = ENV_ALIASES.get(name, name[len("DIGEST_") :].lower())
+        if key in KEY_ALIASES:
+            key, value = KEY_ALIASES[key], _alias_value(key, value, name)
         if key in _FIELD_TYPES:
             values[key] = _coerce(key, value, name)
             sources.append(name)

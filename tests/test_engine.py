@@ -240,8 +240,9 @@ def test_two_runs_at_once_plan_each_edition_once(engine: Engine, settings: Setti
     assert handler.total == 300 and set(handler.received.values()) == {1}
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_worker_sigterm_finishes_in_flight_and_releases_claims(
-    engine: Engine, settings: Settings
+    engine: Engine, settings: Settings, signum: signal.Signals
 ) -> None:
     now = datetime.now(UTC)
     seed(engine, 60, now)
@@ -253,7 +254,7 @@ def test_worker_sigterm_finishes_in_flight_and_releases_claims(
         deadline = time.monotonic() + 30
         while handler.total < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        worker.send_signal(signal.SIGTERM)
+        worker.send_signal(signum)
         _, err = worker.communicate(timeout=30)
         assert worker.returncode == 0, err.decode()
     counts = statuses(engine)
@@ -262,3 +263,19 @@ def test_worker_sigterm_finishes_in_flight_and_releases_claims(
     with Session(engine) as session:
         waiting = session.exec(select(Delivery).where(Delivery.status == "planned")).all()
     assert all(d.worker_id is None and d.attempts == 0 for d in waiting)
+
+
+def test_rate_limit_and_pushback_pace_real_sends(engine: Engine, settings: Settings) -> None:
+    seed(engine, 21)
+    handler = FaultHandler(rules={"m00000@example.org": FaultRule("421 4.7.0 slow down", times=1)})
+    with fault_server(handler) as (host, port):
+        s = engine_settings(settings, host, port, rate_per_second=20.0, smtp_pool_size=2)
+        plan(engine, s, NOW)
+        started = time.monotonic()
+        report = Sender(
+            engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(NOW)
+        ).run()
+        elapsed = time.monotonic() - started
+    assert report.sent == 20 and report.retry == 1
+    # 21 sends at 20/s take at least one second; after the 421 the pace halves to 10/s.
+    assert elapsed >= 1.4

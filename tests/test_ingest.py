@@ -6,6 +6,7 @@ import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import DATA, PROJECT, SHARED
@@ -394,3 +395,27 @@ def test_articles_list_json(cli, engine: Engine) -> None:
     assert len(limited.stdout.splitlines()) == 3
     table = cli("articles", "list")
     assert "Paralysed man stands again" in table.stdout and "9 articles" in table.stdout
+
+
+def test_import_feed_from_http_url(cli: Any, tmp_path: Path) -> None:
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    feed = SHARED / "feeds" / "wellformed" / "rss20-full-channel.xml"
+    if not feed.exists():
+        pytest.skip("shared feed corpus not present")
+    (tmp_path / "feed.xml").write_bytes(feed.read_bytes())
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ok = cli("articles", "import", f"{base}/feed.xml", "--now", "2026-11-24T08:00:00Z")
+        assert ok.exit_code == 0, ok.output
+        listed = cli("articles", "list", "--json")
+        assert len(listed.stdout.splitlines()) == 1
+        missing = cli("articles", "import", f"{base}/nope.xml")
+        assert missing.exit_code == 2 and "404" in missing.output
+    finally:
+        server.shutdown()

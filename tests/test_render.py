@@ -288,3 +288,17 @@ def test_confirmation(renderer: Renderer) -> None:
     assert doc.xpath("//a[@href=$u]", u=url)
     assert "Hello Zoë <b>," in html_text(out.html)
     assert "Hello Zoë <b>," in out.text and url in out.text
+
+
+def test_templates_dir_overrides_one_template_and_keeps_the_rest(tmp_path: Path) -> None:
+    from digest.doctor import template_problems
+    from digest.render import make_environment
+
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "subject.txt.j2").write_text("Custom subject for {{ site_name }}\n")
+    env = make_environment(tmp_path)
+    assert env.get_template("email/subject.txt.j2").render(site_name="X").strip() == (
+        "Custom subject for X"
+    )
+    assert env.get_template("email/digest.mjml.j2") is not None  # from the built-in set
+    assert template_problems(tmp_path) == []

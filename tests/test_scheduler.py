@@ -26,7 +26,7 @@ from digest.pipeline import plan
 from digest.schedule import is_stale, latest_due_edition, too_soon
 from digest.scheduler import JOB_TABLE, Jobs, acquire_leadership, release_leadership, status
 from digest.settings import Settings
-from tests.conftest import PROJECT, TEST_SECRET
+from tests.conftest import CLI, PROJECT, TEST_SECRET
 
 ZONES = ["Europe/London", "America/New_York", "Asia/Kolkata", "Pacific/Auckland", "Pacific/Chatham"]
 TICK = timedelta(minutes=15)
@@ -381,3 +381,16 @@ def test_sighup_reloads_the_configuration(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_status_command_prints_the_state(cli: CLI, engine: Engine, settings: Settings) -> None:
+    jobs = Jobs(engine, settings, [], clock=lambda: DAY + timedelta(hours=8))
+    jobs.run("plan")
+    acquire_leadership(engine, "box:4242", datetime.now(UTC), timedelta(minutes=5))
+    out = cli("status")
+    assert out.exit_code == 0
+    assert "active scheduler: box pid 4242" in out.stdout
+    assert "queue: 0 planned" in out.stdout
+    assert "last tick: 2026-11-24T08:00" in out.stdout
+    info = json.loads(cli("status", "--json").stdout)
+    assert info["pid"] == 4242 and info["runs"]["plan"]["runs"] == 1

@@ -60,3 +60,13 @@ def test_shipped_config_loads_and_matches_defaults() -> None:
     defaults = load_settings(env={})
     assert shipped == defaults
     assert load_settings(PROJECT_ROOT / "config" / "local.toml", env={}).smtp_port == 8025
+
+
+def test_max_lateness_as_a_duration(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('max_lateness = "6h"\n')
+    assert load_settings(config, env={}).max_lateness_hours == 6.0
+    assert load_settings(env={"DIGEST_MAX_LATENESS": "90m"}).max_lateness_hours == 1.5
+    config.write_text('max_lateness = "soon"\n')
+    with pytest.raises(SettingsError, match="max_lateness"):
+        load_settings(config, env={})
