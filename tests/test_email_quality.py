@@ -7,6 +7,7 @@ the Gmail size limit, a readable plain-text part, branding, and golden files of 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -165,14 +166,25 @@ def strict_parse(data: bytes) -> EmailMessage:
     return msg
 
 
-@pytest.mark.parametrize("kind", ["digest", "confirmation"])
+def pick(kind: str, digest_rendered: Rendered, confirm_rendered: Rendered) -> Rendered:
+    """The three kinds of message the project sends; a test copy is the digest, marked."""
+    if kind == "confirmation":
+        return confirm_rendered
+    if kind == "test copy":
+        from digest.web.editor import TEST_PREFIX
+
+        return dataclasses.replace(digest_rendered, subject=TEST_PREFIX + digest_rendered.subject)
+    return digest_rendered
+
+
+@pytest.mark.parametrize("kind", ["digest", "confirmation", "test copy"])
 def test_message_as_received_meets_the_standards(
     kind: str,
     smtp_server: SMTPServer,
     digest_rendered: Rendered,
     confirm_rendered: Rendered,
 ) -> None:
-    rendered = digest_rendered if kind == "digest" else confirm_rendered
+    rendered = pick(kind, digest_rendered, confirm_rendered)
     transport = SMTPTransport(smtp_server.host, smtp_server.port)
     try:
         result = transport.send("digest@news.example.org", "zoe@example.org", compose(rendered), "")
@@ -397,11 +409,11 @@ def sa_home(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
 
 
-@pytest.mark.parametrize("kind", ["digest", "confirmation"])
+@pytest.mark.parametrize("kind", ["digest", "confirmation", "test copy"])
 def test_spamassassin_score(
     kind: str, sa_home: Path, digest_rendered: Rendered, confirm_rendered: Rendered
 ) -> None:
-    rendered = digest_rendered if kind == "digest" else confirm_rendered
+    rendered = pick(kind, digest_rendered, confirm_rendered)
     score, tests = spamassassin_report(compose(rendered), sa_home)
     assert score <= 0.5, tests
     assert "HTML_FONT_LOW_CONTRAST" not in tests
