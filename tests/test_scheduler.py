@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 from digest.db import session_scope
 from digest.ingest import ArticleRecord, upsert_articles
 from digest.members import add_member
-from digest.models import Delivery, SchedulerState
+from digest.models import Delivery, SchedulerState, Subscriber
 from digest.pipeline import plan
 from digest.schedule import is_stale, latest_due_edition, too_soon
 from digest.scheduler import JOB_TABLE, Jobs, acquire_leadership, release_leadership, status
@@ -394,3 +394,46 @@ def test_status_command_prints_the_state(cli: CLI, engine: Engine, settings: Set
     assert "last tick: 2026-11-24T08:00" in out.stdout
     info = json.loads(cli("status", "--json").stdout)
     assert info["pid"] == 4242 and info["runs"]["plan"]["runs"] == 1
+
+
+def test_planner_across_dst_changes_one_edition_per_local_day(
+    engine: Engine, settings: Settings, db_url: str
+) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("one backend is enough for a long tick loop")
+    start = datetime(2026, 3, 26, tzinfo=UTC)  # London changes on 29 March, NZ on 5 April
+    with session_scope(engine) as session:
+        for i, zone in enumerate(ZONES):
+            add_member(
+                session,
+                f"m{i}@example.org",
+                start - timedelta(days=1),
+                name=f"M{i}",
+                topics=["Space"],
+                timezone=zone,
+                send_hour=7,
+            )
+    now, step = start, timedelta(minutes=30)
+    while now < start + timedelta(days=12):
+        if now.minute == 0 and now.hour % 6 == 0:
+            seed_member_and_article(engine, now, f"a{now:%m%d%H}")
+        plan(engine, settings, now)
+        now += step
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery)).all()
+        emails = {m.id: m.email for m in session.exec(select(Subscriber))}
+    per_member: dict[str, list[Delivery]] = defaultdict(list)
+    for d in rows:
+        per_member[emails[d.subscriber_id]].append(d)
+    for i, zone in enumerate(ZONES):
+        tz = ZoneInfo(zone)
+        everything = per_member[f"m{i}@example.org"]
+        editions = [d for d in everything if d.due_at >= start]  # not the start-up's backlog
+        keys = [d.edition for d in everything]
+        assert len(keys) == len(set(keys))
+        for d in editions:
+            assert d.status == "planned"
+            local = d.planned_at.astimezone(tz)
+            assert local.hour >= 7 and d.planned_at - d.due_at < step
+            assert d.edition == f"daily:{local.date().isoformat()}"
+        assert len(editions) >= 11
