@@ -201,10 +201,15 @@ def backoff(attempts: int, base: timedelta, rng: random.Random | None = None) ->
 
 
 def record(engine: Engine, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> None:
-    """Write outcomes in one transaction; only rows this worker still holds are changed."""
+    """Write outcomes in one transaction; only rows this worker still holds are changed.
+
+    Called once per message by the sender, so it goes straight to a pooled connection (one
+    short transaction, no ORM session): the crash guarantee stays "at most the messages in
+    flight are repeated" at a fraction of the cost.
+    """
     if not outcomes:
         return
-    with session_scope(engine) as session:
+    with engine.begin() as conn:
         for o in outcomes:
             values: dict[str, Any] = {
                 "status": o.status,
@@ -219,7 +224,7 @@ def record(engine: Engine, outcomes: Sequence[Outcome], worker_id: str, now: dat
                 values["sent_at"] = now
             if o.size_bytes is not None:
                 values["size_bytes"] = o.size_bytes
-            session.execute(
+            conn.execute(
                 update(Delivery)
                 .where(
                     col(Delivery.id) == o.delivery_id,
@@ -229,7 +234,7 @@ def record(engine: Engine, outcomes: Sequence[Outcome], worker_id: str, now: dat
                 .values(**values)
             )
             if o.suppress_member and o.subscriber_id is not None:
-                session.execute(
+                conn.execute(
                     update(Subscriber)
                     .where(
                         col(Subscriber.id) == o.subscriber_id,

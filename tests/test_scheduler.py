@@ -223,6 +223,13 @@ def _wait(predicate: callable, timeout: float = 20.0) -> bool:
     return False
 
 
+def _stderr(proc: subprocess.Popen[bytes]) -> str:
+    """What a scheduler process said, for a failing assertion (stops it first)."""
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    return err.decode(errors="replace")[-3000:]
+
+
 def _state(engine: Engine) -> SchedulerState | None:
     with Session(engine) as session:
         return session.get(SchedulerState, "main")
@@ -370,7 +377,7 @@ def test_sighup_reloads_the_configuration(
     env = _env(settings, DIGEST_CONFIG=str(config))
     proc = _start(env, "scheduler")
     try:
-        assert _wait(lambda: _plan_runs(engine) >= 1)
+        assert _wait(lambda: _plan_runs(engine) >= 1, timeout=60), _stderr(proc)
         jobs = lambda: status(engine, datetime.now(UTC))["jobs"]  # noqa: E731
         first_next = datetime.fromisoformat(jobs()["plan"])
         config.write_text("tick_seconds = 3600.0\n")

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.send`` measures sending against a loopback SMTP sink."""

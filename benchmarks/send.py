@@ -1,0 +1,539 @@
+"""Send benchmark: floor (smtplib, prebuilt bytes), baseline (the obvious pipeline), ours.
+
+    python -m benchmarks.send [--members 10000] [--distinct] [--json out.json]
+                              [--plan-members N] [--baseline-sample 200]
+
+Everything is synthetic and seeded: 5,000 articles over 40 topics with Zipf-like popularity,
+members with 1 to 6 topics, half daily and half weekly, over 20 time zones. ``--distinct``
+gives every member a different topic set, so no two members share a rendered selection.
+A minimal asyncio SMTP sink runs in a child process (so its CPU is not the sender's) and
+counts messages per recipient; the run fails if any member got other than exactly one message
+or the ledger does not say ``sent`` for every planned delivery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import multiprocessing as mp
+import random
+import resource
+import smtplib
+import socket
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, text
+from sqlmodel import Session, col, select
+
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+TOPICS = 40
+ARTICLES = 5000
+ZONES = (
+    "UTC", "Europe/London", "Europe/Paris", "Europe/Berlin", "Europe/Helsinki",
+    "Europe/Moscow", "Asia/Dubai", "Asia/Kolkata", "Asia/Bangkok", "Asia/Shanghai",
+    "Asia/Tokyo", "Australia/Sydney", "Pacific/Auckland", "Pacific/Honolulu",
+    "America/Anchorage", "America/Los_Angeles", "America/Denver", "America/Chicago",
+    "America/New_York", "America/Sao_Paulo",
+)  # fmt: skip
+WORDS = (
+    "probe orbit climate river forest energy market vaccine protein galaxy reactor ocean "
+    "glacier policy budget election stadium museum novel cipher network quantum enzyme "
+    "satellite harvest drought monsoon turbine battery lithium carbon archive ministry"
+).split()
+SECRET = "bench-secret-key-0123456789abcdef0123"
+
+
+# ------------------------------------------------------------------ sink
+
+
+def _sink_main(port_out: Any, ready: Any) -> None:
+    counts: Counter[str] = Counter()
+    totals = {"messages": 0, "bytes": 0}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 sink ESMTP\r\n")
+        rcpts: list[str] = []
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            verb = line[:4].upper()
+            if verb in (b"EHLO",):
+                writer.write(b"250-sink\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 SIZE 0\r\n")
+            elif verb == b"HELO" or verb == b"NOOP" or verb == b"MAIL":
+                writer.write(b"250 ok\r\n")
+            elif verb == b"RSET":
+                rcpts = []
+                writer.write(b"250 ok\r\n")
+            elif verb == b"RCPT":
+                addr = line.split(b":", 1)[1].strip().split(b" ")[0].strip(b"<>")
+                rcpts.append(addr.decode("utf-8", "replace").lower())
+                writer.write(b"250 ok\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go\r\n")
+                await writer.drain()
+                data = await reader.readuntil(b"\r\n.\r\n")
+                totals["messages"] += 1
+                totals["bytes"] += len(data)
+                counts.update(rcpts)
+                rcpts = []
+                writer.write(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            elif verb == b"XSTA":  # benchmark control: counts so far, as JSON
+                body = json.dumps({**totals, "recipients": counts}).encode()
+                writer.write(b"250 " + body + b"\r\n")
+            elif verb == b"XRES":
+                counts.clear()
+                totals.update(messages=0, bytes=0)
+                writer.write(b"250 reset\r\n")
+            else:
+                writer.write(b"502 no\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, limit=64 * 1024 * 1024)
+        port_out.value = server.sockets[0].getsockname()[1]
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+class Sink:
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self._port = ctx.Value("i", 0)
+        ready = ctx.Event()
+        self.proc = ctx.Process(target=_sink_main, args=(self._port, ready), daemon=True)
+        self.proc.start()
+        ready.wait(30)
+        self.port = self._port.value
+
+    def _control(self, verb: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(verb + b"\r\n")
+            reply = f.readline()
+            s.sendall(b"QUIT\r\n")
+        return reply[4:].strip()
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads(self._control(b"XSTATS"))
+
+    def reset(self) -> None:
+        self._control(b"XRESET")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.join(5)
+
+
+# ------------------------------------------------------------------ data
+
+
+def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
+    return [1.0 / (k**s) for k in range(1, n + 1)]
+
+
+def topic_names() -> list[str]:
+    return [f"Topic {i:02d}" for i in range(TOPICS)]
+
+
+def seed_articles(engine: Engine, rng: random.Random) -> None:
+    from digest.models import Article, ArticleTopic, Topic
+    from digest.topics import topic_slug
+
+    names = topic_names()
+    weights = _zipf_weights(TOPICS)
+    with engine.begin() as conn:
+        conn.execute(insert(Topic), [{"slug": topic_slug(n), "name": n} for n in names])
+        ids = dict(conn.execute(text("SELECT name, id FROM topic")).all())
+        rows, links = [], []
+        for i in range(ARTICLES):
+            published = NOW - timedelta(minutes=rng.randrange(14 * 24 * 60))
+            title = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))).capitalize()
+            points = [
+                " ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 30))).capitalize() + "."
+                for _ in range(rng.randint(1, 3))
+            ]
+            rows.append(
+                {
+                    "id": i + 1,
+                    "url": f"https://archive.example.org/a/{i}",
+                    "title": title,
+                    "published_at": published,
+                    "first_seen_at": published,
+                    "updated_at": published,
+                    "key_points": points,
+                    "summary": None,
+                    "content_hash": f"{i:064d}",
+                }
+            )
+            chosen = set(rng.choices(names, weights, k=rng.randint(1, 2)))
+            links += [{"article_id": i + 1, "topic_id": ids[n]} for n in chosen]
+        conn.execute(insert(Article), rows)
+        conn.execute(insert(ArticleTopic), links)
+
+
+def _topic_sets(rng: random.Random, members: int, distinct: bool) -> list[tuple[str, ...]]:
+    names = topic_names()
+    weights = _zipf_weights(TOPICS)
+    out: list[tuple[str, ...]] = []
+    seen: set[tuple[str, ...]] = set()
+    while len(out) < members:
+        k = rng.randint(1, 6)
+        if distinct:
+            pick = tuple(sorted(rng.sample(names, k)))
+            if pick in seen:
+                continue
+            seen.add(pick)
+        else:
+            chosen: set[str] = set()
+            while len(chosen) < k:
+                chosen.add(rng.choices(names, weights)[0])
+            pick = tuple(sorted(chosen))
+        out.append(pick)
+    return out
+
+
+def seed_members(engine: Engine, rng: random.Random, members: int, distinct: bool) -> None:
+    from digest.models import Subscriber, SubscriberTopic
+
+    sets = _topic_sets(rng, members, distinct)
+    created = NOW - timedelta(days=30)
+    with engine.begin() as conn:
+        ids = dict(conn.execute(text("SELECT name, id FROM topic")).all())
+        step = 5000
+        for start in range(0, members, step):
+            rows, links = [], []
+            for i in range(start, min(members, start + step)):
+                rows.append(
+                    {
+                        "id": i + 1,
+                        "email": f"m{i:07d}@example.org",
+                        "name": f"Mémber {i}" if i % 3 else "",
+                        "status": "active",
+                        "frequency": "daily" if i % 2 else "weekly",
+                        "timezone": ZONES[i % len(ZONES)],
+                        "send_hour": 7,
+                        "created_at": created,
+                        "updated_at": created,
+                    }
+                )
+                links += [{"subscriber_id": i + 1, "topic_id": ids[n]} for n in sets[i]]
+            conn.execute(insert(Subscriber), rows)
+            conn.execute(insert(SubscriberTopic), links)
+
+
+def make_store(path: Path, members: int, distinct: bool) -> Engine:
+    from digest.db import create_schema, make_engine
+
+    engine = make_engine(f"sqlite:///{path}")
+    create_schema(engine)
+    rng = random.Random(20261124)
+    seed_articles(engine, rng)
+    seed_members(engine, rng, members, distinct)
+    return engine
+
+
+def bench_settings(path: Path, port: int, **extra: Any) -> Any:
+    from digest.settings import load_settings
+
+    return load_settings(
+        env={},
+        overrides={
+            "database_url": f"sqlite:///{path}",
+            "data_dir": str(path.parent),
+            "secret_key": SECRET,
+            "base_url": "https://news.example.org",
+            "from_address": "Science Digest <digest@news.example.org>",
+            "site_name": "Science Digest",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "max_consecutive_errors": 0,
+            **extra,
+        },
+    )
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+def rss_mib() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 1024 / 1024
+
+
+def measure_floor(port: int, count: int, size: int) -> dict[str, Any]:
+    """smtplib, one connection, prebuilt bytes: what the SMTP client alone manages."""
+    body = b"X-Bench: floor\r\nSubject: floor\r\n\r\n" + (b"x" * 76 + b"\r\n") * max(1, size // 78)
+    conn = smtplib.SMTP("127.0.0.1", port)
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.ehlo()
+    wall, cpu = time.perf_counter(), _cpu()
+    for i in range(count):
+        conn.sendmail("digest@news.example.org", [f"floor{i}@example.org"], body)
+    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    conn.quit()
+    return {"messages": count, "seconds": wall, "msgs_per_s": count / wall,
+            "cpu_us_per_msg": cpu / count * 1e6, "bytes_per_msg": len(body)}  # fmt: skip
+
+
+def measure_baseline(engine: Engine, settings: Any, port: int, sample: int) -> dict[str, Any]:
+    """The obvious pipeline, per member: compile, inline, EmailMessage, connect, commit."""
+    from mjml import mjml2html
+    from premailer import Premailer
+
+    from digest import catalog
+    from digest.models import Delivery, Subscriber
+    from digest.pipeline import Editions
+    from digest.render import _digest_context, personal_values
+
+    editions = Editions(settings)
+    renderer = editions.renderer
+    with Session(engine) as session:
+        deliveries = session.exec(
+            select(Delivery).where(Delivery.status == "planned").order_by(col(Delivery.id))
+        ).all()[:sample]
+        subs = session.exec(
+            select(Subscriber).where(col(Subscriber.id).in_([d.subscriber_id for d in deliveries]))
+        ).all()
+        members = {m.id: m for m in catalog.member_views(session, subs)}
+        articles = catalog.articles_by_id(session, {i for d in deliveries for i in d.article_ids})
+    tmp = tempfile.NamedTemporaryFile(suffix=".db", delete=False)
+    db = sqlite3.connect(tmp.name, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE sent (id INTEGER PRIMARY KEY, email TEXT, message_id TEXT, at TEXT)")
+    sizes = []
+    wall, cpu = time.perf_counter(), _cpu()
+    for d in deliveries:
+        member = members[d.subscriber_id]
+        issue = editions.issue(member, d.edition, [articles[i] for i in d.article_ids], NOW)
+        context = _digest_context(issue, personal_values(issue), renderer.brand)
+        get = renderer.env.get_template
+        subject = get("email/subject.txt.j2").render(context).strip()
+        page = mjml2html(get("email/digest.mjml.j2").render(context), fonts={})
+        page = Premailer(page, keep_style_tags=True, allow_network=False,
+                         cssutils_logging_level=logging.CRITICAL).transform()  # fmt: skip
+        msg = EmailMessage()
+        msg["From"] = settings.from_address
+        msg["To"] = f"{member.name} <{member.email}>" if member.name else member.email
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(NOW)
+        msg["Message-ID"] = d.message_id
+        msg["List-Unsubscribe"] = f"<{issue.links.unsubscribe_url}>"
+        msg.set_content(get("email/digest.txt.j2").render(context))
+        msg.add_alternative(page, subtype="html")
+        data = msg.as_bytes()
+        sizes.append(len(data))
+        smtp = smtplib.SMTP("127.0.0.1", port)
+        smtp.sendmail("digest@news.example.org", [member.email], data)
+        smtp.quit()
+        db.execute("BEGIN")
+        db.execute("INSERT INTO sent (email, message_id, at) VALUES (?, ?, ?)",
+                   (member.email, d.message_id, NOW.isoformat()))  # fmt: skip
+        db.execute("COMMIT")
+    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    db.close()
+    Path(tmp.name).unlink(missing_ok=True)
+    n = len(deliveries)
+    return {"messages": n, "seconds": wall, "msgs_per_s": n / wall,
+            "cpu_us_per_msg": cpu / n * 1e6, "bytes_per_msg": sum(sizes) // max(n, 1)}  # fmt: skip
+
+
+def measure_ours(engine: Engine, settings: Any) -> dict[str, Any]:
+    """plan + Sender end to end with the real SMTP transport, ledger writes included."""
+    from digest.clock import fixed_clock
+    from digest.mailer import SMTPTransport
+    from digest.pipeline import Editions, Sender, plan
+
+    wall0, cpu0 = time.perf_counter(), _cpu()
+    report = plan(engine, settings, NOW, force=True)
+    plan_wall = time.perf_counter() - wall0
+    editions = Editions(settings)
+    wall1, cpu1 = time.perf_counter(), _cpu()
+    sent = Sender(
+        engine,
+        settings,
+        editions,
+        lambda: SMTPTransport.from_settings(settings),
+        fixed_clock(NOW),
+        worker_id="bench",
+    ).run()
+    send_wall, send_cpu = time.perf_counter() - wall1, _cpu() - cpu1
+    total_wall, total_cpu = time.perf_counter() - wall0, _cpu() - cpu0
+    n = max(sent.sent, 1)
+    return {
+        "messages": sent.sent,
+        "planned": report.planned,
+        "skipped_empty": report.skipped_empty,
+        "failed": sent.failed,
+        "retry": sent.retry,
+        "plan_seconds": plan_wall,
+        "send_seconds": send_wall,
+        "seconds": total_wall,
+        "msgs_per_s": sent.sent / total_wall,
+        "send_msgs_per_s": sent.sent / send_wall,
+        "cpu_us_per_msg": total_cpu / n * 1e6,
+        "send_cpu_us_per_msg": send_cpu / n * 1e6,
+        "shell_compiles": editions.renderer.compiles,
+    }
+
+
+def check(engine: Engine, stats: dict[str, Any], expected: int) -> list[str]:
+    from digest.models import Delivery, Subscriber
+
+    problems = []
+    with Session(engine) as session:
+        by_status = dict(
+            session.exec(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+        )
+        planned = set(
+            session.exec(
+                select(Subscriber.email)
+                .join(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
+                .where(col(Delivery.status) != "skipped")
+            ).all()
+        )
+    if by_status.get("sent", 0) != expected or set(by_status) - {"sent", "skipped"}:
+        problems.append(f"ledger statuses {by_status}, expected {expected} sent")
+    got = stats["recipients"]
+    if set(got) != planned:
+        problems.append(f"{len(set(planned) - set(got))} members got nothing, "
+                        f"{len(set(got) - set(planned))} unexpected recipients")  # fmt: skip
+    repeated = {r: n for r, n in got.items() if n != 1}
+    if repeated:
+        problems.append(f"{len(repeated)} members got more than one message")
+    return problems
+
+
+def measure_planning(members: int, distinct: bool, tmp: Path, port: int) -> dict[str, Any]:
+    from digest.pipeline import plan
+
+    path = tmp / f"plan-{members}.db"
+    t = time.perf_counter()
+    engine = make_store(path, members, distinct)
+    seeded = time.perf_counter() - t
+    settings = bench_settings(path, port)
+    t = time.perf_counter()
+    report = plan(engine, settings, NOW, force=True)
+    seconds = time.perf_counter() - t
+    engine.dispose()
+    return {"members": members, "seconds": seconds, "members_per_s": members / seconds,
+            "planned": report.planned, "seed_seconds": seeded}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.send", description=__doc__)
+    parser.add_argument("--members", type=int, default=10_000)
+    parser.add_argument("--distinct", action="store_true", help="every selection different")
+    parser.add_argument("--baseline-sample", type=int, default=200)
+    parser.add_argument("--plan-members", type=int, default=0, help="also time planning alone")
+    parser.add_argument("--pool", type=int, default=2, help="SMTP lanes (smtp_pool_size)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    sink = Sink()
+    results: dict[str, Any] = {"members": args.members, "distinct": args.distinct,
+                               "articles": ARTICLES, "topics": TOPICS}  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmpdir:
+            tmp = Path(tmpdir)
+            t = time.perf_counter()
+            path = tmp / "store.db"
+            engine = make_store(path, args.members, args.distinct)
+            results["seed_seconds"] = time.perf_counter() - t
+            settings = bench_settings(path, sink.port, smtp_pool_size=args.pool)
+            print(f"store: {args.members} members, {ARTICLES} articles "
+                  f"({results['seed_seconds']:.1f}s to generate)", file=sys.stderr)  # fmt: skip
+
+            # baseline on a sample: plan a throwaway copy so the real store stays fresh
+            base_path = tmp / "baseline.db"
+            with sqlite3.connect(path) as src, sqlite3.connect(base_path) as dst:
+                src.backup(dst)
+            base_engine = bench_settings(base_path, sink.port)
+            from digest.db import make_engine
+            from digest.pipeline import plan
+
+            be = make_engine(base_engine.database_url)
+            plan(be, base_engine, NOW, force=True)
+            sink.reset()
+            results["baseline"] = measure_baseline(be, base_engine, sink.port, args.baseline_sample)
+            be.dispose()
+            print(f"baseline: {results['baseline']['msgs_per_s']:.1f} msg/s", file=sys.stderr)
+
+            sink.reset()
+            results["ours"] = measure_ours(engine, settings)
+            stats = sink.stats()
+            results["ours"]["sink_bytes_per_msg"] = stats["bytes"] // max(stats["messages"], 1)
+            results["problems"] = check(engine, stats, results["ours"]["messages"])
+            results["peak_rss_mib"] = rss_mib()
+            engine.dispose()
+            print(f"ours: {results['ours']['msgs_per_s']:.1f} msg/s", file=sys.stderr)
+
+            sink.reset()
+            size = results["ours"]["sink_bytes_per_msg"]
+            results["floor"] = measure_floor(sink.port, results["ours"]["messages"], size)
+            if sink.stats()["messages"] != results["ours"]["messages"]:
+                results["problems"].append("floor: sink count mismatch")
+
+            if args.plan_members:
+                results["planning"] = measure_planning(
+                    args.plan_members, args.distinct, tmp, sink.port
+                )
+    finally:
+        sink.stop()
+
+    floor, base, ours = results["floor"], results["baseline"], results["ours"]
+    results["ours_over_floor"] = ours["msgs_per_s"] / floor["msgs_per_s"]
+    results["ours_over_baseline"] = ours["msgs_per_s"] / base["msgs_per_s"]
+    print(f"\n{'':10} {'messages':>9} {'msgs/s':>9} {'CPU us/msg':>11} {'bytes/msg':>10}")
+    for name, r in (("floor", floor), ("baseline", base), ("ours", ours)):
+        size = r.get("bytes_per_msg", r.get("sink_bytes_per_msg", 0))
+        print(f"{name:10} {r['messages']:>9} {r['msgs_per_s']:>9.1f} "
+              f"{r['cpu_us_per_msg']:>11.0f} {size:>10}")  # fmt: skip
+    print(f"ours: plan {ours['plan_seconds']:.1f}s + send {ours['send_seconds']:.1f}s "
+          f"(send alone {ours['send_msgs_per_s']:.0f} msg/s, "
+          f"{ours['send_cpu_us_per_msg']:.0f} CPU us/msg), "
+          f"{ours['shell_compiles']} shells compiled")  # fmt: skip
+    print(f"ours/floor {results['ours_over_floor']:.2f}   "
+          f"ours/baseline {results['ours_over_baseline']:.1f}   "
+          f"peak RSS {results['peak_rss_mib']:.0f} MiB")  # fmt: skip
+    if "planning" in results:
+        p = results["planning"]
+        print(f"planning alone: {p['members']} members in {p['seconds']:.1f}s "
+              f"({p['members_per_s']:.0f} members/s)")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if results["problems"]:
+        print("PROBLEMS: " + "; ".join(results["problems"]), file=sys.stderr)
+        return 1
+    print("check: every planned member got exactly one message; ledger says sent for all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
