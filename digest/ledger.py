@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, update
+from sqlalchemy import Engine, and_, case, func, or_, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from digest.db import session_scope
-from digest.models import WINDOW_TAKING_STATUSES, Delivery, Subscriber
+from digest.models import WINDOW_TAKING_STATUSES, Delivery, Subscriber, UTCDateTime
 
 CHUNK = 500
 
@@ -43,55 +43,48 @@ def new_message_id(edition: str, domain: str) -> str:
     return f"<{edition.replace(':', '.')}.{uuid.uuid4().hex}@{domain}>"
 
 
-def last_window_ends(session: Session, member_ids: Sequence[int]) -> dict[int, datetime]:
-    """Each member's end of the last window that counts as taken (failed/skipped ones don't)."""
-    out: dict[int, datetime] = {}
+@dataclass(frozen=True)
+class History:
+    """What a member's past editions say about the next one."""
+
+    last_window_end: datetime | None = None  # end of the last window taken (failed/skipped don't)
+    last_due_at: datetime | None = None  # due time of the latest edition, whatever became of it
+    earliest_untaken_start: datetime | None = None  # start of the oldest failed/skipped window
+
+
+def member_history(session: Session, member_ids: Sequence[int]) -> dict[int, History]:
+    """Each member's edition history, one grouped query per chunk of members."""
+    taken = col(Delivery.status).in_(WINDOW_TAKING_STATUSES)
+    untaken = col(Delivery.status).in_(("failed", "skipped"))
+    out: dict[int, History] = {}
     for i in range(0, len(member_ids), CHUNK):
         chunk = member_ids[i : i + CHUNK]
         rows = session.exec(
-            select(Delivery.subscriber_id, func.max(Delivery.window_end))
-            .where(
-                col(Delivery.subscriber_id).in_(chunk),
-                col(Delivery.status).in_(WINDOW_TAKING_STATUSES),
+            select(
+                Delivery.subscriber_id,
+                type_coerce(func.max(case((taken, Delivery.window_end))), UTCDateTime()),
+                type_coerce(func.max(Delivery.due_at), UTCDateTime()),
+                type_coerce(func.min(case((untaken, Delivery.window_start))), UTCDateTime()),
             )
-            .group_by(col(Delivery.subscriber_id))
-        )
-        for member_id, end in rows:
-            out[member_id] = _aware(end)
-    return out
-
-
-def last_due_ats(session: Session, member_ids: Sequence[int]) -> dict[int, datetime]:
-    """Each member's latest edition due time, whatever became of that edition."""
-    out: dict[int, datetime] = {}
-    for i in range(0, len(member_ids), CHUNK):
-        chunk = member_ids[i : i + CHUNK]
-        rows = session.exec(
-            select(Delivery.subscriber_id, func.max(Delivery.due_at))
             .where(col(Delivery.subscriber_id).in_(chunk))
             .group_by(col(Delivery.subscriber_id))
         )
-        for member_id, due in rows:
-            out[member_id] = _aware(due)
-    return out
-
-
-def earliest_untaken_starts(session: Session, member_ids: Sequence[int]) -> dict[int, datetime]:
-    """Each member's earliest window start among editions that did not take their window."""
-    out: dict[int, datetime] = {}
-    for i in range(0, len(member_ids), CHUNK):
-        chunk = member_ids[i : i + CHUNK]
-        rows = session.exec(
-            select(Delivery.subscriber_id, func.min(Delivery.window_start))
-            .where(
-                col(Delivery.subscriber_id).in_(chunk),
-                col(Delivery.status).in_(("failed", "skipped")),
+        for member_id, end, due, start in rows:
+            out[member_id] = History(
+                _aware(end) if end else None,
+                _aware(due) if due else None,
+                _aware(start) if start else None,
             )
-            .group_by(col(Delivery.subscriber_id))
-        )
-        for member_id, start in rows:
-            out[member_id] = _aware(start)
     return out
+
+
+def last_window_ends(session: Session, member_ids: Sequence[int]) -> dict[int, datetime]:
+    """Each member's end of the last window that counts as taken."""
+    return {
+        m: h.last_window_end
+        for m, h in member_history(session, member_ids).items()
+        if h.last_window_end is not None
+    }
 
 
 def existing_editions(session: Session, pairs: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:

@@ -141,17 +141,15 @@ def plan(
             existing = ledger.existing_editions(
                 session, [(m.id, editions[m.id].key) for m in batch]
             )
-            ids = [m.id for m in batch]
-            ends = ledger.last_window_ends(session, ids)
-            untaken = ledger.earliest_untaken_starts(session, [i for i in ids if i not in ends])
-            last_due = ledger.last_due_ats(session, ids)
+            history = ledger.member_history(session, [m.id for m in batch])
             rows: list[ledger.PlannedRow] = []
             for member in batch:
                 edition = editions[member.id]
                 if (member.id, edition.key) in existing:
                     report.already_planned += 1
                     continue
-                if not force and too_soon(edition, last_due.get(member.id)):
+                past = history.get(member.id, ledger.History())
+                if not force and too_soon(edition, past.last_due_at):
                     report.too_soon += 1
                     continue
                 if not force and is_stale(edition, member.timezone, now, lateness):
@@ -165,11 +163,11 @@ def plan(
                 row = plan_member(
                     member,
                     edition,
-                    ends.get(member.id),
+                    past.last_window_end,
                     candidates,
                     now,
                     limits,
-                    untaken.get(member.id),
+                    past.earliest_untaken_start,
                 )
                 rows.append(row)
                 if row.status == "planned":
@@ -553,10 +551,17 @@ def preview(
         else:
             limits = limits_from(settings)
             candidates = catalog.candidate_articles(session, now, now - limits.max_age)
-            end = ledger.last_window_ends(session, [member.id]).get(member.id)
-            untaken = ledger.earliest_untaken_starts(session, [member.id]).get(member.id)
+            past = ledger.member_history(session, [member.id]).get(member.id, ledger.History())
             upcoming = current_edition(member, now, settings, force=True)
-            row_plan = plan_member(member, upcoming, end, candidates, now, limits, untaken)
+            row_plan = plan_member(
+                member,
+                upcoming,
+                past.last_window_end,
+                candidates,
+                now,
+                limits,
+                past.earliest_untaken_start,
+            )
             by_id = {a.id: a for a in candidates}
             articles = tuple(by_id[i] for i in row_plan.article_ids)
             edition_key = upcoming.key
