@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -24,19 +25,30 @@ def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[Sequence[int]]:
         yield ids[i : i + size]
 
 
-def _article_views(session: Session, articles: Sequence[Article]) -> dict[int, ArticleView]:
-    ids = [a.id for a in articles if a.id is not None]
+def _topics_of(
+    session: Session, owner: Any, topic_id: Any, ids: Sequence[int], order: Any
+) -> dict[int, list[tuple[str, str]]]:
+    """(name, slug) of each owner's topics, through a link table, in ``order``."""
     topics: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    mentions: dict[int, list[MentionView]] = defaultdict(list)
     for chunk in _chunks(ids):
         rows = session.exec(
-            select(ArticleTopic.article_id, Topic.name, Topic.slug)
-            .join(Topic, col(Topic.id) == col(ArticleTopic.topic_id))
-            .where(col(ArticleTopic.article_id).in_(chunk))
-            .order_by(col(ArticleTopic.article_id), col(Topic.id))
+            select(owner, Topic.name, Topic.slug)
+            .join(Topic, col(Topic.id) == topic_id)
+            .where(owner.in_(chunk))
+            .order_by(owner, order)
         )
-        for article_id, name, slug in rows:
-            topics[article_id].append((name, slug))
+        for owner_id, name, slug in rows:
+            topics[owner_id].append((name, slug))
+    return topics
+
+
+def _article_views(session: Session, articles: Sequence[Article]) -> dict[int, ArticleView]:
+    ids = [a.id for a in articles if a.id is not None]
+    topics = _topics_of(
+        session, col(ArticleTopic.article_id), col(ArticleTopic.topic_id), ids, col(Topic.id)
+    )
+    mentions: dict[int, list[MentionView]] = defaultdict(list)
+    for chunk in _chunks(ids):
         for m in session.exec(
             select(Mention)
             .where(col(Mention.article_id).in_(chunk))
@@ -84,16 +96,13 @@ def articles_by_id(session: Session, ids: Iterable[int]) -> dict[int, ArticleVie
 
 def member_views(session: Session, members: Sequence[Subscriber]) -> list[MemberView]:
     ids = [m.id for m in members if m.id is not None]
-    topics: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    for chunk in _chunks(ids):
-        rows = session.exec(
-            select(SubscriberTopic.subscriber_id, Topic.name, Topic.slug)
-            .join(Topic, col(Topic.id) == col(SubscriberTopic.topic_id))
-            .where(col(SubscriberTopic.subscriber_id).in_(chunk))
-            .order_by(col(SubscriberTopic.subscriber_id), col(Topic.name))
-        )
-        for member_id, name, slug in rows:
-            topics[member_id].append((name, slug))
+    topics = _topics_of(
+        session,
+        col(SubscriberTopic.subscriber_id),
+        col(SubscriberTopic.topic_id),
+        ids,
+        col(Topic.name),
+    )
     views = []
     for m in members:
         assert m.id is not None
