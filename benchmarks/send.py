@@ -308,7 +308,7 @@ def measure_baseline(engine: Engine, settings: Any, port: int, sample: int) -> d
     from digest import catalog
     from digest.models import Delivery, Subscriber
     from digest.pipeline import Editions
-    from digest.render import _digest_context, personal_values
+    from digest.render import personal_values
 
     editions = Editions(settings)
     renderer = editions.renderer
@@ -331,7 +331,7 @@ def measure_baseline(engine: Engine, settings: Any, port: int, sample: int) -> d
     for d in deliveries:
         member = members[d.subscriber_id]
         issue = editions.issue(member, d.edition, [articles[i] for i in d.article_ids], NOW)
-        context = _digest_context(issue, personal_values(issue), renderer.brand)
+        context = renderer.context(issue, personal_values(issue))
         get = renderer.env.get_template
         subject = get("email/subject.txt.j2").render(context).strip()
         page = mjml2html(get("email/digest.mjml.j2").render(context), fonts={})

@@ -1,28 +1,23 @@
 """Render a digest: Jinja2 -> MJML -> HTML -> inlined CSS, plus the plain-text part and subject.
 
-MJML compiling and CSS inlining cost milliseconds; a send run needs ~1000 messages a second.
-So the expensive stages run once per distinct *article selection*: the issue is rendered with
-the member's personal values replaced by opaque placeholders, that "shell" is compiled, inlined
-and cached, and each member's message is the shell with the placeholders swapped for their
-values, escaped exactly as the HTML serializer would have escaped them. ``cache=False`` renders
-everything from scratch with the real values; tests prove both paths give the same bytes.
-
-Templates may print personal values (``member.name``, ``member.email``, ``links.*``) but must
-not transform or test them (no filters, no comparisons beyond ``if member.name``): the shell
-would transform the placeholder instead. Everything else in the context is part of the key.
+MJML compiling and CSS inlining cost tens of milliseconds a page; a send run needs hundreds of
+messages a second, every one of them personal. So the page goes through ``SectionCache``
+(``digest.sections``): each top-level section is compiled once per *shape* and reused with
+this member's text and links put in, byte-for-byte what compiling the whole page would give.
+``cache=False`` compiles the whole page from scratch; tests prove both paths give the same
+bytes, and the cache checks itself against a whole compile whenever it compiles anything new.
 """
 
 from __future__ import annotations
 
-import html
+import functools
 import logging
+import math
 import re
-import secrets
 import textwrap
 import threading
 import unicodedata
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -30,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jinja2
-from lxml import etree
+from markupsafe import Markup
 from mjml import mjml2html
 from premailer import Premailer
 
 from digest.content import ArticleView, DigestIssue, MemberView, Rendered, TopicGroup
+from digest.sections import SectionCache
 from digest.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -75,6 +71,12 @@ def date_long(value: datetime) -> str:
 
 def wrap72(value: str, indent: str = "", width: int = 72) -> str:
     """Wrap at 72 columns for the text part; long words (URLs) are never broken."""
+    return _wrap(str(value), indent, width)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _wrap(value: str, indent: str, width: int) -> str:
+    # the same article paragraphs are wrapped for every member who gets them
     return textwrap.fill(
         _WS_RE.sub(" ", str(value)).strip(),
         width=width,
@@ -153,97 +155,6 @@ def mjml_to_html(mjml_source: str) -> str:
     if match and not _DOCTYPE_RE.match(inlined):
         inlined = f"{match.group(1)}\n{inlined}"
     return inlined
-
-
-def _serialize_attr(tag: str, name: str, value: str) -> str:
-    """``name="value"`` exactly as lxml's HTML serializer (used by premailer) writes it."""
-    element = etree.Element(tag)
-    element.set(name, value)
-    out = etree.tostring(element, method="html", encoding="utf-8").decode("utf-8")
-    start = len(tag) + 2  # "<tag "
-    return out[start : out.index(">", start)]
-
-
-@dataclass(frozen=True)
-class _AttrSlot:
-    tag: str
-    name: str
-    template: str  # unescaped attribute value with placeholders in it
-
-
-@dataclass(frozen=True)
-class _TextSlot:
-    key: str
-
-
-_Part = str | _AttrSlot | _TextSlot
-
-
-@dataclass(frozen=True)
-class _Shell:
-    subject: str
-    html_parts: tuple[_Part, ...]
-    text: str
-
-
-class _Placeholders:
-    """Opaque ASCII markers that survive Jinja escaping, MJML, premailer and lxml untouched."""
-
-    KEYS = ("name", "email", "preferences_url", "unsubscribe_url", "unsubscribe_mailto")
-
-    def __init__(self) -> None:
-        nonce = secrets.token_hex(4)  # content cannot guess and forge a marker
-        self.marker = {key: f"zzdg{nonce}x{i}zz" for i, key in enumerate(self.KEYS)}
-        self.by_marker = {v: k for k, v in self.marker.items()}
-        self.pattern = re.compile(rf"zzdg{nonce}x\d+zz")
-
-    def substitute(self, value: str, values: Mapping[str, str]) -> str:
-        return self.pattern.sub(lambda m: values[self.by_marker[m.group(0)]], value)
-
-    def split_html(self, page: str) -> tuple[_Part, ...]:
-        """Cut the compiled page at each marker into literal text and typed slots."""
-        parts: list[_Part] = []
-        pos = 0
-        for match in self.pattern.finditer(page):
-            if match.start() < pos:
-                continue  # already inside an attribute slot
-            lt = page.rfind("<", 0, match.start())
-            gt = page.rfind(">", 0, match.start())
-            if lt > gt:  # inside a start tag: the whole attribute becomes the slot
-                tag_end = page.index(">", match.start())
-                tag_match = _TAG_NAME_RE.match(page, lt)
-                if tag_match is None or page.startswith("<!--", lt):
-                    raise ValueError("personal value inside a comment or malformed tag")
-                for attr in _ATTR_RE.finditer(page, tag_match.end(), tag_end):
-                    if attr.start() <= match.start() < attr.end():
-                        break
-                else:
-                    raise ValueError("personal value outside an attribute value")
-                raw = attr.group(2)
-                if raw[:1] in "\"'":
-                    raw = raw[1:-1]
-                parts.append(page[pos : attr.start()])
-                parts.append(_AttrSlot(tag_match.group(1), attr.group(1), html.unescape(raw)))
-                pos = attr.end()
-            else:
-                parts.append(page[pos : match.start()])
-                parts.append(_TextSlot(self.by_marker[match.group(0)]))
-                pos = match.end()
-        parts.append(page[pos:])
-        return tuple(p for p in parts if p != "")
-
-    def fill_html(self, parts: tuple[_Part, ...], values: Mapping[str, str]) -> str:
-        out: list[str] = []
-        for part in parts:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, _TextSlot):
-                # lxml escapes exactly &, < and > in text nodes; quotes stay literal
-                out.append(html.escape(values[part.key], quote=False))
-            else:
-                value = self.substitute(part.template, values)
-                out.append(_serialize_attr(part.tag, part.name, value))
-        return "".join(out)
 
 
 # ------------------------------------------------------------------ context
@@ -342,9 +253,6 @@ def with_articles_kept(issue: DigestIssue, keep: int) -> DigestIssue:
 # ------------------------------------------------------------------ renderer
 
 
-_ShellKey = tuple[Any, ...]
-
-
 class Renderer:
     """Renders digests and confirmation mails from one templates directory.
 
@@ -357,7 +265,6 @@ class Renderer:
         self,
         templates_dir: str | Path,
         *,
-        cache_size: int = 256,
         html_size_budget: int = DEFAULT_HTML_BUDGET,
         brand: Brand | None = None,
     ) -> None:
@@ -365,11 +272,11 @@ class Renderer:
         self.env = make_environment(self.templates_dir)
         self.html_size_budget = html_size_budget
         self.brand = brand or Brand()
-        self._placeholders = _Placeholders()
-        self._cache: OrderedDict[_ShellKey, _Shell] = OrderedDict()
-        self._cache_size = cache_size
         self._lock = threading.Lock()
-        self.compiles = 0  # how many shells were built: lets tests and benchmarks see reuse
+        self._stamp: tuple[int, ...] | None = None
+        self._sections = SectionCache(mjml_to_html)
+        self._direct_compiles = 0
+        self._cards: dict[tuple[ArticleView, str, str], Markup] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
@@ -384,41 +291,116 @@ class Renderer:
             ),
         )
 
+    @property
+    def compiles(self) -> int:
+        """MJML + CSS inlining runs so far (whole pages and section probes): shows reuse."""
+        return self._sections.compiles + self._direct_compiles
+
+    @property
+    def section_cache(self) -> SectionCache:
+        """The section cache for the templates as they are now (an edit starts a new one)."""
+        stamp = self._template_stamp()
+        with self._lock:
+            if stamp != self._stamp:
+                if self._stamp is not None:
+                    self._direct_compiles += self._sections.compiles
+                    self._sections = SectionCache(mjml_to_html)
+                self._cards.clear()
+                self._stamp = stamp
+            return self._sections
+
     # -- digest
 
     def render_digest(self, issue: DigestIssue, cache: bool = True) -> Rendered:
-        """One member's edition; ``cache=False`` compiles from scratch with the real values."""
+        """One member's edition; ``cache=False`` compiles the whole page from scratch."""
         values = personal_values(issue)
-        if not cache:
-            return self._render_direct(issue, values)
-        shell = self._shell(issue, bool(values["name"]))
-        ph = self._placeholders
-        return Rendered(
-            subject=clean_subject(ph.substitute(shell.subject, values)),
-            html=ph.fill_html(shell.html_parts, values),
-            text=ph.substitute(shell.text, values),
-        )
-
-    def _render_direct(self, issue: DigestIssue, values: Mapping[str, str]) -> Rendered:
-        # The size decision is taken on the placeholder rendering in both paths, so the cached
-        # and the direct path always cut an oversized issue at the same article.
-        fitted, _ = self._fit(issue, bool(values["name"]))
-        subject, mjml_source, text = self._render_templates(
-            _digest_context(fitted, values, self.brand)
-        )
-        self.compiles += 1
-        return Rendered(subject=clean_subject(subject), html=mjml_to_html(mjml_source), text=text)
-
-    def _render_templates(self, context: Mapping[str, Any]) -> tuple[str, str, str]:
+        compile_html = self.section_cache.html if cache else self._compile_direct
+        fitted, page = self._fit(issue, values, compile_html)
+        context = self.context(fitted, values)
         get = self.env.get_template
-        return (
-            get("email/subject.txt.j2").render(context),
-            get("email/digest.mjml.j2").render(context),
-            get("email/digest.txt.j2").render(context),
+        return Rendered(
+            subject=clean_subject(get("email/subject.txt.j2").render(context)),
+            html=page,
+            text=get("email/digest.txt.j2").render(context),
         )
+
+    def _compile_direct(self, source: str) -> str:
+        with self._lock:
+            self._direct_compiles += 1
+        return mjml_to_html(source)
+
+    def _page(
+        self, issue: DigestIssue, values: Mapping[str, str], compile_html: Callable[[str], str]
+    ) -> str:
+        context = self.context(issue, values)
+        return compile_html(self.env.get_template("email/digest.mjml.j2").render(context))
+
+    def context(self, issue: DigestIssue, values: Mapping[str, str]) -> dict[str, Any]:
+        """What the digest templates see, ``article_card`` included."""
+        context = _digest_context(issue, values, self.brand)
+        context["article_card"] = functools.partial(
+            self._article_card, site_name=issue.site_name, base_url=issue.base_url
+        )
+        return context
+
+    def _article_card(self, article: ArticleView, *, site_name: str, base_url: str) -> Markup:
+        """``_article.mjml.j2`` for one article, rendered once and reused for every member.
+
+        The card sees only ``article``, ``brand``, ``site_name`` and ``base_url``, so it is
+        the same for everyone who gets the article.
+        """
+        key = (article, site_name, base_url)
+        with self._lock:
+            card = self._cards.get(key)
+        if card is None:
+            card = Markup(
+                self.env.get_template("email/_article.mjml.j2").render(
+                    article=article, brand=self.brand, site_name=site_name, base_url=base_url
+                )
+            )
+            with self._lock:
+                if len(self._cards) >= 4096:
+                    self._cards.clear()
+                self._cards[key] = card
+        return card
+
+    def _fit(
+        self,
+        issue: DigestIssue,
+        values: Mapping[str, str],
+        compile_html: Callable[[str], str],
+    ) -> tuple[DigestIssue, str]:
+        """The issue cut to the HTML size budget, and its page.
+
+        Both render paths measure the same bytes, so they always cut at the same article.
+        Few renders even for huge issues: the first guess scales the article count by how far
+        over budget the page is, the second uses the bytes per article that guess measured,
+        then it steps down one article at a time.
+        """
+        page = self._page(issue, values, compile_html)
+        budget = self.html_size_budget
+        articles = issue.articles
+        size = len(page.encode("utf-8"))
+        if budget <= 0 or size <= budget or not articles:
+            return issue, page
+        total, full_size = len(articles), size
+        keep = min(total - 1, int(total * budget / size))
+        refined = False
+        while True:
+            fitted = with_articles_kept(issue, keep)
+            page = self._page(fitted, values, compile_html)
+            size = len(page.encode("utf-8"))
+            if keep == 0 or size <= budget:
+                return fitted, page
+            if not refined and full_size > size:
+                refined = True
+                per_article = (full_size - size) / (total - keep)
+                keep = max(0, min(keep - 1, keep - math.ceil((size - budget) / per_article)))
+            else:
+                keep -= 1
 
     def _template_stamp(self) -> tuple[int, ...]:
-        """Template mtimes: an edited template invalidates the cached shells."""
+        """Template mtimes: an edited template invalidates the cached sections."""
         stamps = []
         for name in DIGEST_TEMPLATES:
             try:
@@ -427,78 +409,11 @@ class Renderer:
                 stamps.append(0)
         return tuple(stamps)
 
-    def _shell_key(self, issue: DigestIssue, has_name: bool) -> _ShellKey:
-        # The article views themselves (frozen, hashable) rather than their ids, so an edited
-        # article is never served from a stale shell.
-        return (
-            issue.groups,
-            issue.more,
-            issue.edition,
-            issue.edition_label,
-            issue.site_name,
-            issue.base_url,
-            issue.links.archive_url,
-            issue.member.topics,
-            issue.member.frequency,
-            has_name,
-            self._template_stamp(),
-        )
-
-    def _shell(self, issue: DigestIssue, has_name: bool) -> _Shell:
-        key = self._shell_key(issue, has_name)
-        with self._lock:
-            shell = self._cache.get(key)
-            if shell is not None:
-                self._cache.move_to_end(key)
-                return shell
-        shell = self._build_shell(issue, has_name)
-        with self._lock:
-            self._cache[key] = shell
-            self._cache.move_to_end(key)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return shell
-
-    def _markers(self, has_name: bool) -> dict[str, str]:
-        markers = dict(self._placeholders.marker)
-        if not has_name:
-            markers["name"] = ""
-        return markers
-
-    def _compile_shell(self, issue: DigestIssue, has_name: bool) -> tuple[str, str, str]:
-        """(subject, HTML page, text) with placeholders for the personal values."""
-        context = _digest_context(issue, self._markers(has_name), self.brand)
-        subject, mjml_source, text = self._render_templates(context)
-        return subject, mjml_to_html(mjml_source), text
-
-    def _fit(self, issue: DigestIssue, has_name: bool) -> tuple[DigestIssue, tuple[str, str, str]]:
-        """The issue cut to the HTML size budget, and its placeholder rendering.
-
-        Few renders even for huge issues: the first guess scales the article count by how far
-        over budget the page is, then steps down one article at a time.
-        """
-        compiled = self._compile_shell(issue, has_name)
-        budget = self.html_size_budget
-        articles = issue.articles
-        size = len(compiled[1].encode("utf-8"))
-        if budget <= 0 or size <= budget or not articles:
-            return issue, compiled
-        keep = min(len(articles) - 1, int(len(articles) * budget / size))
-        while True:
-            fitted = with_articles_kept(issue, keep)
-            compiled = self._compile_shell(fitted, has_name)
-            if keep == 0 or len(compiled[1].encode("utf-8")) <= budget:
-                return fitted, compiled
-            keep -= 1
-
-    def _build_shell(self, issue: DigestIssue, has_name: bool) -> _Shell:
-        _, (subject, page, text) = self._fit(issue, has_name)
-        self.compiles += 1
-        return _Shell(subject=subject, html_parts=self._placeholders.split_html(page), text=text)
-
     def clear_cache(self) -> None:
         with self._lock:
-            self._cache.clear()
+            self._direct_compiles += self._sections.compiles
+            self._sections = SectionCache(mjml_to_html)
+            self._cards.clear()
 
     # -- confirmation
 

@@ -1,0 +1,218 @@
+"""The section cache: reused sections give byte-for-byte the whole-page compile, for any member.
+
+The renderer's fast path must never change a byte, so these tests compare it with
+``render_digest(cache=False)`` (Jinja -> MJML -> premailer on the whole page) across a seeded
+synthetic archive, hostile text, and operator templates the cache cannot reproduce.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from digest.content import ArticleView, DigestIssue, DigestLinks, MemberView, MentionView
+from digest.render import Renderer, mjml_to_html
+from digest.sections import SectionCache, Unsupported, abstract, split_body
+from digest.selection import group_by_topic
+from digest.settings import PROJECT_ROOT
+from digest.topics import topic_slug
+
+TEMPLATES = PROJECT_ROOT / "templates"
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+TOPICS = [f"Topic {i:02d}" for i in range(12)] + ["Stem Cells & <Genes>"]
+WORDS = "probe orbit climate river forest energy vaccine protein galaxy é ü 東京 &amp; <b>x</b>"
+
+
+def archive(n: int, rng: random.Random) -> list[ArticleView]:
+    words = WORDS.split()
+    out = []
+    for i in range(n):
+        at = NOW - timedelta(minutes=rng.randrange(7 * 24 * 60))
+        topics = tuple(sorted(set(rng.sample(TOPICS, rng.randint(1, 2)))))
+        mentions = tuple(
+            MentionView(
+                " ".join(rng.choices(words, k=2)),
+                rng.choice(["", "A 'quoted' \"name\" & co"]),
+                rng.choice([None, f"https://example.org/p/{i}?a=1&b=<{j}>"]),
+            )
+            for j in range(rng.choice([0, 0, 1, 3]))
+        )
+        out.append(
+            ArticleView(
+                id=i + 1,
+                url=rng.choice([f"https://example.org/a/{i}?x=1&y=2", "javascript:alert(1)"]),
+                title=" ".join(rng.choices(words, k=rng.randint(3, 9))),
+                published_at=at,
+                first_seen_at=at,
+                key_points=tuple(
+                    " ".join(rng.choices(words, k=rng.randint(5, 40)))
+                    for _ in range(rng.randint(1, 4))
+                ),
+                topics=topics,
+                topic_slugs=frozenset(topic_slug(t) for t in topics),
+                mentions=mentions,
+                summary=rng.choice([None, None, "A <i>summary</i> & more"]),
+                source=rng.choice([None, "Nature"]),
+            )
+        )
+    return out
+
+
+def issue_for(i: int, articles: list[ArticleView], rng: random.Random) -> DigestIssue:
+    topics = tuple(sorted(rng.sample(TOPICS, rng.randint(1, 5))))
+    member = MemberView(
+        id=i,
+        email=f"m{i}@example.org",
+        name=rng.choice(["", f"Mémber {i}", 'Eve <script>alert("x")</script> & Co', "O'Brien"]),
+        status="active",
+        frequency=rng.choice(["daily", "weekly"]),
+        timezone="UTC",
+        send_hour=7,
+        topics=topics,
+        topic_slugs=frozenset(topic_slug(t) for t in topics),
+    )
+    chosen = [a for a in articles if a.topic_slugs & member.topic_slugs][: rng.randint(1, 20)]
+    token = f"tok{i}.sig-{i}_x"
+    return DigestIssue(
+        member=member,
+        edition="daily:2026-11-24" if member.frequency == "daily" else "weekly:2026-W48",
+        edition_label="Tuesday 24 November 2026" if i % 2 else "Week 48, 2026",
+        groups=group_by_topic(member, chosen),
+        links=DigestLinks(
+            preferences_url=f"https://news.example.org/preferences/{token}?a=1&b=2",
+            unsubscribe_url=f"https://news.example.org/unsubscribe/{token}",
+            unsubscribe_mailto=f"mailto:unsubscribe@news.example.org?subject={token}",
+            archive_url="https://news.example.org/archive" if i % 3 else "",
+        ),
+        site_name="Science Digest",
+        base_url="https://news.example.org",
+    )
+
+
+def test_every_member_of_a_random_archive_gets_the_whole_page_compile() -> None:
+    rng = random.Random(20261130)
+    articles = archive(80, rng)
+    renderer = Renderer(TEMPLATES, html_size_budget=60_000)
+    issues = [issue_for(i, articles, rng) for i in range(60)]
+    issues = [i for i in issues if i.groups]
+    fast = [renderer.render_digest(i) for i in issues]
+    for i, got in zip(issues, fast, strict=True):
+        assert got == renderer.render_digest(i, cache=False), i.member
+    assert renderer.section_cache.disabled is None
+    # other members with the same articles: their names, emails and links go into the shapes
+    # already compiled, so nothing is compiled again
+    reused = renderer.compiles
+    for i, issue in enumerate(issues):
+        other = replace(issue.member, name=f"Zoë {i} <b>", email=f"z{i}@example.org")
+        got = renderer.render_digest(replace(issue, member=other))
+        assert f"Zoë {i} &lt;b&gt;" in got.html
+    assert renderer.compiles == reused
+    assert any("More in this issue" in f.html for f in fast)  # the size budget was exercised
+
+
+def test_content_cannot_forge_a_marker() -> None:
+    renderer = Renderer(TEMPLATES)
+    rng = random.Random(1)
+    articles = archive(5, rng)
+    cache = renderer.section_cache
+    forged = cache._marker(0) + " " + cache._marker(3) + " " + cache._prefix + "7zz"
+    articles[0] = replace(articles[0], title=forged, key_points=(forged,))
+    issue = issue_for(1, articles, random.Random(2))
+    issue = replace(issue, groups=group_by_topic(issue.member, articles[:1]))
+    assert renderer.render_digest(issue) == renderer.render_digest(issue, cache=False)
+    assert forged in renderer.render_digest(issue).text
+
+
+def _templates_with(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    path = tmp_path / "templates" / "email" / name
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return tmp_path / "templates"
+
+
+def test_sibling_css_turns_reuse_off_and_output_stays_exact(tmp_path: Path) -> None:
+    folder = _templates_with(
+        tmp_path,
+        "layout.mjml.j2",
+        ".dg-card { background-color: #ffffff; }",
+        ".dg-card { background-color: #ffffff; }\n      .dg-card + .dg-card { color: #123456; }",
+    )
+    renderer = Renderer(folder)
+    rng = random.Random(3)
+    articles = archive(30, rng)
+    for i in range(6):
+        issue = issue_for(i, articles, rng)
+        if issue.groups:
+            assert renderer.render_digest(issue) == renderer.render_digest(issue, cache=False)
+    assert "sibling selector '.dg-card + .dg-card'" in (renderer.section_cache.disabled or "")
+
+
+def test_a_two_column_card_changes_the_head_and_output_stays_exact(tmp_path: Path) -> None:
+    folder = _templates_with(
+        tmp_path,
+        "_article.mjml.j2",
+        "      <mj-column>",
+        '{% if article.source %}      <mj-column width="30%"><mj-text>{{ article.source }}'
+        "</mj-text></mj-column>\n{% endif %}      <mj-column>",
+    )
+    renderer = Renderer(folder)
+    rng = random.Random(4)
+    articles = archive(40, rng)
+    issues = [issue_for(i, articles, rng) for i in range(20)]
+    for issue in issues:
+        if issue.groups:
+            assert renderer.render_digest(issue) == renderer.render_digest(issue, cache=False)
+    assert renderer.section_cache.disabled is None
+    assert "mj-column-per-30" in renderer.render_digest(issues[0]).html
+
+
+def test_split_body_finds_top_level_sections() -> None:
+    source = (
+        '<mjml><mj-head><mj-attributes><mj-body width="500px" /></mj-attributes></mj-head>'
+        '<mj-body css-class="b">\n  <mj-section><mj-column><mj-text>a</mj-text></mj-column>'
+        "</mj-section>\n  <mj-spacer />\n  <mj-wrapper><mj-section><mj-column /></mj-section>"
+        "</mj-wrapper>\n</mj-body></mjml>"
+    )
+    head, sections, tail = split_body(source)
+    assert head.endswith('<mj-body css-class="b">')
+    assert [s[:12] for s in sections] == ["<mj-section>", "<mj-spacer /", "<mj-wrapper>"]
+    assert tail == "</mj-body></mjml>"
+    with pytest.raises(Unsupported):
+        split_body("<mjml><mj-body>stray text<mj-section></mj-section></mj-body></mjml>")
+    with pytest.raises(Unsupported):
+        split_body("<mjml><mj-body><mj-section></mj-body></mjml>")
+
+
+def test_abstract_makes_text_and_links_slots_and_keeps_the_rest() -> None:
+    section = (
+        '<mj-section padding="1px"><mj-column><mj-text css-class="x">\n'
+        '  <p style="margin: 0;">Hello &amp; <a href="https://a.example/?q=1&amp;r=2" '
+        'class="k">Ann</a> </p>\n'
+        "  <!-- a comment stays --><style>p { color: red; }</style>\n"
+        "</mj-text></mj-column></mj-section>"
+    )
+    shape, slots = abstract(section, lambda i: f"@{i}@")
+    assert [(s.kind, s.raw) for s in slots] == [
+        ("text", "Hello &amp;"),
+        ("attr", '"https://a.example/?q=1&amp;r=2"'),
+        ("text", "Ann"),
+    ]
+    assert '<p style="margin: 0;">@0@ <a href="@1@" class="k">@2@</a> </p>' in shape
+    assert "<!-- a comment stays --><style>p { color: red; }</style>" in shape
+    assert 'padding="1px"' in shape
+    with pytest.raises(Unsupported):
+        abstract("<mj-section><mj-text>a < b</mj-text></mj-section>", str)
+
+
+def test_unsupported_pages_are_compiled_whole() -> None:
+    cache = SectionCache(mjml_to_html)
+    source = "<mjml><mj-body>text outside any section</mj-body></mjml>"
+    assert cache.html(source) == mjml_to_html(source)
+    assert cache.disabled is None  # one odd page does not turn reuse off
