@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlmodel import Session, col, select
 
 from digest.content import ArticleView, MemberView, MentionView
@@ -94,33 +94,108 @@ def articles_by_id(session: Session, ids: Iterable[int]) -> dict[int, ArticleVie
     return _article_views(session, found)
 
 
+def id_filters(column: Any, ids: Iterable[int]) -> list[Any]:
+    """Conditions that together cover ``ids``: one range when they are dense, else IN chunks.
+
+    A batch of members is a run of consecutive ids, so one ``BETWEEN`` uses the index as a
+    range scan instead of hundreds of point lookups; the range can hold other ids, so callers
+    keep only the rows they asked for.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    low, high = wanted[0], wanted[-1]
+    if high - low < 2 * len(wanted):
+        return [column.between(low, high)]
+    return [column.in_(chunk) for chunk in _chunks(wanted)]
+
+
+MemberTopics = tuple[tuple[str, ...], frozenset[str]]  # display names (by name), slugs
+#: Distinct topic sets remembered before the memo starts afresh (bounds memory).
+_TOPIC_SETS = 65_536
+
+
+class TopicSets:
+    """Members' topics from the link table alone: the small topic table is read once.
+
+    Members who follow the same topics share one (names, slugs) pair, so a batch costs no
+    join and no per-member tuples, and selection's memo finds equal keys by identity.
+    Names are ordered as the store orders them (its collation), as a join would.
+    """
+
+    def __init__(self) -> None:
+        self._topics: dict[int, tuple[int, str, str]] = {}  # id -> (name order, name, slug)
+        self._sets: dict[tuple[int, ...], MemberTopics] = {}
+
+    def _load(self, conn: Connection) -> None:
+        rows = conn.execute(
+            select(Topic.id, Topic.name, Topic.slug).order_by(col(Topic.name), col(Topic.id))
+        )
+        self._topics = {tid: (i, name, slug) for i, (tid, name, slug) in enumerate(rows)}
+        self._sets.clear()
+
+    def of_members(self, conn: Connection, member_ids: Sequence[int]) -> dict[int, MemberTopics]:
+        """Each member's topics; members without topics are absent."""
+        wanted = set(member_ids)
+        links: dict[int, list[int]] = defaultdict(list)
+        owner = col(SubscriberTopic.subscriber_id)
+        for condition in id_filters(owner, member_ids):
+            query = select(owner, col(SubscriberTopic.topic_id)).where(condition)
+            for member_id, topic_id in conn.execute(query):
+                if member_id in wanted:
+                    links[member_id].append(topic_id)
+        if any(t not in self._topics for ids in links.values() for t in ids):
+            self._load(conn)  # a topic created since the table was read
+        return {member_id: self._set(tuple(sorted(ids))) for member_id, ids in links.items()}
+
+    def _set(self, topic_ids: tuple[int, ...]) -> MemberTopics:
+        found = self._sets.get(topic_ids)
+        if found is None:
+            if len(self._sets) >= _TOPIC_SETS:
+                self._sets.clear()
+            ordered = sorted(self._topics[t] for t in topic_ids)
+            found = (tuple(name for _, name, _ in ordered), frozenset(s for _, _, s in ordered))
+            self._sets[topic_ids] = found
+        return found
+
+
+_NO_TOPICS: MemberTopics = ((), frozenset())
+_MEMBER_COLUMNS = (
+    col(Subscriber.id),
+    col(Subscriber.email),
+    col(Subscriber.name),
+    col(Subscriber.status),
+    col(Subscriber.frequency),
+    col(Subscriber.timezone),
+    col(Subscriber.send_hour),
+    col(Subscriber.created_at),
+)
+
+
+def _view(row: Any, topics: MemberTopics) -> MemberView:
+    member_id, email, name, status, frequency, timezone, send_hour, created_at = row
+    return MemberView(
+        id=member_id,
+        email=email,
+        name=name,
+        status=status,
+        frequency=frequency,
+        timezone=timezone,
+        send_hour=send_hour,
+        topics=topics[0],
+        topic_slugs=topics[1],
+        created_at=created_at,
+    )
+
+
 def member_views(session: Session, members: Sequence[Subscriber]) -> list[MemberView]:
     ids = [m.id for m in members if m.id is not None]
-    topics = _topics_of(
-        session,
-        col(SubscriberTopic.subscriber_id),
-        col(SubscriberTopic.topic_id),
-        ids,
-        col(Topic.name),
-    )
+    topics = TopicSets().of_members(session.connection(), ids)
     views = []
     for m in members:
         assert m.id is not None
-        pairs = topics.get(m.id, [])
-        views.append(
-            MemberView(
-                id=m.id,
-                email=m.email,
-                name=m.name,
-                status=m.status,
-                frequency=m.frequency,
-                timezone=m.timezone,
-                send_hour=m.send_hour,
-                topics=tuple(n for n, _ in pairs),
-                topic_slugs=frozenset(s for _, s in pairs),
-                created_at=m.created_at,
-            )
-        )
+        row = (m.id, m.email, m.name, m.status, m.frequency, m.timezone, m.send_hour)
+        views.append(_view((*row, m.created_at), topics.get(m.id, _NO_TOPICS)))
     return views
 
 
@@ -130,18 +205,23 @@ def member_batches(
     statuses: Sequence[str] = ("active",),
     emails: Sequence[str] | None = None,
 ) -> Iterator[list[MemberView]]:
-    """Members in id order, ``batch_size`` at a time, each batch read in its own short session."""
+    """Members in id order, ``batch_size`` at a time, each batch read in its own short session.
+
+    Plain rows, not ORM objects: a million members are planned, never modified here.
+    """
+    topics = TopicSets()
     last_id = 0
     while True:
-        with Session(engine) as session:
-            query = select(Subscriber).where(
+        with engine.connect() as conn:
+            query = select(*_MEMBER_COLUMNS).where(
                 col(Subscriber.id) > last_id, col(Subscriber.status).in_(statuses)
             )
             if emails is not None:
                 query = query.where(col(Subscriber.email).in_([e.lower() for e in emails]))
-            rows = session.exec(query.order_by(col(Subscriber.id)).limit(batch_size)).all()
+            rows = conn.execute(query.order_by(col(Subscriber.id)).limit(batch_size)).all()
             if not rows:
                 return
-            last_id = rows[-1].id or last_id
-            views = member_views(session, rows)
-        yield views
+            ids = [row[0] for row in rows]
+            found = topics.of_members(conn, ids)
+        last_id = ids[-1]
+        yield [_view(row, found.get(row[0], _NO_TOPICS)) for row in rows]

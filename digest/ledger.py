@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, or_, type_coerce, update
+from sqlalchemy import Dialect, Engine, and_, bindparam, case, func, or_, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from digest.catalog import id_filters
 from digest.db import session_scope
 from digest.models import WINDOW_TAKING_STATUSES, Delivery, Subscriber, UTCDateTime
 
@@ -53,12 +55,12 @@ class History:
 
 
 def member_history(session: Session, member_ids: Sequence[int]) -> dict[int, History]:
-    """Each member's edition history, one grouped query per chunk of members."""
+    """Each member's edition history: one grouped query per id range (or chunk) of members."""
     taken = col(Delivery.status).in_(WINDOW_TAKING_STATUSES)
     untaken = col(Delivery.status).in_(("failed", "skipped"))
+    wanted = set(member_ids)
     out: dict[int, History] = {}
-    for i in range(0, len(member_ids), CHUNK):
-        chunk = member_ids[i : i + CHUNK]
+    for condition in id_filters(col(Delivery.subscriber_id), member_ids):
         rows = session.exec(
             select(
                 Delivery.subscriber_id,
@@ -66,10 +68,12 @@ def member_history(session: Session, member_ids: Sequence[int]) -> dict[int, His
                 type_coerce(func.max(Delivery.due_at), UTCDateTime()),
                 type_coerce(func.min(case((untaken, Delivery.window_start))), UTCDateTime()),
             )
-            .where(col(Delivery.subscriber_id).in_(chunk))
+            .where(condition)
             .group_by(col(Delivery.subscriber_id))
         )
         for member_id, end, due, start in rows:
+            if member_id not in wanted:
+                continue
             out[member_id] = History(
                 _aware(end) if end else None,
                 _aware(due) if due else None,
@@ -89,29 +93,81 @@ def last_window_ends(session: Session, member_ids: Sequence[int]) -> dict[int, d
 
 def existing_editions(session: Session, pairs: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
     """Which (member, edition) pairs already have a row."""
-    pairs = list(pairs)
+    wanted = set(pairs)
+    keys = sorted({edition for _, edition in wanted})
     found: set[tuple[int, str]] = set()
-    for i in range(0, len(pairs), CHUNK):
-        chunk = pairs[i : i + CHUNK]
-        ids = {p[0] for p in chunk}
-        keys = {p[1] for p in chunk}
-        rows = session.exec(
-            select(Delivery.subscriber_id, Delivery.edition).where(
-                col(Delivery.subscriber_id).in_(ids), col(Delivery.edition).in_(keys)
+    for condition in id_filters(col(Delivery.subscriber_id), [m for m, _ in wanted]):
+        for i in range(0, len(keys), CHUNK):
+            rows = session.exec(
+                select(Delivery.subscriber_id, Delivery.edition).where(
+                    condition, col(Delivery.edition).in_(keys[i : i + CHUNK])
+                )
             )
-        )
-        found.update((m, e) for m, e in rows)
+            found.update(pair for pair in rows if pair in wanted)
     return found
 
 
+#: The columns planning writes, in the order of the compiled statement's parameters.
+_PLANNED_COLUMNS = (
+    "subscriber_id",
+    "edition",
+    "status",
+    "message_id",
+    "due_at",
+    "window_start",
+    "window_end",
+    "article_ids",
+    "attempts",
+    "error",
+    "next_attempt_at",
+    "planned_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class _BulkInsert:
+    sql: str
+    positional: bool  # the driver takes tuples (qmark), not dicts (pyformat)
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+@lru_cache(maxsize=8)
+def _planned_insert(dialect: Dialect) -> _BulkInsert:
+    """INSERT ... ON CONFLICT DO NOTHING compiled once for the dialect, with its converters."""
+    insert: Any = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    table: Any = Delivery.__table__
+    stmt = (
+        insert(table)
+        .inline()
+        .values({name: bindparam(name) for name in _PLANNED_COLUMNS})
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
+    )
+    compiled = stmt.compile(dialect=dialect)
+    positional = compiled.positiontup is not None
+    names = tuple(compiled.positiontup) if positional else _PLANNED_COLUMNS
+    if set(names) != set(_PLANNED_COLUMNS):
+        raise RuntimeError(f"unexpected parameters in the planned insert: {names}")
+    processors = tuple(table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
+    return _BulkInsert(compiled.string, positional, names, processors)
+
+
 def insert_rows(session: Session, rows: Sequence[PlannedRow], domain: str, now: datetime) -> int:
-    """Insert, skipping any (member, edition) that exists: the unique constraint decides."""
+    """Insert, skipping any (member, edition) that exists: the unique constraint decides.
+
+    Planning writes a row per member, so the statement is compiled once per dialect and the
+    column converters (datetimes, JSON) run once per distinct value, not once per row; the
+    rows then go to the driver in one executemany.
+    """
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values = [
-        {
+    conn = session.connection()
+    bulk = _planned_insert(conn.dialect)
+    converted: list[dict[Any, Any]] = [{} for _ in bulk.names]
+    params: list[Any] = []
+    for r in rows:
+        values = {
             "subscriber_id": r.subscriber_id,
             "edition": r.edition,
             "status": r.status,
@@ -119,18 +175,30 @@ def insert_rows(session: Session, rows: Sequence[PlannedRow], domain: str, now: 
             "due_at": r.due_at,
             "window_start": r.window_start,
             "window_end": r.window_end,
-            "article_ids": list(r.article_ids),
+            "article_ids": r.article_ids,
             "attempts": 0,
             "error": r.error,
             "next_attempt_at": now if r.status == "planned" else None,
             "planned_at": now,
             "updated_at": now,
         }
-        for r in rows
-    ]
-    stmt = insert(Delivery).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
-    result = session.connection().execute(stmt, values)
+        out = [
+            _convert(values[name], process, memo) if process is not None else values[name]
+            for name, process, memo in zip(bulk.names, bulk.processors, converted, strict=True)
+        ]
+        params.append(tuple(out) if bulk.positional else dict(zip(bulk.names, out, strict=True)))
+    result = conn.exec_driver_sql(bulk.sql, params)
     return max(int(result.rowcount), 0)
+
+
+def _convert(value: Any, process: Callable[[Any], Any], memo: dict[Any, Any]) -> Any:
+    """``process(value)`` once per distinct value (article id tuples go in as JSON lists)."""
+    if value is None:
+        return None
+    found = memo.get(value)
+    if found is None:
+        found = memo[value] = process(list(value) if isinstance(value, tuple) else value)
+    return found
 
 
 # ------------------------------------------------------------------ claiming and recording

@@ -37,7 +37,13 @@ from digest.schedule import (
     too_soon,
     zone,
 )
-from digest.selection import Limits, group_by_topic, select_articles, window_start_for
+from digest.selection import (
+    CandidateIndex,
+    Limits,
+    group_by_topic,
+    select_articles,
+    window_start_for,
+)
 from digest.settings import Settings
 from digest.throttle import CircuitBreaker, RateLimiter
 from digest.tokens import TokenSigner, member_links
@@ -89,18 +95,47 @@ def current_edition(member: MemberView, now: datetime, settings: Settings, force
     return Edition(edition.key, edition.frequency, edition.local_date, min(edition.due_at, now))
 
 
+class _Calendar:
+    """Each member's edition and whether it is stale, worked out once per (rhythm, zone, hour).
+
+    Within one planning run ``now`` is fixed, so a million members need only as many zoneinfo
+    computations as there are distinct settings among them.
+    """
+
+    def __init__(self, now: datetime, settings: Settings, force: bool) -> None:
+        self.now, self.settings, self.force = now, settings, force
+        self.lateness = timedelta(hours=settings.max_lateness_hours)
+        self._memo: dict[tuple[str, str, int], tuple[Edition, bool]] = {}
+
+    def __call__(self, member: MemberView) -> tuple[Edition, bool]:
+        """(the edition due, whether it is too late to send it)."""
+        key = (member.frequency, member.timezone, member.send_hour)
+        found = self._memo.get(key)
+        if found is None:
+            edition = current_edition(member, self.now, self.settings, self.force)
+            stale = is_stale(edition, member.timezone, self.now, self.lateness)
+            found = self._memo[key] = (edition, stale)
+        return found
+
+
 def plan_member(
     member: MemberView,
     edition: Edition,
     last_window_end: datetime | None,
-    candidates: Sequence[ArticleView],
+    candidates: Sequence[ArticleView] | CandidateIndex,
     now: datetime,
     limits: Limits,
     earliest_untaken: datetime | None = None,
 ) -> ledger.PlannedRow:
-    """The ledger row for one member's edition: planned with its articles, or skipped empty."""
+    """The ledger row for one member's edition: planned with its articles, or skipped empty.
+
+    ``candidates`` may be indexed once (``CandidateIndex``) when many members are planned.
+    """
     start = window_start_for(last_window_end, PERIODS[member.frequency], now, earliest_untaken)
-    articles = select_articles(member, candidates, start, now, now, limits)
+    if isinstance(candidates, CandidateIndex):
+        articles = candidates.select(member, start, now, now, limits)
+    else:
+        articles = select_articles(member, candidates, start, now, now, limits)
     return ledger.PlannedRow(
         subscriber_id=member.id,
         edition=edition.key,
@@ -127,32 +162,36 @@ def plan(
     force: bool = False,
     progress: Progress | None = None,
 ) -> PlanReport:
-    """Plan every due edition of active members, one batch of members per transaction."""
+    """Plan every due edition of active members, one batch of members per transaction.
+
+    The candidates are read and indexed once; members are streamed in id order, so memory
+    holds one batch, whatever the number of members.
+    """
     limits = limits_from(settings)
-    lateness = timedelta(hours=settings.max_lateness_hours)
     report = PlanReport()
     with Session(engine) as session:
         candidates = catalog.candidate_articles(session, now, now - limits.max_age)
+    index = CandidateIndex(candidates)
     by_id = {a.id: a for a in candidates}
+    calendar = _Calendar(now, settings, force)
     for batch in catalog.member_batches(engine, settings.batch_size, emails=emails):
         report.members += len(batch)
+        due = [calendar(m) for m in batch]
         with session_scope(engine) as session:
-            editions = {m.id: current_edition(m, now, settings, force) for m in batch}
             existing = ledger.existing_editions(
-                session, [(m.id, editions[m.id].key) for m in batch]
+                session, [(m.id, edition.key) for m, (edition, _) in zip(batch, due, strict=True)]
             )
             history = ledger.member_history(session, [m.id for m in batch])
             rows: list[ledger.PlannedRow] = []
-            for member in batch:
-                edition = editions[member.id]
+            for member, (edition, stale) in zip(batch, due, strict=True):
                 if (member.id, edition.key) in existing:
                     report.already_planned += 1
                     continue
-                past = history.get(member.id, ledger.History())
+                past = history.get(member.id, _NO_HISTORY)
                 if not force and too_soon(edition, past.last_due_at):
                     report.too_soon += 1
                     continue
-                if not force and is_stale(edition, member.timezone, now, lateness):
+                if not force and stale:
                     created = member.created_at
                     if created is not None and created <= edition.due_at:
                         rows.append(_stale_row(member, edition, now))
@@ -164,7 +203,7 @@ def plan(
                     member,
                     edition,
                     past.last_window_end,
-                    candidates,
+                    index,
                     now,
                     limits,
                     past.earliest_untaken_start,
@@ -199,6 +238,9 @@ def plan(
         report.members,
     )
     return report
+
+
+_NO_HISTORY = ledger.History()
 
 
 def _stale_row(member: MemberView, edition: Edition, now: datetime) -> ledger.PlannedRow:

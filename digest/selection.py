@@ -7,6 +7,8 @@ the articles first seen after the end of the member's last taken window and up t
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,8 +70,108 @@ def select_articles(
         and a.published_at >= oldest
         and matches(member, a)
     ]
-    chosen.sort(key=lambda a: (a.published_at, a.first_seen_at, a.id), reverse=True)
+    chosen.sort(key=digest_order, reverse=True)
     return tuple(chosen[: limits.max_items])
+
+
+def digest_order(article: ArticleView) -> tuple[datetime, datetime, int]:
+    """The sort key of a digest's articles (reversed: newest first)."""
+    return (article.published_at, article.first_seen_at, article.id)
+
+
+#: The index's key for "every article": what a member with no topics follows.
+_EVERYTHING = None
+#: At most this many topic windows are remembered before the memo starts afresh.
+_MEMO_SIZE = 65_536
+
+
+class CandidateIndex:
+    """The candidates arranged once so each member's selection costs O(its topics), not O(all).
+
+    ``select_articles`` scans every candidate per member, which a million members cannot
+    afford. Here the candidates are ranked once in digest order; each topic keeps the ranks of
+    its articles (and, sorted by first-seen time, for narrow windows). A member's selection is
+    the first ``max_items`` of the union of each followed topic's first ``max_items`` in the
+    window, and a topic's list for one window is computed once and shared by every member with
+    that window. ``select`` returns exactly what ``select_articles`` returns for the same input.
+    """
+
+    def __init__(self, candidates: Iterable[ArticleView]) -> None:
+        ordered = sorted(candidates, key=digest_order, reverse=True)  # stable, as the scan's sort
+        self.articles: tuple[ArticleView, ...] = tuple(ordered)
+        self._published = [a.published_at for a in ordered]
+        self._seen = [a.first_seen_at for a in ordered]
+        by_topic: dict[str | None, list[int]] = defaultdict(list)
+        for rank, article in enumerate(ordered):
+            for slug in article.topic_slugs:
+                by_topic[slug].append(rank)
+        by_topic[_EVERYTHING] = list(range(len(ordered)))
+        self._ranks = {slug: tuple(ranks) for slug, ranks in by_topic.items()}
+        self._by_seen = {slug: self._seen_order(ranks) for slug, ranks in self._ranks.items()}
+        self._memo: dict[tuple[object, ...], tuple[int, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.articles)
+
+    def _seen_order(self, ranks: Sequence[int]) -> tuple[list[datetime], list[int]]:
+        pairs = sorted((self._seen[r], r) for r in ranks)
+        return [seen for seen, _ in pairs], [r for _, r in pairs]
+
+    def select(
+        self,
+        member: MemberView,
+        window_start: datetime,
+        window_end: datetime,
+        now: datetime,
+        limits: Limits,
+    ) -> tuple[ArticleView, ...]:
+        """What ``select_articles(member, candidates, ...)`` would return, found by topic."""
+        oldest = now - limits.max_age
+        k = limits.max_items
+        slugs: Iterable[str | None] = member.topic_slugs or (_EVERYTHING,)
+        tops = [self._top(slug, window_start, window_end, oldest, k) for slug in slugs]
+        if len(tops) == 1:
+            ranks: Sequence[int] = tops[0]
+        else:
+            ranks = sorted(set().union(*tops))[:k]
+        articles = self.articles
+        return tuple(articles[r] for r in ranks)
+
+    def _top(
+        self, slug: str | None, start: datetime, end: datetime, oldest: datetime, k: int
+    ) -> tuple[int, ...]:
+        """Ranks of the first ``k`` of a topic's articles in the window, memoised per window."""
+        key = (slug, start, end, oldest, k)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[key] = self._compute_top(slug, start, end, oldest, k)
+        return found
+
+    def _compute_top(
+        self, slug: str | None, start: datetime, end: datetime, oldest: datetime, k: int
+    ) -> tuple[int, ...]:
+        ranks = self._ranks.get(slug)
+        if not ranks:
+            return ()
+        seen_sorted, by_seen = self._by_seen[slug]
+        low, high = bisect_right(seen_sorted, start), bisect_right(seen_sorted, end)
+        published = self._published
+        if high - low <= 4 * k:
+            # Few in the window: take them directly rather than scan the topic for them.
+            inside = sorted(r for r in by_seen[low:high] if published[r] >= oldest)
+            return tuple(inside[:k])
+        seen = self._seen
+        out: list[int] = []
+        for r in ranks:
+            if published[r] < oldest:
+                break  # ranks run newest-published first: the rest are older still
+            if start < seen[r] <= end:
+                out.append(r)
+                if len(out) == k:
+                    break
+        return tuple(out)
 
 
 def group_by_topic(member: MemberView, articles: Sequence[ArticleView]) -> tuple[TopicGroup, ...]:

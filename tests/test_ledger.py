@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Engine
@@ -124,3 +124,58 @@ def test_backoff_grows_and_is_bounded() -> None:
         ceiling = base * 2 ** (n - 1)
         assert ceiling / 2 <= wait <= ceiling
     assert ledger.backoff(40, base, rng) <= timedelta(days=1)
+
+
+def test_insert_rows_writes_every_column_and_counts_only_new_rows(engine: Engine) -> None:
+    """The bulk insert converts each value as the ORM would, shared values included."""
+    members = [add_member(engine, f"m{i}@example.org") for i in range(3)]
+    east = timezone(timedelta(hours=5))
+    rows = [
+        row(members[0], ids=(3, 1, 2)),
+        row(members[1], ids=(3, 1, 2)),  # the same selection and times as the first
+        ledger.PlannedRow(
+            members[2],
+            "weekly:2026-W48",
+            "skipped",
+            due_at=(NOW - timedelta(hours=1)).astimezone(east),
+            window_start=NOW - timedelta(days=7, microseconds=5),
+            window_end=NOW,
+            article_ids=(),
+            error="empty: nothing",
+        ),
+    ]
+    with session_scope(engine) as session:
+        assert ledger.insert_rows(session, rows, "example.org", NOW) == 3
+    with session_scope(engine) as session:
+        again = [*rows, row(members[2])]
+        assert ledger.insert_rows(session, again, "example.org", NOW) == 1
+    with Session(engine) as session:
+        got = {(d.subscriber_id, d.edition): d for d in session.exec(select(Delivery)).all()}
+    assert len(got) == 4
+    first, second = got[members[0], "daily:2026-11-24"], got[members[1], "daily:2026-11-24"]
+    for d in (first, second):
+        assert (d.status, d.article_ids, d.error, d.attempts) == ("planned", [3, 1, 2], None, 0)
+        assert (d.due_at, d.window_start, d.window_end) == (NOW, NOW - timedelta(days=1), NOW)
+        assert d.next_attempt_at == NOW and d.planned_at == NOW and d.updated_at == NOW
+    assert first.message_id != second.message_id
+    skipped = got[members[2], "weekly:2026-W48"]
+    assert skipped.status == "skipped" and skipped.article_ids == []
+    assert skipped.error == "empty: nothing" and skipped.next_attempt_at is None
+    assert skipped.due_at == NOW - timedelta(hours=1) and skipped.due_at.tzinfo == UTC
+    assert skipped.window_start == NOW - timedelta(days=7, microseconds=5)
+
+
+def test_history_and_existing_editions_for_sparse_and_dense_ids(engine: Engine) -> None:
+    """A run of ids is read as one range, scattered ids by IN; both keep only what was asked."""
+    members = [add_member(engine, f"m{i}@example.org") for i in range(6)]
+    with session_scope(engine) as session:
+        ledger.insert_rows(session, [row(m) for m in members], "example.org", NOW)
+    pairs = [(m, "daily:2026-11-24") for m in members]
+    with Session(engine) as session:
+        for chosen in (members[1:4], members[0:4:2], [members[0], members[5]], [members[5]], []):
+            wanted = [p for p in pairs if p[0] in chosen] + [(members[2], "daily:2026-11-25")]
+            expected = {p for p in wanted if p[1] == "daily:2026-11-24"}
+            assert ledger.existing_editions(session, wanted) == expected
+            history = ledger.member_history(session, chosen)
+            assert set(history) == set(chosen)
+            assert all(h.last_window_end == NOW for h in history.values())

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from digest.content import ArticleView, MemberView
-from digest.selection import Limits, group_by_topic, select_articles, window_start_for
+from digest.selection import (
+    CandidateIndex,
+    Limits,
+    group_by_topic,
+    select_articles,
+    window_start_for,
+)
 from digest.topics import topic_slug
 
 NOW = datetime(2026, 11, 24, 8, tzinfo=UTC)
@@ -99,3 +109,81 @@ def test_grouped_by_first_followed_topic() -> None:
         ("Nervous System", [1, 3]),
         ("Space", [2]),
     ]
+
+
+def _scan_reference(
+    member: MemberView,
+    candidates: list[ArticleView],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    limits: Limits,
+) -> tuple[ArticleView, ...]:
+    """The definition, spelled out independently of ``select_articles``."""
+    oldest = now - limits.max_age
+    chosen = [
+        a
+        for a in candidates
+        if start < a.first_seen_at <= end
+        and a.published_at >= oldest
+        and (not member.topic_slugs or member.topic_slugs & a.topic_slugs)
+    ]
+    chosen.sort(key=lambda a: (a.published_at, a.first_seen_at, a.id), reverse=True)
+    return tuple(chosen[: limits.max_items])
+
+
+def _random_articles(rng: random.Random, n: int, slugs: list[str]) -> list[ArticleView]:
+    out = []
+    for i in range(n):
+        # Coarse times so ties in published/first-seen happen and the id decides.
+        published = NOW - timedelta(hours=rng.randrange(0, 24 * 40, 6))
+        seen = published + timedelta(hours=rng.choice([0, 0, 1, 30, 24 * 20]))
+        topics = rng.sample(slugs, rng.choice([0, 1, 1, 2, 3]))
+        out.append(
+            ArticleView(
+                id=rng.randrange(1, 10 * n),
+                url=f"https://example.org/{i}",
+                title=f"Article {i}",
+                published_at=published,
+                first_seen_at=min(seen, NOW),
+                key_points=(),
+                topics=tuple(topics),
+                topic_slugs=frozenset(topics),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_index_selects_exactly_what_the_scan_selects(seed: int) -> None:
+    rng = random.Random(seed)
+    slugs = [f"t{i}" for i in range(12)]
+    candidates = _random_articles(rng, rng.choice([0, 1, 30, 400]), slugs)
+    index = CandidateIndex(candidates)
+    compared = nonempty = 0
+    for _ in range(400):
+        m = member([])
+        m = replace(m, topic_slugs=frozenset(rng.sample(slugs + ["absent"], rng.randint(0, 5))))
+        start = NOW - timedelta(hours=rng.choice([1, 6, 24, 24 * 7, 24 * 35, 24 * 60]))
+        end = rng.choice([NOW, NOW, start + timedelta(hours=rng.randint(0, 48))])
+        limits = Limits(rng.choice([1, 3, 20]), timedelta(days=rng.choice([2, 10, 30])))
+        expected = _scan_reference(m, candidates, start, end, NOW, limits)
+        assert select_articles(m, candidates, start, end, NOW, limits) == expected
+        assert index.select(m, start, end, NOW, limits) == expected
+        compared += 1
+        nonempty += bool(expected)
+    assert compared == 400
+    if len(candidates) >= 30:
+        assert nonempty > 50  # the comparison is not between empty selections only
+
+
+def test_index_window_wide_and_narrow_paths_agree() -> None:
+    """A topic with many articles in the window is scanned; a narrow window is gathered."""
+    candidates = [article(i, ["Space"], seen_hours_ago=i / 10) for i in range(1, 400)]
+    index = CandidateIndex(candidates)
+    m = member(["Space"])
+    for hours in (0.35, 2, 39.95):  # 3, 20 and 399 articles first seen in the window
+        start = NOW - timedelta(hours=hours)
+        for limits in (LIMITS, Limits(1, timedelta(days=30)), Limits(5, timedelta(hours=13))):
+            expected = select_articles(m, candidates, start, NOW, NOW, limits)
+            assert index.select(m, start, NOW, NOW, limits) == expected
