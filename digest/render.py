@@ -276,7 +276,7 @@ class Renderer:
         self._stamp: tuple[int, ...] | None = None
         self._sections = SectionCache(mjml_to_html)
         self._direct_compiles = 0
-        self._cards: dict[tuple[ArticleView, str, str], Markup] = {}
+        self._cards: dict[tuple[ArticleView, str, str, str], Markup] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
@@ -343,19 +343,25 @@ class Renderer:
         )
         return context
 
-    def _article_card(self, article: ArticleView, *, site_name: str, base_url: str) -> Markup:
+    def _article_card(
+        self, article: ArticleView, heading: str = "", *, site_name: str, base_url: str
+    ) -> Markup:
         """``_article.mjml.j2`` for one article, rendered once and reused for every member.
 
-        The card sees only ``article``, ``brand``, ``site_name`` and ``base_url``, so it is
-        the same for everyone who gets the article.
+        The card sees only ``article``, ``heading``, ``brand``, ``site_name`` and
+        ``base_url``, so it is the same for everyone who gets the article.
         """
-        key = (article, site_name, base_url)
+        key = (article, heading, site_name, base_url)
         with self._lock:
             card = self._cards.get(key)
         if card is None:
             card = Markup(
                 self.env.get_template("email/_article.mjml.j2").render(
-                    article=article, brand=self.brand, site_name=site_name, base_url=base_url
+                    article=article,
+                    heading=heading,
+                    brand=self.brand,
+                    site_name=site_name,
+                    base_url=base_url,
                 )
             )
             with self._lock:
