@@ -9,14 +9,15 @@ header is reduced to one line first, so a name or subject can never inject a hea
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
 from email import policy
-from email.headerregistry import Address
-from email.utils import format_datetime, parseaddr
+from email.header import Header
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Protocol
 
 from digest.content import Rendered
@@ -67,10 +68,53 @@ def _check_addr_spec(addr: str, what: str) -> str:
     return addr
 
 
-def _fold(name: str, value: str) -> bytes:
-    """A structured/text header folded and RFC 2047-encoded by the email package."""
-    header = SMTP_POLICY.header_factory(name, value)
-    return header.fold(policy=SMTP_POLICY).encode("ascii")
+def _fold_ascii(name: str, value: str) -> bytes:
+    """``Name: value`` folded at spaces under 78 columns (a single longer word keeps its line)."""
+    lines: list[str] = []
+    current = f"{name}:"
+    for word in value.split(" ") if value else []:
+        if len(current) + 1 + len(word) <= 78 or current == f"{name}:":
+            current = f"{current} {word}"
+        else:
+            lines.append(current)
+            current = f" {word}"
+    lines.append(current)
+    if any(len(line) > MAX_LINE for line in lines):
+        raise ValueError(f"{name} has a word longer than {MAX_LINE} octets")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def _plain(value: str) -> bool:
+    """Printable ASCII that no reader could take for an RFC 2047 encoded word."""
+    return value.isascii() and value.isprintable() and "=?" not in value and "  " not in value
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_header(name: str, value: str) -> bytes:
+    """An unstructured header (Subject): plain ASCII as is, anything else as encoded words.
+
+    ``email.header.Header`` keeps each space inside an encoded word, so it decodes back
+    exactly; the newer header registry drops the space between two non-ASCII words. Cached:
+    the same header is often written for every message of a run.
+    """
+    if _plain(value):
+        return _fold_ascii(name, value)
+    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {encoded}\r\n".encode("ascii")
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_header(name: str, display: str, addr: str) -> bytes:
+    """``Name: Display <addr>`` (From, To, Reply-To, List-Id) with the display name quoted or
+    encoded as it needs; the address itself always stays plain."""
+    if not display:
+        return _fold_ascii(name, f"<{addr}>" if name == "List-Id" else addr)
+    if _plain(display):
+        return _fold_ascii(name, formataddr((display, addr)))
+    encoded = f"{name}: " + Header(display, "utf-8", header_name=name).encode(linesep="\r\n")
+    last = encoded.rsplit("\r\n", 1)[-1]
+    gap = " " if len(last) + 2 + len(addr) + 1 <= 78 else "\r\n "
+    return f"{encoded}{gap}<{addr}>\r\n".encode("ascii")
 
 
 def _fold_list(name: str, items: list[str]) -> bytes:
@@ -161,8 +205,9 @@ def compose_message(
     if date.tzinfo is None:
         raise ValueError("date must be timezone-aware")
     from_value = one_line(from_address)
-    _check_addr_spec(parseaddr(from_value)[1], "from address")
-    to = Address(display_name=one_line(to_name), addr_spec=_check_addr_spec(to_email, "to_email"))
+    from_name, from_addr = parseaddr(from_value)
+    _check_addr_spec(from_addr, "from address")
+    to_addr = _check_addr_spec(to_email, "to_email")
     message_id = _ascii_token(message_id, "message_id")
     if not (message_id.startswith("<") and message_id.endswith(">") and "@" in message_id):
         raise ValueError(f"message_id must look like <id@domain>, got {message_id!r}")
@@ -173,24 +218,25 @@ def compose_message(
     subject = one_line(rendered.subject)
 
     head: list[bytes] = [
-        _fold("Date", format_datetime(date)),
-        _fold("From", from_value),
-        _fold("To", str(to)),
+        _text_header("Date", format_datetime(date)),
+        _address_header("From", one_line(from_name), from_addr),
+        _address_header("To", one_line(to_name), to_addr),
     ]
     if reply_to:
-        reply = one_line(reply_to)
-        _check_addr_spec(parseaddr(reply)[1], "reply_to")
-        head.append(_fold("Reply-To", reply))
+        reply_name, reply_addr = parseaddr(one_line(reply_to))
+        _check_addr_spec(reply_addr, "reply_to")
+        head.append(_address_header("Reply-To", one_line(reply_name), reply_addr))
+    list_name, list_addr = parseaddr(one_line(list_id))
     head += [
-        _fold("Subject", subject),
+        _text_header("Subject", subject),
         _fold_list("Message-ID", [message_id]),
-        _fold("List-Id", one_line(list_id)),
+        _address_header("List-Id", one_line(list_name), _ascii_token(list_addr, "list id")),
         _fold_list("List-Unsubscribe", unsubscribe),
         b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
     ]
     for name, value in (extra_headers or {}).items():
         if not _HEADER_NAME_RE.match(name) or name.lower() in OWN_HEADERS:
             raise ValueError(f"extra header {name!r} is not allowed")
-        head.append(_fold(name, one_line(value)))
+        head.append(_text_header(name, one_line(value)))
     data = b"".join(head) + _body(rendered, message_id)
     return signer.sign(data) if signer is not None else data

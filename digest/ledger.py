@@ -9,7 +9,8 @@ the Message-ID fixed at planning, so a repeat is recognisable as the same messag
 from __future__ import annotations
 
 import random
-import uuid
+import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,8 +42,16 @@ class PlannedRow:
     error: str | None = None
 
 
-def new_message_id(edition: str, domain: str) -> str:
-    return f"<{edition.replace(':', '.')}.{uuid.uuid4().hex}@{domain}>"
+def new_message_id(edition: str, domain: str, clock_ns: Callable[[], int] = time.time_ns) -> str:
+    """A unique Message-ID: the edition, then 48 bits of milliseconds and 80 random bits.
+
+    Time first (as in a UUIDv7) so that ids made one after another sort one after another: the
+    unique index on ``message_id`` then grows at its end instead of at a random page per row,
+    which kept a million-row plan from slowing down as the ledger grows. The random part keeps
+    ids from two planners in the same millisecond apart.
+    """
+    stamp = (clock_ns() // 1_000_000) & 0xFFFF_FFFF_FFFF
+    return f"<{edition.replace(':', '.')}.{stamp:012x}{secrets.token_hex(10)}@{domain}>"
 
 
 @dataclass(frozen=True)
@@ -261,39 +270,60 @@ def backoff(attempts: int, base: timedelta, rng: random.Random | None = None) ->
     return ceiling / 2 + ceiling / 2 * rng.random()
 
 
+def _record_statement() -> Any:
+    """One UPDATE for every outcome, built once: the sender runs it after every message."""
+    when = UTCDateTime()
+    return (
+        update(Delivery)
+        .where(
+            col(Delivery.id) == bindparam("b_id"),
+            col(Delivery.worker_id) == bindparam("b_worker"),
+            col(Delivery.status) == "sending",
+        )
+        .values(
+            status=bindparam("b_status"),
+            smtp_code=bindparam("b_code"),
+            smtp_reply=bindparam("b_reply"),
+            error=bindparam("b_error"),
+            lease_until=None,
+            next_attempt_at=bindparam("b_next", type_=when),
+            updated_at=bindparam("b_now", type_=when),
+            sent_at=func.coalesce(bindparam("b_sent_at", type_=when), col(Delivery.sent_at)),
+            size_bytes=func.coalesce(bindparam("b_size"), col(Delivery.size_bytes)),
+        )
+    )
+
+
+_RECORD = _record_statement()
+
+
 def record(engine: Engine, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> None:
     """Write outcomes in one transaction; only rows this worker still holds are changed.
 
-    Called once per message by the sender, so it goes straight to a pooled connection (one
-    short transaction, no ORM session): the crash guarantee stays "at most the messages in
-    flight are repeated" at a fraction of the cost.
+    Called once per message by the sender, so it is one prebuilt statement on a pooled
+    connection in one short transaction (no ORM session): the crash guarantee stays "at most
+    the messages in flight are repeated" at a fraction of the cost.
     """
     if not outcomes:
         return
+    params = [
+        {
+            "b_id": o.delivery_id,
+            "b_worker": worker_id,
+            "b_status": o.status,
+            "b_code": o.smtp_code,
+            "b_reply": o.smtp_reply,
+            "b_error": o.error,
+            "b_next": o.next_attempt_at,
+            "b_now": now,
+            "b_sent_at": now if o.status == "sent" else None,
+            "b_size": o.size_bytes,
+        }
+        for o in outcomes
+    ]
     with engine.begin() as conn:
+        conn.execute(_RECORD, params)
         for o in outcomes:
-            values: dict[str, Any] = {
-                "status": o.status,
-                "smtp_code": o.smtp_code,
-                "smtp_reply": o.smtp_reply,
-                "error": o.error,
-                "lease_until": None,
-                "next_attempt_at": o.next_attempt_at,
-                "updated_at": now,
-            }
-            if o.status == "sent":
-                values["sent_at"] = now
-            if o.size_bytes is not None:
-                values["size_bytes"] = o.size_bytes
-            conn.execute(
-                update(Delivery)
-                .where(
-                    col(Delivery.id) == o.delivery_id,
-                    col(Delivery.worker_id) == worker_id,
-                    col(Delivery.status) == "sending",
-                )
-                .values(**values)
-            )
             if o.suppress_member and o.subscriber_id is not None:
                 conn.execute(
                     update(Subscriber)

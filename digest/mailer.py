@@ -70,6 +70,7 @@ class SMTPTransport:
         self.username, self.password, self.timeout = username, password, timeout
         self.local_hostname = local_hostname
         self._conn: smtplib.SMTP | None = None
+        self._context: ssl.SSLContext | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SMTPTransport:
@@ -83,7 +84,10 @@ class SMTPTransport:
         )
 
     def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context()
+        # loading the system CA store costs ~20 ms: only when TLS is used, once per transport
+        if self.security != "none" and self._context is None:
+            self._context = ssl.create_default_context()
+        context = self._context
         conn: smtplib.SMTP
         if self.security == "tls":
             conn = smtplib.SMTP_SSL(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -133,3 +134,34 @@ def test_make_message_id() -> None:
     assert mid != make_message_id("daily:2026-11-24:43", "news.example.org")
     with pytest.raises(ValueError):
         make_message_id("x", "bad domain>\r\n")
+
+
+def test_headers_folded_here_read_back_as_written() -> None:
+    """Folded and encoded headers decode (RFC 2047, as mail clients do) to exactly the input."""
+    import random
+    from email.header import decode_header, make_header
+
+    rng = random.Random(7)
+    pieces = [
+        "Science", "Digest:", "a", "very-long-hyphenated-word", "O'Brien", "Dr.", "x" * 70,
+        "Zoë", '"quoted"', "(comment)", "<b>", "a,b", "Ann", "Smith", "=?utf-8?q?no?=", "東京",
+    ]  # fmt: skip
+    for _ in range(300):
+        subject = " ".join(rng.choices(pieces, k=rng.randint(1, 14)))
+        name = " ".join(rng.choices(pieces, k=rng.randint(0, 4)))
+        data = build(rendered=Rendered(subject, HTML, TEXT), to_name=name)
+        parse(data)  # strict parsing accepts it
+        head = data.split(b"\r\n\r\n")[0].decode("ascii")
+        fields = dict(
+            line.split(": ", 1) for line in head.replace("\r\n ", " ").split("\r\n")
+        )
+        assert str(make_header(decode_header(fields["Subject"]))) == subject
+        to = fields["To"]
+        if name:
+            assert to.endswith(" <ann@example.org>")
+            shown = str(make_header(decode_header(to.removesuffix(" <ann@example.org>"))))
+            if name.isascii() and "=?" not in name:  # plain, possibly a quoted-string
+                shown = email.utils.parseaddr(to)[0]
+            assert shown == name
+        for line in head.split("\r\n"):  # long only where a single word (a URL) needs it
+            assert len(line) <= 78 or " " not in line.split(": ", 1)[-1].strip(), line
