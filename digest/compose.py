@@ -84,6 +84,10 @@ def _fold_ascii(name: str, value: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
+#: From, Reply-To and List-Id are the same for every message of a run.
+_parseaddr = functools.lru_cache(maxsize=64)(parseaddr)
+
+
 def _plain(value: str) -> bool:
     """Printable ASCII that no reader could take for an RFC 2047 encoded word."""
     return value.isascii() and value.isprintable() and "=?" not in value and "  " not in value
@@ -147,10 +151,29 @@ def _boundary(seed: str) -> str:
     return "==_dg_" + hashlib.sha256(seed.encode("utf-8")).hexdigest()[:24]
 
 
+#: Encoded lines by source line. Quoted-printable is line-local (soft breaks restart at every
+#: hard line break), and most lines of a digest (markup, article text) recur in every message.
+_QP_LINES: dict[bytes, bytes] = {}
+_QP_LINES_MAX = 65_536
+
+
 def _qp(text: str) -> bytes:
-    """Quoted-printable, CRLF line ends, soft breaks under 76 columns (RFC 2045 6.7)."""
-    lines = text.encode("utf-8").splitlines()
-    return binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True)
+    """Quoted-printable, CRLF line ends, soft breaks under 76 columns (RFC 2045 6.7).
+
+    Byte-for-byte ``binascii.b2a_qp`` of the whole text, encoded a line at a time through a
+    bounded cache.
+    """
+    cache = _QP_LINES
+    out: list[bytes] = []
+    for line in text.encode("utf-8").splitlines() or [b""]:
+        encoded = cache.get(line)
+        if encoded is None:
+            encoded = binascii.b2a_qp(line + CRLF, istext=True)
+            if len(cache) >= _QP_LINES_MAX:
+                cache.clear()
+            cache[line] = encoded
+        out.append(encoded)
+    return b"".join(out)
 
 
 def _body(rendered: Rendered, seed: str) -> bytes:
@@ -205,7 +228,7 @@ def compose_message(
     if date.tzinfo is None:
         raise ValueError("date must be timezone-aware")
     from_value = one_line(from_address)
-    from_name, from_addr = parseaddr(from_value)
+    from_name, from_addr = _parseaddr(from_value)
     _check_addr_spec(from_addr, "from address")
     to_addr = _check_addr_spec(to_email, "to_email")
     message_id = _ascii_token(message_id, "message_id")
@@ -223,10 +246,10 @@ def compose_message(
         _address_header("To", one_line(to_name), to_addr),
     ]
     if reply_to:
-        reply_name, reply_addr = parseaddr(one_line(reply_to))
+        reply_name, reply_addr = _parseaddr(one_line(reply_to))
         _check_addr_spec(reply_addr, "reply_to")
         head.append(_address_header("Reply-To", one_line(reply_name), reply_addr))
-    list_name, list_addr = parseaddr(one_line(list_id))
+    list_name, list_addr = _parseaddr(one_line(list_id))
     head += [
         _text_header("Subject", subject),
         _fold_list("Message-ID", [message_id]),

@@ -51,6 +51,7 @@ DIGEST_TEMPLATES = (
     "email/_masthead.mjml.j2",
     "email/_article.mjml.j2",
     "email/digest.txt.j2",
+    "email/_article.txt.j2",
     "email/subject.txt.j2",
 )
 
@@ -276,7 +277,7 @@ class Renderer:
         self._stamp: tuple[int, ...] | None = None
         self._sections = SectionCache(mjml_to_html)
         self._direct_compiles = 0
-        self._cards: dict[tuple[ArticleView, str, str, str], Markup] = {}
+        self._cards: dict[tuple[str, ArticleView, str, str, str], str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
@@ -341,7 +342,14 @@ class Renderer:
         context["article_card"] = functools.partial(
             self._article_card, site_name=issue.site_name, base_url=issue.base_url
         )
+        context["article_text"] = functools.partial(
+            self._article_text, site_name=issue.site_name, base_url=issue.base_url
+        )
         return context
+
+    def _article_text(self, article: ArticleView, *, site_name: str, base_url: str) -> str:
+        """``_article.txt.j2`` for one article: rendered once, reused like the HTML card."""
+        return self._partial("email/_article.txt.j2", article, "", site_name, base_url)
 
     def _article_card(
         self, article: ArticleView, heading: str = "", *, site_name: str, base_url: str
@@ -351,24 +359,29 @@ class Renderer:
         The card sees only ``article``, ``heading``, ``brand``, ``site_name`` and
         ``base_url``, so it is the same for everyone who gets the article.
         """
-        key = (article, heading, site_name, base_url)
+        return Markup(
+            self._partial("email/_article.mjml.j2", article, heading, site_name, base_url)
+        )
+
+    def _partial(
+        self, name: str, article: ArticleView, heading: str, site_name: str, base_url: str
+    ) -> str:
+        key = (name, article, heading, site_name, base_url)
         with self._lock:
-            card = self._cards.get(key)
-        if card is None:
-            card = Markup(
-                self.env.get_template("email/_article.mjml.j2").render(
-                    article=article,
-                    heading=heading,
-                    brand=self.brand,
-                    site_name=site_name,
-                    base_url=base_url,
-                )
+            out = self._cards.get(key)
+        if out is None:
+            out = self.env.get_template(name).render(
+                article=article,
+                heading=heading,
+                brand=self.brand,
+                site_name=site_name,
+                base_url=base_url,
             )
             with self._lock:
-                if len(self._cards) >= 4096:
+                if len(self._cards) >= 8192:
                     self._cards.clear()
-                self._cards[key] = card
-        return card
+                self._cards[key] = out
+        return out
 
     def _fit(
         self,

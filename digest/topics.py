@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable
 
@@ -19,6 +20,7 @@ def clean_topic_name(name: str) -> str:
     return " ".join(name.split())
 
 
+@functools.lru_cache(maxsize=4096)
 def topic_slug(name: str) -> str:
     """The identity of a topic: its cleaned name, case-folded."""
     return clean_topic_name(name).casefold()

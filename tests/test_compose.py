@@ -165,3 +165,19 @@ def test_headers_folded_here_read_back_as_written() -> None:
             assert shown == name
         for line in head.split("\r\n"):  # long only where a single word (a URL) needs it
             assert len(line) <= 78 or " " not in line.split(": ", 1)[-1].strip(), line
+
+
+def test_quoted_printable_by_line_equals_the_whole_text() -> None:
+    import binascii
+    import random
+
+    from digest.compose import _qp
+
+    rng = random.Random(11)
+    alphabet = ["a", " ", "\t", "=", ".", "é", "東", "\n", "\r\n", "x" * 90, "  \n", "=\n", "\r"]
+    for _ in range(500):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 60)))
+        lines = text.encode("utf-8").splitlines()
+        whole = binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True)
+        assert _qp(text) == whole
+        assert _qp(text) == whole  # from the cache too
