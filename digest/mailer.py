@@ -119,6 +119,8 @@ class SMTPTransport:
                 if self._conn is None:
                     self._conn = self._connect()
                 options = ["SMTPUTF8"] if self._conn.has_extn("smtputf8") else []
+                if self._conn.has_extn("pipelining"):
+                    return _send_pipelined(self._conn, sender, recipient, data, options)
                 refused = self._conn.sendmail(sender, [recipient], data, mail_options=options)
                 if refused:
                     code, reply = refused[recipient]
@@ -168,6 +170,59 @@ class SMTPTransport:
                 conn.quit()
             except (OSError, smtplib.SMTPException):
                 conn.close()
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2 dot-stuffing, as smtplib does
+
+
+def _send_pipelined(
+    conn: smtplib.SMTP, sender: str, recipient: str, data: bytes, options: list[str]
+) -> SendResult:
+    """MAIL, RCPT and DATA in one write, then the message (RFC 2920 PIPELINING).
+
+    Two round trips instead of four, and a quarter of the system calls: on a fast link the
+    client's per-command overhead is most of what sending costs. Replies are read in order
+    and raised or classified exactly as ``sendmail`` does; a failed transaction is reset.
+    """
+    try:
+        envelope = (
+            f"MAIL FROM:<{sender}>{''.join(f' {o}' for o in options)}\r\n"
+            f"RCPT TO:<{recipient}>\r\nDATA\r\n"
+        ).encode("utf-8" if "SMTPUTF8" in options else "ascii")
+    except UnicodeEncodeError as exc:
+        raise smtplib.SMTPNotSupportedError("non-ASCII address without SMTPUTF8") from exc
+    conn.send(envelope)
+    mail, rcpt, start = conn.getreply(), conn.getreply(), conn.getreply()
+    ok = mail[0] == 250 and rcpt[0] in (250, 251) and start[0] == 354
+    if not ok:
+        if start[0] == 354:  # a lenient server took DATA anyway: end it, empty
+            conn.send(b".\r\n")
+            conn.getreply()
+        _abort(conn, 421 if 421 in (mail[0], rcpt[0], start[0]) else mail[0])
+        if mail[0] != 250:
+            raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
+        if rcpt[0] not in (250, 251):
+            return _classify(rcpt[0], rcpt[1])
+        raise smtplib.SMTPDataError(start[0], start[1])
+    body = _LEADING_DOT.sub(b"..", data)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    conn.send(body + b".\r\n")
+    code, reply = conn.getreply()
+    if code != 250:
+        raise smtplib.SMTPDataError(code, reply)
+    return SendResult(ok=True, code=250, reply="accepted")
+
+
+def _abort(conn: smtplib.SMTP, code: int) -> None:
+    """End a refused transaction: RSET, or close when the server said it is closing (421)."""
+    if code == 421:
+        conn.close()
+        return
+    try:
+        conn.rset()
+    except (OSError, smtplib.SMTPException):
+        conn.close()
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]+")

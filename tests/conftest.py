@@ -99,6 +99,11 @@ class Received:
         return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
 
 
+def with_pipelining(responses: list[str]) -> list[str]:
+    """EHLO reply lines with ``PIPELINING`` added (aiosmtpd handles pipelined commands)."""
+    return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 @dataclass
 class RecordingHandler:
     """Keeps every message; ``faults`` maps a recipient to an SMTP reply to give instead."""
@@ -107,6 +112,7 @@ class RecordingHandler:
     faults: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     connections: int = 0  # EHLO/HELO greetings: one per SMTP session
+    pipelining: bool = True  # advertise RFC 2920 PIPELINING, as most real servers do
 
     async def handle_EHLO(  # noqa: N802
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -114,7 +120,7 @@ class RecordingHandler:
         with self.lock:
             self.connections += 1
         session.host_name = hostname
-        return responses
+        return with_pipelining(responses) if self.pipelining else responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from tests.conftest import free_port
+from tests.conftest import free_port, with_pipelining
 
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>]+>)", re.IGNORECASE | re.MULTILINE)
 
@@ -41,6 +41,13 @@ class FaultHandler:
     by_rcpt: Counter[str] = field(default_factory=Counter)
     attempts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    pipelining: bool = True  # advertise PIPELINING; False exercises plain sendmail()
+
+    async def handle_EHLO(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return with_pipelining(responses) if self.pipelining else responses
 
     def _rule(self, address: str) -> FaultRule | None:
         with self.lock:

@@ -73,9 +73,13 @@ def statuses(engine: Engine) -> dict[str, int]:
         return dict(rows.all())
 
 
-def test_faults_end_sent_or_failed_with_reasons(engine: Engine, settings: Settings) -> None:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "sendmail"])
+def test_faults_end_sent_or_failed_with_reasons(
+    engine: Engine, settings: Settings, pipelining: bool
+) -> None:
     seed(engine, 12)
     handler = FaultHandler(
+        pipelining=pipelining,
         rules={
             "m00001@example.org": FaultRule("421 4.7.0 too busy", times=1),
             "m00002@example.org": FaultRule("451 4.3.0 greylisted", times=2),
