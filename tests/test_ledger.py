@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -179,3 +180,17 @@ def test_history_and_existing_editions_for_sparse_and_dense_ids(engine: Engine) 
             history = ledger.member_history(session, chosen)
             assert set(history) == set(chosen)
             assert all(h.last_window_end == NOW for h in history.values())
+
+
+def test_message_ids_are_unique_and_sort_in_the_order_they_were_made() -> None:
+    """Time-ordered ids keep the unique index appending at its end (a million-row plan)."""
+    ticks = iter(range(10**12, 10**12 + 10**9, 250_000))  # a quarter of a millisecond apart
+    ids = [
+        ledger.new_message_id("daily:2026-11-24", "example.org", lambda: next(ticks))
+        for _ in range(400)
+    ]
+    assert len(set(ids)) == 400
+    assert all(re.fullmatch(r"<daily\.2026-11-24\.[0-9a-f]{32}@example\.org>", i) for i in ids)
+    # Across milliseconds the time decides the order; within one, the random part does.
+    assert ids[::4] == sorted(ids[::4])
+    assert len({i[:30] for i in ids}) == 100
