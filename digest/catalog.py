@@ -116,7 +116,7 @@ _TOPIC_SETS = 65_536
 
 
 class TopicSets:
-    """Members' topics from the link table alone: the small topic table is read once.
+    """Members' topics from the link table, named from the small topic table read per batch.
 
     Members who follow the same topics share one (names, slugs) pair, so a batch costs no
     join and no per-member tuples, and selection's memo finds equal keys by identity.
@@ -127,12 +127,15 @@ class TopicSets:
         self._topics: dict[int, tuple[int, str, str]] = {}  # id -> (name order, name, slug)
         self._sets: dict[tuple[int, ...], MemberTopics] = {}
 
-    def _load(self, conn: Connection) -> None:
+    def _refresh(self, conn: Connection) -> None:
+        """Read the topic table; shared sets are rebuilt only if a topic was added or renamed."""
         rows = conn.execute(
             select(Topic.id, Topic.name, Topic.slug).order_by(col(Topic.name), col(Topic.id))
         )
-        self._topics = {tid: (i, name, slug) for i, (tid, name, slug) in enumerate(rows)}
-        self._sets.clear()
+        topics = {tid: (i, name, slug) for i, (tid, name, slug) in enumerate(rows)}
+        if topics != self._topics:
+            self._topics = topics
+            self._sets.clear()
 
     def of_members(self, conn: Connection, member_ids: Sequence[int]) -> dict[int, MemberTopics]:
         """Each member's topics; members without topics are absent."""
@@ -144,8 +147,7 @@ class TopicSets:
             for member_id, topic_id in conn.execute(query):
                 if member_id in wanted:
                     links[member_id].append(topic_id)
-        if any(t not in self._topics for ids in links.values() for t in ids):
-            self._load(conn)  # a topic created since the table was read
+        self._refresh(conn)
         return {member_id: self._set(tuple(sorted(ids))) for member_id, ids in links.items()}
 
     def _set(self, topic_ids: tuple[int, ...]) -> MemberTopics:

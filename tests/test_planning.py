@@ -165,3 +165,22 @@ def test_plan_selects_what_the_scan_selects(
     assert 4 in sizes and sizes & {1, 2, 3}  # capped selections and short ones
     if not force:
         assert sum(r.not_due + r.too_soon + r.skipped_stale for r in indexed) > 0
+
+
+def test_member_batches_see_topics_added_or_renamed_between_batches(engine: Engine) -> None:
+    """Each batch names topics as the store has them when it is read, as a join would."""
+    seed_random(engine, seed=3)
+    batches = catalog.member_batches(engine, 40)
+    next(batches)
+    with session_scope(engine) as session:
+        apple = session.exec(select(Topic).where(Topic.slug == "apple")).one()
+        apple.name = "Apples"
+        session.add(apple)
+        (new,) = ensure_topics(session, ["Brand new"])
+        later = session.exec(
+            select(Subscriber.id).where(Subscriber.status == "active").order_by(col(Subscriber.id))
+        ).all()[-1]
+        session.execute(insert(SubscriberTopic), [{"subscriber_id": later, "topic_id": new.id}])
+    rest = [m for batch in batches for m in batch]
+    assert rest == orm_members(engine)[40:]
+    assert any("Apples" in m.topics for m in rest) and "Brand new" in rest[-1].topics
