@@ -48,7 +48,13 @@ class MessageSigner(Protocol):
 
 
 def one_line(value: str) -> str:
-    """Drop CR, LF and every other control character; collapse whitespace."""
+    """Drop CR, LF and every other control character; collapse whitespace.
+
+    Printable text without doubled or outer spaces is already one line (``isprintable`` is
+    false for every character this would replace), and that is nearly every value: return it.
+    """
+    if value.isprintable() and "  " not in value and value == value.strip():
+        return value
     chars = (" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in value)
     return _WS_RE.sub(" ", "".join(chars)).strip()
 

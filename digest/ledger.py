@@ -17,7 +17,18 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, and_, bindparam, case, func, or_, type_coerce, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -297,12 +308,15 @@ def _record_statement() -> Any:
 _RECORD = _record_statement()
 
 
-def record(engine: Engine, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> None:
+def record(
+    bind: Engine | Connection, outcomes: Sequence[Outcome], worker_id: str, now: datetime
+) -> None:
     """Write outcomes in one transaction; only rows this worker still holds are changed.
 
     Called once per message by the sender, so it is one prebuilt statement on a pooled
     connection in one short transaction (no ORM session): the crash guarantee stays "at most
-    the messages in flight are repeated" at a fraction of the cost.
+    the messages in flight are repeated" at a fraction of the cost. A sending lane passes the
+    connection it holds for its whole run.
     """
     if not outcomes:
         return
@@ -321,18 +335,28 @@ def record(engine: Engine, outcomes: Sequence[Outcome], worker_id: str, now: dat
         }
         for o in outcomes
     ]
-    with engine.begin() as conn:
-        conn.execute(_RECORD, params)
-        for o in outcomes:
-            if o.suppress_member and o.subscriber_id is not None:
-                conn.execute(
-                    update(Subscriber)
-                    .where(
-                        col(Subscriber.id) == o.subscriber_id,
-                        col(Subscriber.status).in_(("active", "paused", "pending")),
-                    )
-                    .values(status=o.suppress_member, status_reason=o.error, updated_at=now)
+    if isinstance(bind, Engine):
+        with bind.begin() as conn:
+            _write_outcomes(conn, outcomes, params, now)
+    else:
+        with bind.begin():
+            _write_outcomes(bind, outcomes, params, now)
+
+
+def _write_outcomes(
+    conn: Connection, outcomes: Sequence[Outcome], params: list[dict[str, Any]], now: datetime
+) -> None:
+    conn.execute(_RECORD, params)
+    for o in outcomes:
+        if o.suppress_member and o.subscriber_id is not None:
+            conn.execute(
+                update(Subscriber)
+                .where(
+                    col(Subscriber.id) == o.subscriber_id,
+                    col(Subscriber.status).in_(("active", "paused", "pending")),
                 )
+                .values(status=o.suppress_member, status_reason=o.error, updated_at=now)
+            )
 
 
 def release(engine: Engine, delivery_ids: Sequence[int], worker_id: str, now: datetime) -> None:

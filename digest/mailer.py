@@ -172,7 +172,6 @@ class SMTPTransport:
                 conn.close()
 
 
-_LEADING_DOT = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2 dot-stuffing, as smtplib does
 
 
 def _send_pipelined(
@@ -204,7 +203,9 @@ def _send_pipelined(
         if rcpt[0] not in (250, 251):
             return _classify(rcpt[0], rcpt[1])
         raise smtplib.SMTPDataError(start[0], start[1])
-    body = _LEADING_DOT.sub(b"..", data)
+    body = data.replace(b"\n.", b"\n..")  # dot-stuffing (RFC 5321 4.5.2), as smtplib does
+    if body.startswith(b"."):
+        body = b"." + body
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     conn.send(body + b".\r\n")

@@ -422,6 +422,9 @@ class Sender:
         stop: Callable[[], bool],
     ) -> None:
         transport = self.transports()
+        # one database connection for the lane's whole run: recording each outcome the moment
+        # the server has answered is one short transaction on it, no pool checkout
+        conn = self.engine.connect()
         try:
             while not stop():
                 claimed = ledger.claim(
@@ -441,12 +444,13 @@ class Sender:
                             report.released += len(rest)
                         return
                     outcome = self._send_one(delivery, members, transport)
-                    ledger.record(self.engine, [outcome], worker_id, self.clock())
+                    ledger.record(conn, [outcome], worker_id, self.clock())
                     with self._lock:
                         _tally(report, outcome, delivery)
                     if progress:
                         progress(1)
         finally:
+            conn.close()
             transport.close()
 
     def _load(self, claimed: Sequence[Delivery]) -> dict[int, MemberView]:

@@ -16,7 +16,7 @@ import math
 import re
 import textwrap
 import threading
-import unicodedata
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -29,6 +29,7 @@ from markupsafe import Markup
 from mjml import mjml2html
 from premailer import Premailer
 
+from digest.compose import one_line
 from digest.content import ArticleView, DigestIssue, MemberView, Rendered, TopicGroup
 from digest.sections import SectionCache
 from digest.settings import PROJECT_ROOT
@@ -101,14 +102,13 @@ def http_url(value: str | None) -> str:
 
 def clean_line(value: str) -> str:
     """One line of display text: control characters out, whitespace collapsed."""
-    chars = (" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in value)
-    return _WS_RE.sub(" ", "".join(chars)).strip()
+    return one_line(value)
 
 
 # ------------------------------------------------------------------ HTML pipeline
 
 
-def make_environment(templates_dir: str | Path) -> jinja2.Environment:
+def make_environment(templates_dir: str | Path, auto_reload: bool = True) -> jinja2.Environment:
     """One environment per renderer: compiled templates are cached in it.
 
     An operator's ``templates_dir`` needs only the templates it changes: the rest come from the
@@ -130,6 +130,7 @@ def make_environment(templates_dir: str | Path) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=auto_reload,
     )
     env.filters["date_long"] = date_long
     env.filters["wrap72"] = wrap72
@@ -268,16 +269,21 @@ class Renderer:
         *,
         html_size_budget: int = DEFAULT_HTML_BUDGET,
         brand: Brand | None = None,
+        check_seconds: float = 1.0,
     ) -> None:
         self.templates_dir = Path(templates_dir)
-        self.env = make_environment(self.templates_dir)
+        # the renderer checks the templates' mtimes itself, at most every ``check_seconds``
+        # (a send run renders thousands of pages a second: ten stat calls each add up)
+        self.env = make_environment(self.templates_dir, auto_reload=False)
+        self.check_seconds = check_seconds
+        self._checked_at = float("-inf")
         self.html_size_budget = html_size_budget
         self.brand = brand or Brand()
         self._lock = threading.Lock()
         self._stamp: tuple[int, ...] | None = None
         self._sections = SectionCache(mjml_to_html)
         self._direct_compiles = 0
-        self._cards: dict[tuple[str, ArticleView, str, str, str], str] = {}
+        self._cards: dict[tuple[str, int, str, str, str], tuple[ArticleView, str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
@@ -300,12 +306,17 @@ class Renderer:
     @property
     def section_cache(self) -> SectionCache:
         """The section cache for the templates as they are now (an edit starts a new one)."""
+        now = time.monotonic()
+        if now - self._checked_at < self.check_seconds:
+            return self._sections
+        self._checked_at = now
         stamp = self._template_stamp()
         with self._lock:
             if stamp != self._stamp:
                 if self._stamp is not None:
                     self._direct_compiles += self._sections.compiles
                     self._sections = SectionCache(mjml_to_html)
+                    self.env.cache.clear()  # type: ignore[union-attr]
                 self._cards.clear()
                 self._stamp = stamp
             return self._sections
@@ -316,8 +327,7 @@ class Renderer:
         """One member's edition; ``cache=False`` compiles the whole page from scratch."""
         values = personal_values(issue)
         compile_html = self.section_cache.html if cache else self._compile_direct
-        fitted, page = self._fit(issue, values, compile_html)
-        context = self.context(fitted, values)
+        fitted, page, context = self._fit(issue, values, compile_html)
         get = self.env.get_template
         return Rendered(
             subject=clean_subject(get("email/subject.txt.j2").render(context)),
@@ -332,9 +342,9 @@ class Renderer:
 
     def _page(
         self, issue: DigestIssue, values: Mapping[str, str], compile_html: Callable[[str], str]
-    ) -> str:
+    ) -> tuple[str, dict[str, Any]]:
         context = self.context(issue, values)
-        return compile_html(self.env.get_template("email/digest.mjml.j2").render(context))
+        return compile_html(self.env.get_template("email/digest.mjml.j2").render(context)), context
 
     def context(self, issue: DigestIssue, values: Mapping[str, str]) -> dict[str, Any]:
         """What the digest templates see, ``article_card`` included."""
@@ -366,9 +376,12 @@ class Renderer:
     def _partial(
         self, name: str, article: ArticleView, heading: str, site_name: str, base_url: str
     ) -> str:
-        key = (name, article, heading, site_name, base_url)
+        # keyed by the article object itself, not its (costly) value hash: the sender reuses
+        # one ArticleView per article, and the entry holds it so its id cannot be reused
+        key = (name, id(article), heading, site_name, base_url)
         with self._lock:
-            out = self._cards.get(key)
+            hit = self._cards.get(key)
+        out = hit[1] if hit is not None and hit[0] is article else None
         if out is None:
             out = self.env.get_template(name).render(
                 article=article,
@@ -380,7 +393,7 @@ class Renderer:
             with self._lock:
                 if len(self._cards) >= 8192:
                     self._cards.clear()
-                self._cards[key] = out
+                self._cards[key] = (article, out)
         return out
 
     def _fit(
@@ -388,29 +401,29 @@ class Renderer:
         issue: DigestIssue,
         values: Mapping[str, str],
         compile_html: Callable[[str], str],
-    ) -> tuple[DigestIssue, str]:
-        """The issue cut to the HTML size budget, and its page.
+    ) -> tuple[DigestIssue, str, dict[str, Any]]:
+        """The issue cut to the HTML size budget, its page and its template context.
 
         Both render paths measure the same bytes, so they always cut at the same article.
         Few renders even for huge issues: the first guess scales the article count by how far
         over budget the page is, the second uses the bytes per article that guess measured,
         then it steps down one article at a time.
         """
-        page = self._page(issue, values, compile_html)
+        page, context = self._page(issue, values, compile_html)
         budget = self.html_size_budget
         articles = issue.articles
         size = len(page.encode("utf-8"))
         if budget <= 0 or size <= budget or not articles:
-            return issue, page
+            return issue, page, context
         total, full_size = len(articles), size
         keep = min(total - 1, int(total * budget / size))
         refined = False
         while True:
             fitted = with_articles_kept(issue, keep)
-            page = self._page(fitted, values, compile_html)
+            page, context = self._page(fitted, values, compile_html)
             size = len(page.encode("utf-8"))
             if keep == 0 or size <= budget:
-                return fitted, page
+                return fitted, page, context
             if not refined and full_size > size:
                 refined = True
                 per_article = (full_size - size) / (total - keep)

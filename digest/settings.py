@@ -73,7 +73,7 @@ class Settings:
     smtp_security: str = "none"  # none | starttls | tls
     smtp_timeout: float = 30.0
     batch_size: int = 500
-    claim_size: int = 10
+    claim_size: int = 50
     smtp_pool_size: int = 2
     rate_per_second: float = 0.0
     rate_per_hour: int = 0

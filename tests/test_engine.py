@@ -22,7 +22,7 @@ from digest.models import Delivery, Subscriber, SubscriberTopic
 from digest.pipeline import Editions, Sender, plan
 from digest.settings import Settings
 from digest.topics import ensure_topics
-from tests.conftest import PG_URL, PROJECT, TEST_SECRET
+from tests.conftest import PG_URL, PROJECT, TEST_SECRET, SMTPServer
 from tests.smtp_faults import FaultHandler, FaultRule, fault_server
 
 NOW = datetime(2026, 11, 24, 8, tzinfo=UTC)
@@ -283,3 +283,26 @@ def test_rate_limit_and_pushback_pace_real_sends(engine: Engine, settings: Setti
     assert report.sent == 20 and report.retry == 1
     # 21 sends at 20/s take at least one second; after the 421 the pace halves to 10/s.
     assert elapsed >= 1.4
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "sendmail"])
+def test_transport_delivers_exact_bytes_with_leading_dots(
+    smtp_server: SMTPServer, pipelining: bool
+) -> None:
+    """Dot-stuffing in both send paths: the server stores exactly the bytes composed."""
+    smtp_server.handler.pipelining = pipelining
+    data = (
+        b"Subject: dots\r\nMessage-ID: <d@x.org>\r\n\r\n.first\r\nmiddle\r\n..two\r\n.\r\n"
+        b"last line without end"
+    )
+    transport = SMTPTransport(smtp_server.host, smtp_server.port)
+    try:
+        for _ in range(2):
+            assert transport.send("digest@news.example.org", "ann@example.org", data).ok
+    finally:
+        transport.close()
+    assert len(smtp_server.messages) == 2
+    for received in smtp_server.messages:
+        assert received.data == data + b"\r\n"  # the final line gets its CRLF
+        assert received.rcpt_tos == ["ann@example.org"]
+    assert smtp_server.handler.connections == 1  # one connection reused

@@ -279,7 +279,7 @@ def test_sections_are_compiled_once_per_shape() -> None:
 
 def test_template_change_invalidates_cache(tmp_path: Path) -> None:
     shutil.copytree(TEMPLATES, tmp_path / "templates")
-    renderer = Renderer(tmp_path / "templates")
+    renderer = Renderer(tmp_path / "templates", check_seconds=0)
     first = renderer.render_digest(issue())
     path = tmp_path / "templates/email/subject.txt.j2"
     path.write_text("Changed: {{ site_name }}\n")
