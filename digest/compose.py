@@ -12,7 +12,9 @@ import binascii
 import functools
 import hashlib
 import re
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
 from email import policy
@@ -169,9 +171,13 @@ def _qp(text: str) -> bytes:
     Byte-for-byte ``binascii.b2a_qp`` of the whole text, encoded a line at a time through a
     bounded cache.
     """
+    return _qp_lines(text.encode("utf-8").splitlines() or [b""])
+
+
+def _qp_lines(lines: list[bytes]) -> bytes:
     cache = _QP_LINES
     out: list[bytes] = []
-    for line in text.encode("utf-8").splitlines() or [b""]:
+    for line in lines:
         encoded = cache.get(line)
         if encoded is None:
             encoded = binascii.b2a_qp(line + CRLF, istext=True)
@@ -179,6 +185,52 @@ def _qp(text: str) -> bytes:
                 cache.clear()
             cache[line] = encoded
         out.append(encoded)
+    return b"".join(out)
+
+
+_Piece = tuple[str, bytes, str]  # (text before its first newline, the encoded whole lines, after)
+_QP_PIECES: OrderedDict[str, _Piece] = OrderedDict()
+_QP_PIECES_MAX = 2048
+_QP_LOCK = threading.Lock()
+
+
+def _qp_piece(piece: str) -> _Piece:
+    """A piece cut at its first and last newline, the whole lines between them encoded."""
+    with _QP_LOCK:
+        hit = _QP_PIECES.get(piece)
+        if hit is not None:
+            _QP_PIECES.move_to_end(piece)
+            return hit
+    first, last = piece.find("\n"), piece.rfind("\n")
+    inner = piece[first + 1 : last].encode("utf-8").split(b"\n") if last > first else []
+    entry = (piece[:first], _qp_lines(inner), piece[last + 1 :])
+    with _QP_LOCK:
+        _QP_PIECES[piece] = entry
+        while len(_QP_PIECES) > _QP_PIECES_MAX:
+            _QP_PIECES.popitem(last=False)
+    return entry
+
+
+def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
+    """``_qp("".join(pieces))``, reusing each piece's encoded whole lines.
+
+    Quoted-printable is line-local, so only the lines that straddle two pieces are encoded per
+    message; a reused section (an article card) brings its encoded lines with it.
+    """
+    if any("\r" in p for p in pieces):  # a lone CR is a line break too: the plain way
+        return _qp("".join(pieces))
+    out: list[bytes] = []
+    carry = ""
+    for piece in pieces:
+        if "\n" not in piece:
+            carry += piece
+            continue
+        head, lines, tail = _qp_piece(piece)
+        out.append(_qp(carry + head))
+        out.append(lines)
+        carry = tail
+    if carry or not out:
+        out.append(_qp(carry))
     return b"".join(out)
 
 
@@ -205,7 +257,7 @@ def _body(rendered: Rendered, seed: str) -> bytes:
             b"\r\n",
             dash + b"\r\n",
             part % b"html",
-            _qp(rendered.html),
+            _qp_pieces(rendered.html_parts) if rendered.html_parts else _qp(rendered.html),
             b"\r\n",
             dash + b"--\r\n",
         )

@@ -17,7 +17,7 @@ import re
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -255,6 +255,15 @@ def with_articles_kept(issue: DigestIssue, keep: int) -> DigestIssue:
 # ------------------------------------------------------------------ renderer
 
 
+_Compile = Callable[[str], tuple[str, ...]]  # MJML source -> the page, in pieces
+_Page = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def _size(parts: tuple[str, ...]) -> int:
+    """UTF-8 size of the page: what Gmail's clipping limit counts."""
+    return sum(len(p.encode("utf-8")) if not p.isascii() else len(p) for p in parts)
+
+
 class Renderer:
     """Renders digests and confirmation mails from one templates directory.
 
@@ -326,25 +335,25 @@ class Renderer:
     def render_digest(self, issue: DigestIssue, cache: bool = True) -> Rendered:
         """One member's edition; ``cache=False`` compiles the whole page from scratch."""
         values = personal_values(issue)
-        compile_html = self.section_cache.html if cache else self._compile_direct
-        fitted, page, context = self._fit(issue, values, compile_html)
+        compile_html = self.section_cache.html_parts if cache else self._compile_direct
+        fitted, parts, context = self._fit(issue, values, compile_html)
         get = self.env.get_template
         return Rendered(
             subject=clean_subject(get("email/subject.txt.j2").render(context)),
-            html=page,
+            html="".join(parts),
             text=get("email/digest.txt.j2").render(context),
+            html_parts=parts if cache else (),
         )
 
-    def _compile_direct(self, source: str) -> str:
+    def _compile_direct(self, source: str) -> tuple[str, ...]:
         with self._lock:
             self._direct_compiles += 1
-        return mjml_to_html(source)
+        return (mjml_to_html(source),)
 
-    def _page(
-        self, issue: DigestIssue, values: Mapping[str, str], compile_html: Callable[[str], str]
-    ) -> tuple[str, dict[str, Any]]:
+    def _page(self, issue: DigestIssue, values: Mapping[str, str], compile_html: _Compile) -> _Page:
         context = self.context(issue, values)
-        return compile_html(self.env.get_template("email/digest.mjml.j2").render(context)), context
+        source = self.env.get_template("email/digest.mjml.j2").render(context)
+        return compile_html(source), context
 
     def context(self, issue: DigestIssue, values: Mapping[str, str]) -> dict[str, Any]:
         """What the digest templates see, ``article_card`` included."""
@@ -355,7 +364,35 @@ class Renderer:
         context["article_text"] = functools.partial(
             self._article_text, site_name=issue.site_name, base_url=issue.base_url
         )
+        context["article_cards"] = functools.partial(
+            self._article_cards, site_name=issue.site_name, base_url=issue.base_url
+        )
+        context["article_texts"] = functools.partial(
+            self._article_texts, site_name=issue.site_name, base_url=issue.base_url
+        )
         return context
+
+    def _article_cards(
+        self, groups: Sequence[TopicGroup], *, site_name: str, base_url: str
+    ) -> Markup:
+        """Every group's cards in order, the first of each with its topic heading: one template
+        call per page instead of one per article."""
+        return Markup(
+            "".join(
+                self._partial(
+                    "email/_article.mjml.j2", a, group.topic if i == 0 else "", site_name, base_url
+                )
+                for group in groups
+                for i, a in enumerate(group.articles)
+            )
+        )
+
+    def _article_texts(
+        self, articles: Sequence[ArticleView], *, site_name: str, base_url: str
+    ) -> str:
+        return "".join(
+            self._partial("email/_article.txt.j2", a, "", site_name, base_url) for a in articles
+        )
 
     def _article_text(self, article: ArticleView, *, site_name: str, base_url: str) -> str:
         """``_article.txt.j2`` for one article: rendered once, reused like the HTML card."""
@@ -400,8 +437,8 @@ class Renderer:
         self,
         issue: DigestIssue,
         values: Mapping[str, str],
-        compile_html: Callable[[str], str],
-    ) -> tuple[DigestIssue, str, dict[str, Any]]:
+        compile_html: _Compile,
+    ) -> tuple[DigestIssue, tuple[str, ...], dict[str, Any]]:
         """The issue cut to the HTML size budget, its page and its template context.
 
         Both render paths measure the same bytes, so they always cut at the same article.
@@ -409,21 +446,21 @@ class Renderer:
         over budget the page is, the second uses the bytes per article that guess measured,
         then it steps down one article at a time.
         """
-        page, context = self._page(issue, values, compile_html)
+        parts, context = self._page(issue, values, compile_html)
         budget = self.html_size_budget
         articles = issue.articles
-        size = len(page.encode("utf-8"))
+        size = _size(parts)
         if budget <= 0 or size <= budget or not articles:
-            return issue, page, context
+            return issue, parts, context
         total, full_size = len(articles), size
         keep = min(total - 1, int(total * budget / size))
         refined = False
         while True:
             fitted = with_articles_kept(issue, keep)
-            page, context = self._page(fitted, values, compile_html)
-            size = len(page.encode("utf-8"))
+            parts, context = self._page(fitted, values, compile_html)
+            size = _size(parts)
             if keep == 0 or size <= budget:
-                return fitted, page, context
+                return fitted, parts, context
             if not refined and full_size > size:
                 refined = True
                 per_article = (full_size - size) / (total - keep)

@@ -331,18 +331,27 @@ class SectionCache:
 
     def html(self, source: str) -> str:
         """Exactly ``compile_page(source)``, from cached pieces where they exist."""
+        return "".join(self.html_parts(source))
+
+    def html_parts(self, source: str) -> tuple[str, ...]:
+        """``compile_page(source)`` as the pieces it was assembled from (head, sections, tail).
+
+        Reused pieces are the same string objects every time, so what is derived from them
+        downstream (quoted-printable encoding) can be cached on them too.
+        """
         if self.disabled is not None:
             self.compiles += 1
-            return self.compile_page(source)
+            return (self.compile_page(source),)
         try:
-            page, fresh = self._assemble(source)
+            parts, fresh = self._assemble(source)
         except Unsupported as exc:
             log.debug("page compiled whole: %s", exc)
             self.compiles += 1
-            return self.compile_page(source)
+            return (self.compile_page(source),)
         if fresh and self.verify:
             whole = self.compile_page(source)
             self.compiles += 1
+            page = "".join(parts)
             if whole != page:
                 at = next(
                     (i for i, (a, b) in enumerate(zip(whole, page, strict=False)) if a != b),
@@ -356,10 +365,10 @@ class SectionCache:
                     "section reuse turned off, every page is compiled whole (slower): %s",
                     self.disabled,
                 )
-                return whole
-        return page
+                return (whole,)
+        return parts
 
-    def _assemble(self, source: str) -> tuple[str, bool]:
+    def _assemble(self, source: str) -> tuple[tuple[str, ...], bool]:
         frame_open, sections, frame_close = split_body(source)
         pieces: list[tuple[str, str] | None] = []
         missing: dict[str, tuple[tuple[_Slot, ...], list[int]]] = {}
@@ -407,7 +416,7 @@ class SectionCache:
                     self._frames.clear()
                 self._frames[frame_key] = frame
         head, tail = frame
-        return head + "".join(p[0] for p in done) + tail, fresh
+        return (head, *(p[0] for p in done), tail), fresh
 
     def _probe(self, frame_open: str, frame_close: str, bodies: list[str]) -> list[str]:
         """Compile ``bodies`` in one page, cut apart again: [head, body 1, ..., body n, tail]."""

@@ -7,6 +7,7 @@ build their own without touching the process environment.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
@@ -126,20 +127,20 @@ class Settings:
     def weekly_weekday(self) -> int:
         return WEEKDAYS.index(self.weekly_day)
 
-    @property
+    @functools.cached_property  # read for every message sent
     def from_domain(self) -> str:
         from email.utils import parseaddr
 
         addr = parseaddr(self.from_address)[1]
         return addr.rpartition("@")[2] or "localhost"
 
-    @property
+    @functools.cached_property  # read for every message sent
     def effective_list_id(self) -> str:
         if self.list_id:
             return self.list_id
         return f"{self.site_name} <digest.{self.from_domain}>"
 
-    @property
+    @functools.cached_property  # read for every message sent
     def effective_unsubscribe_mailto(self) -> str:
         if self.unsubscribe_mailto:
             return self.unsubscribe_mailto

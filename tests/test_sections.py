@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from digest.content import ArticleView, DigestIssue, DigestLinks, MemberView, MentionView
+from digest.content import (
+    ArticleView,
+    DigestIssue,
+    DigestLinks,
+    MemberView,
+    MentionView,
+    Rendered,
+)
 from digest.render import Renderer, mjml_to_html
 from digest.sections import SectionCache, Unsupported, abstract, split_body
 from digest.selection import group_by_topic
@@ -216,3 +223,35 @@ def test_unsupported_pages_are_compiled_whole() -> None:
     source = "<mjml><mj-body>text outside any section</mj-body></mjml>"
     assert cache.html(source) == mjml_to_html(source)
     assert cache.disabled is None  # one odd page does not turn reuse off
+
+
+def test_composed_message_bytes_are_the_same_either_way() -> None:
+    """compose reuses the cached pieces' encoding; the message bytes must not change."""
+    from digest.compose import compose_message
+
+    def message(rendered: Rendered, issue: DigestIssue) -> bytes:
+        return compose_message(
+            rendered,
+            from_address="Science Digest <digest@news.example.org>",
+            to_email=issue.member.email,
+            to_name=issue.member.name,
+            message_id="<x1@news.example.org>",
+            date=NOW,
+            list_id="Science Digest <digest.news.example.org>",
+            unsubscribe_url=issue.links.unsubscribe_url,
+            unsubscribe_mailto_url=issue.links.unsubscribe_mailto,
+        )
+
+    rng = random.Random(5)
+    articles = archive(40, rng)
+    renderer = Renderer(TEMPLATES)
+    checked = 0
+    for i in range(25):
+        issue = issue_for(i, articles, rng)
+        if not issue.groups:
+            continue
+        fast, slow = renderer.render_digest(issue), renderer.render_digest(issue, cache=False)
+        assert len(fast.html_parts) > 3 and slow.html_parts == ()
+        assert message(fast, issue) == message(slow, issue)
+        checked += 1
+    assert checked > 10
