@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from mjml import mjml2html
 from premailer import Premailer
 
@@ -335,7 +335,13 @@ class Renderer:
     def render_digest(self, issue: DigestIssue, cache: bool = True) -> Rendered:
         """One member's edition; ``cache=False`` compiles the whole page from scratch."""
         values = personal_values(issue)
-        compile_html = self.section_cache.html_parts if cache else self._compile_direct
+        if cache:
+            sections = self.section_cache
+            personal = [str(escape(v)) for v in values.values()]
+            personal.append(str(escape(", ".join(issue.member.topics))))
+            compile_html: _Compile = functools.partial(sections.html_parts, personal=personal)
+        else:
+            compile_html = self._compile_direct
         fitted, parts, context = self._fit(issue, values, compile_html)
         get = self.env.get_template
         return Rendered(

@@ -28,7 +28,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -71,22 +71,41 @@ class Unsupported(Exception):
 # ------------------------------------------------------------------ lxml-exact serialization
 
 
-@lru_cache(maxsize=65_536)
+_PLAIN_TEXT_RE = re.compile(r"[ !#-%'-;=?-~]*")  # printable ASCII but " & < >
+_PLAIN_URL_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()@/:=?;#%,+]*")  # nothing libxml2 escapes
+
+
 def text_html(raw: str) -> str:
     """Source text (entities and all) as lxml's HTML serializer writes it after parsing."""
+    if _PLAIN_TEXT_RE.fullmatch(raw):  # nothing to parse or escape (tested against lxml)
+        return raw
+    return _text_html(raw)
+
+
+@lru_cache(maxsize=65_536)
+def _text_html(raw: str) -> str:
     root = etree.fromstring(f"<html><body><p>{raw}</p></body></html>", _HTML_PARSER)
     p = root.find("body/p")
     if p is None or len(p) or p.text is None:
         raise Unsupported(f"text does not parse as plain text: {raw[:60]!r}")
     element = etree.Element("p")
-    element.text = p.text
+    try:
+        element.text = p.text
+    except ValueError as exc:  # characters lxml will not hold: let the whole compile decide
+        raise Unsupported(str(exc)) from exc
     out = etree.tostring(element, method="html", encoding="utf-8").decode("utf-8")
     return out[3:-4]
 
 
-@lru_cache(maxsize=65_536)
 def attr_html(tag: str, name: str, raw: str) -> str:
     """``name="value"`` for a source attribute value, as lxml parses and writes it back."""
+    if raw[:1] == '"' and raw[-1:] == '"' and _PLAIN_URL_RE.fullmatch(raw, 1, len(raw) - 1):
+        return f"{name}={raw}"  # nothing to decode or escape (tested against lxml)
+    return _attr_html(tag, name, raw)
+
+
+@lru_cache(maxsize=65_536)
+def _attr_html(tag: str, name: str, raw: str) -> str:
     quoted = raw if raw[:1] in "\"'" else f'"{raw}"'
     source = f"<html><body><{tag} {name}={quoted}></{tag}></body></html>"
     root = etree.fromstring(source, _HTML_PARSER)
@@ -94,7 +113,10 @@ def attr_html(tag: str, name: str, raw: str) -> str:
     if element is None or element.get(name) is None:
         raise Unsupported(f"attribute does not parse: {name}={raw[:60]!r}")
     clean = etree.Element(tag)
-    clean.set(name, element.get(name))
+    try:
+        clean.set(name, element.get(name))
+    except ValueError as exc:
+        raise Unsupported(str(exc)) from exc
     out = etree.tostring(clean, method="html", encoding="utf-8").decode("utf-8")
     start = len(tag) + 2
     return out[start : out.index(">", start)]
@@ -319,6 +341,7 @@ class SectionCache:
         self._pattern = re.compile(rf"zzsc{nonce}s(\d+)zz")
         self._cut = f"<!--dgcut{nonce}-->"
         self._shapes: OrderedDict[str, _Shape] = OrderedDict()
+        self._masked: OrderedDict[str, tuple[str, tuple[_Slot, ...]]] = OrderedDict()
         self._sections: OrderedDict[str, tuple[str, str]] = OrderedDict()  # source -> html, head
         self._frames: dict[tuple[str, str, tuple[str, ...]], tuple[str, str]] = {}
         self._max_shapes, self._max_sections = max_shapes, max_sections
@@ -329,21 +352,24 @@ class SectionCache:
     def _marker(self, i: int) -> str:
         return f"{self._prefix}{i}zz"
 
-    def html(self, source: str) -> str:
+    def html(self, source: str, personal: Sequence[str] = ()) -> str:
         """Exactly ``compile_page(source)``, from cached pieces where they exist."""
-        return "".join(self.html_parts(source))
+        return "".join(self.html_parts(source, personal))
 
-    def html_parts(self, source: str) -> tuple[str, ...]:
+    def html_parts(self, source: str, personal: Sequence[str] = ()) -> tuple[str, ...]:
         """``compile_page(source)`` as the pieces it was assembled from (head, sections, tail).
 
         Reused pieces are the same string objects every time, so what is derived from them
-        downstream (quoted-printable encoding) can be cached on them too.
+        downstream (quoted-printable encoding) can be cached on them too. ``personal`` are
+        strings as they appear in ``source`` that differ from member to member (their name,
+        email, links): a section holding them is recognised by the rest of its text, so its
+        shape is not worked out again for every member. Only a hint: any strings are safe.
         """
         if self.disabled is not None:
             self.compiles += 1
             return (self.compile_page(source),)
         try:
-            parts, fresh = self._assemble(source)
+            parts, fresh = self._assemble(source, personal)
         except Unsupported as exc:
             log.debug("page compiled whole: %s", exc)
             self.compiles += 1
@@ -368,7 +394,7 @@ class SectionCache:
                 return (whole,)
         return parts
 
-    def _assemble(self, source: str) -> tuple[tuple[str, ...], bool]:
+    def _assemble(self, source: str, personal: Sequence[str]) -> tuple[tuple[str, ...], bool]:
         frame_open, sections, frame_close = split_body(source)
         pieces: list[tuple[str, str] | None] = []
         missing: dict[str, tuple[tuple[_Slot, ...], list[int]]] = {}
@@ -379,12 +405,12 @@ class SectionCache:
                     self._sections.move_to_end(section)
                 pieces.append(hit)
         fresh = False
-        abstracted: dict[int, tuple[str, tuple[_Slot, ...]]] = {}
+        abstracted: dict[int, tuple[str, tuple[_Slot, ...], bool]] = {}
         for i, section in enumerate(sections):
             if pieces[i] is not None:
                 continue
-            shape_src, slots = abstract(section, self._marker)
-            abstracted[i] = (shape_src, slots)
+            shape_src, slots, is_personal = self._abstract(section, personal)
+            abstracted[i] = (shape_src, slots, is_personal)
             with self._lock:
                 known = shape_src in self._shapes
             if not known:
@@ -392,13 +418,15 @@ class SectionCache:
         if missing:
             fresh = True
             self._compile_shapes(frame_open, frame_close, missing)
-        for i, (shape_src, slots) in abstracted.items():
+        for i, (shape_src, slots, is_personal) in abstracted.items():
             with self._lock:
                 shape = self._shapes.get(shape_src)
             if shape is None:
                 raise Unsupported("shape evicted while in use")
             piece = (_fill(shape.parts, slots), shape.head_key)
             pieces[i] = piece
+            if is_personal:
+                continue  # one member's: would only push shared sections out of the cache
             with self._lock:
                 self._sections[sections[i]] = piece
                 while len(self._sections) > self._max_sections:
@@ -417,6 +445,46 @@ class SectionCache:
                 self._frames[frame_key] = frame
         head, tail = frame
         return (head, *(p[0] for p in done), tail), fresh
+
+    def _abstract(
+        self, section: str, personal: Sequence[str]
+    ) -> tuple[str, tuple[_Slot, ...], bool]:
+        """``abstract(section)``, through a cache keyed on the section with ``personal``
+        strings masked; the third value says whether any were found in it."""
+        if "\x01" in section:
+            return (*abstract(section, self._marker), False)
+        masked, used = section, []
+        for value in sorted({v for v in personal if len(v) >= 3}, key=len, reverse=True):
+            if value in masked:
+                # personal values are single lines of text: they never contain \x01
+                mark = f"\x01{len(used)}\x01"
+                masked = masked.replace(value, mark)
+                used.append((mark, value))
+        if not used:
+            return (*abstract(section, self._marker), False)
+        with self._lock:
+            hit = self._masked.get(masked)
+            if hit is not None:
+                self._masked.move_to_end(masked)
+        if hit is None:
+            shape_src, masked_slots = abstract(masked, self._marker)
+            if "\x01" in shape_src:  # a value outside text and links: no reuse, plain way
+                return (*abstract(section, self._marker), True)
+            hit = (shape_src, masked_slots)
+            with self._lock:
+                self._masked[masked] = hit
+                while len(self._masked) > self._max_shapes:
+                    self._masked.popitem(last=False)
+        shape_src, masked_slots = hit
+        slots = []
+        for slot in masked_slots:
+            raw = slot.raw
+            if "\x01" in raw:
+                for mark, value in used:
+                    raw = raw.replace(mark, value)
+                slot = _Slot(slot.kind, raw, slot.tag, slot.name)
+            slots.append(slot)
+        return shape_src, tuple(slots), True
 
     def _probe(self, frame_open: str, frame_close: str, bodies: list[str]) -> list[str]:
         """Compile ``bodies`` in one page, cut apart again: [head, body 1, ..., body n, tail]."""

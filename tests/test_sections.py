@@ -7,6 +7,7 @@ synthetic archive, hostile text, and operator templates the cache cannot reprodu
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 from dataclasses import replace
@@ -255,3 +256,18 @@ def test_composed_message_bytes_are_the_same_either_way() -> None:
         assert message(fast, issue) == message(slow, issue)
         checked += 1
     assert checked > 10
+
+
+def test_plain_text_and_url_shortcuts_match_lxml() -> None:
+    from digest.sections import _attr_html, _text_html, attr_html, text_html
+
+    rng = random.Random(9)
+    chars = [chr(c) for c in range(32, 127) if chr(c) not in "<>"] + ["é", "\xa0", "&amp;"]
+    for _ in range(3000):
+        raw = "".join(rng.choices(chars, k=rng.randint(1, 40))).strip() or "x"
+        with contextlib.suppress(Unsupported):  # e.g. "&#1;": lxml will not hold it
+            assert text_html(raw) == _text_html(raw), raw
+        value = '"' + raw.replace('"', "") + '"'
+        for tag, name in (("a", "href"), ("img", "src"), ("img", "alt"), ("a", "title")):
+            with contextlib.suppress(Unsupported):
+                assert attr_html(tag, name, value) == _attr_html(tag, name, value), (name, value)
