@@ -71,14 +71,14 @@ class Unsupported(Exception):
 # ------------------------------------------------------------------ lxml-exact serialization
 
 
-_PLAIN_TEXT_RE = re.compile(r"[ !#-%'-;=?-~]*")  # printable ASCII but " & < >
+_TEXT_SPECIAL_RE = re.compile(r'[&<>"]')
 _PLAIN_URL_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()@/:=?;#%,+]*")  # nothing libxml2 escapes
 
 
 def text_html(raw: str) -> str:
     """Source text (entities and all) as lxml's HTML serializer writes it after parsing."""
-    if _PLAIN_TEXT_RE.fullmatch(raw):  # nothing to parse or escape (tested against lxml)
-        return raw
+    if raw.isprintable() and not _TEXT_SPECIAL_RE.search(raw):
+        return raw  # nothing to parse or escape: lxml writes it back as it is (tested)
     return _text_html(raw)
 
 

@@ -262,7 +262,8 @@ def test_plain_text_and_url_shortcuts_match_lxml() -> None:
     from digest.sections import _attr_html, _text_html, attr_html, text_html
 
     rng = random.Random(9)
-    chars = [chr(c) for c in range(32, 127) if chr(c) not in "<>"] + ["é", "\xa0", "&amp;"]
+    chars = [chr(c) for c in range(32, 127) if chr(c) not in "<>"]
+    chars += ["é", "\xa0", "&amp;", "東京", "\u200b", "\u2028", "😀", "\t", "&#39;", "Ñ"]
     for _ in range(3000):
         raw = "".join(rng.choices(chars, k=rng.randint(1, 40))).strip() or "x"
         with contextlib.suppress(Unsupported):  # e.g. "&#1;": lxml will not hold it
