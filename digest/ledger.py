@@ -29,6 +29,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -239,24 +240,39 @@ def claim(
         ),
         and_(col(Delivery.status) == "sending", col(Delivery.lease_until) < now),
     )
-    with session_scope(engine) as session:
-        query = select(Delivery).where(ready).order_by(col(Delivery.id)).limit(limit)
-        if engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        rows = list(session.exec(query).all())
-        if not rows:
+    table = Delivery.__table__  # type: ignore[attr-defined]
+    query = sa_select(table).where(ready).order_by(table.c.id).limit(limit)
+    if engine.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    until = now + lease
+    with engine.begin() as conn:  # Core, not the ORM: one SELECT and one UPDATE per claim
+        found = conn.execute(query).mappings().all()
+        if not found:
             return []
-        for row in rows:
-            row.status = "sending"
-            row.worker_id = worker_id
-            row.lease_until = now + lease
-            row.attempts += 1
-            row.updated_at = now
-            session.add(row)
-        session.flush()
-        for row in rows:
-            session.expunge(row)
-    return rows
+        conn.execute(
+            update(Delivery)
+            .where(col(Delivery.id).in_([r["id"] for r in found]))
+            .values(
+                status="sending",
+                worker_id=worker_id,
+                lease_until=until,
+                attempts=col(Delivery.attempts) + 1,
+                updated_at=now,
+            )
+        )
+    return [
+        Delivery(
+            **{
+                **row,
+                "status": "sending",
+                "worker_id": worker_id,
+                "lease_until": until,
+                "attempts": row["attempts"] + 1,
+                "updated_at": now,
+            }
+        )
+        for row in found
+    ]
 
 
 @dataclass(frozen=True)
