@@ -253,7 +253,7 @@ def _body(rendered: Rendered, seed: str) -> bytes:
             b"\r\n",
             dash + b"\r\n",
             part % b"plain",
-            _qp(rendered.text),
+            _qp_pieces(rendered.text_parts) if rendered.text_parts else _qp(rendered.text),
             b"\r\n",
             dash + b"\r\n",
             part % b"html",

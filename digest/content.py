@@ -93,3 +93,4 @@ class Rendered:
     #: ``html`` as the cached pieces it was assembled from, when it was: lets compose reuse
     #: their encoding. Not part of what the message *is*, so not compared.
     html_parts: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    text_parts: tuple[str, ...] = field(default=(), compare=False, repr=False)

@@ -31,7 +31,7 @@ from premailer import Premailer
 
 from digest.compose import one_line
 from digest.content import ArticleView, DigestIssue, MemberView, Rendered, TopicGroup
-from digest.sections import SectionCache
+from digest.sections import InsertsAltered, SectionCache
 from digest.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -255,8 +255,52 @@ def with_articles_kept(issue: DigestIssue, keep: int) -> DigestIssue:
 # ------------------------------------------------------------------ renderer
 
 
-_Compile = Callable[[str], tuple[str, ...]]  # MJML source -> the page, in pieces
 _Page = tuple[tuple[str, ...], dict[str, Any]]
+#: Article texts printed as stand-ins (``\x02<n>\x02``): personal values and content are
+#: single lines without control characters, so nothing else can look like one.
+_TEXT_INSERT_RE = re.compile("\x02(\\d+)\x02")
+
+
+def prints_verbatim(env: jinja2.Environment, function: str) -> bool:
+    """Whether every call of ``function`` in the digest templates is printed as it is.
+
+    ``{{ article_cards(groups) }}`` is; ``{{ article_cards(groups) | upper }}`` or a call in
+    a ``set`` is not. Only then may the renderer print stand-ins and put the real text in
+    afterwards: the result is the same string.
+    """
+    for name in DIGEST_TEMPLATES:
+        try:
+            source = env.loader.get_source(env, name)[0]  # type: ignore[union-attr]
+        except jinja2.TemplateNotFound:
+            continue
+        tree = env.parse(source)
+        calls = [
+            c
+            for c in tree.find_all(jinja2.nodes.Call)
+            if isinstance(c.node, jinja2.nodes.Name) and c.node.name == function
+        ]
+        ids = {id(c) for c in calls}
+        outputs = tree.find_all(jinja2.nodes.Output)
+        direct = [n for out in outputs for n in out.nodes if id(n) in ids]
+        if len(direct) != len(calls):
+            return False
+    return True
+
+
+class _Direct:
+    """Render the whole page from scratch."""
+
+
+class _Reuse:
+    """Render from cached sections; ``personal`` are the member's strings as printed."""
+
+    def __init__(self, sections: SectionCache, issue: DigestIssue, values: Mapping[str, str]):
+        self.sections = sections
+        self.personal = [str(escape(v)) for v in values.values()]
+        self.personal.append(str(escape(", ".join(issue.member.topics))))
+
+
+_Mode = _Direct | _Reuse
 
 
 def _size(parts: tuple[str, ...]) -> int:
@@ -292,6 +336,7 @@ class Renderer:
         self._stamp: tuple[int, ...] | None = None
         self._sections = SectionCache(mjml_to_html)
         self._direct_compiles = 0
+        self._verbatim = (False, False)  # may cards / texts be printed as stand-ins
         self._cards: dict[tuple[str, int, str, str, str], tuple[ArticleView, str]] = {}
 
     @classmethod
@@ -327,6 +372,10 @@ class Renderer:
                     self._sections = SectionCache(mjml_to_html)
                     self.env.cache.clear()  # type: ignore[union-attr]
                 self._cards.clear()
+                self._verbatim = (
+                    prints_verbatim(self.env, "article_cards"),
+                    prints_verbatim(self.env, "article_texts"),
+                )
                 self._stamp = stamp
             return self._sections
 
@@ -335,34 +384,66 @@ class Renderer:
     def render_digest(self, issue: DigestIssue, cache: bool = True) -> Rendered:
         """One member's edition; ``cache=False`` compiles the whole page from scratch."""
         values = personal_values(issue)
-        if cache:
-            sections = self.section_cache
-            personal = [str(escape(v)) for v in values.values()]
-            personal.append(str(escape(", ".join(issue.member.topics))))
-            compile_html: _Compile = functools.partial(sections.html_parts, personal=personal)
-        else:
-            compile_html = self._compile_direct
-        fitted, parts, context = self._fit(issue, values, compile_html)
+        mode = _Direct() if not cache else _Reuse(self.section_cache, issue, values)
+        fitted, parts, context = self._fit(issue, values, mode)
         get = self.env.get_template
+        text, text_parts = self._text(context)
         return Rendered(
             subject=clean_subject(get("email/subject.txt.j2").render(context)),
             html="".join(parts),
-            text=get("email/digest.txt.j2").render(context),
+            text=text,
             html_parts=parts if cache else (),
+            text_parts=text_parts if cache else (),
         )
+
+    def _text(self, context: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """The plain-text part, and its pieces when the article texts went in as stand-ins."""
+        template = self.env.get_template("email/digest.txt.j2")
+        texts: list[str] | None = context.get("_texts")
+        out = template.render(context)
+        if texts is None:
+            return out, ()
+        pieces = _TEXT_INSERT_RE.split(out)
+        # split() alternates text and captured indices: they must be 0, 1, 2... once each
+        if [int(i) for i in pieces[1::2]] != list(range(len(texts))):
+            context = {**context, "_texts": None, "article_texts": context["_plain_texts"]}
+            return template.render(context), ()
+        parts = tuple(p if k % 2 == 0 else texts[int(p)] for k, p in enumerate(pieces))
+        return "".join(parts), tuple(p for p in parts if p)
 
     def _compile_direct(self, source: str) -> tuple[str, ...]:
         with self._lock:
             self._direct_compiles += 1
         return (mjml_to_html(source),)
 
-    def _page(self, issue: DigestIssue, values: Mapping[str, str], compile_html: _Compile) -> _Page:
-        context = self.context(issue, values)
-        source = self.env.get_template("email/digest.mjml.j2").render(context)
-        return compile_html(source), context
+    def _page(self, issue: DigestIssue, values: Mapping[str, str], mode: _Mode) -> _Page:
+        """The HTML page in pieces, and the template context that rendered it."""
+        template = self.env.get_template("email/digest.mjml.j2")
+        if isinstance(mode, _Direct):
+            context = self.context(issue, values)
+            return self._compile_direct(template.render(context)), context
+        cards: list[str] = []
+        context = self.context(issue, values, mode.sections, cards)
+        try:
+            parts = mode.sections.html_parts(template.render(context), mode.personal, cards)
+        except InsertsAltered:  # an operator's template transformed them: the plain way
+            context = self.context(issue, values)
+            parts = mode.sections.html_parts(template.render(context), mode.personal)
+        return parts, context
 
-    def context(self, issue: DigestIssue, values: Mapping[str, str]) -> dict[str, Any]:
-        """What the digest templates see, ``article_card`` included."""
+    def context(
+        self,
+        issue: DigestIssue,
+        values: Mapping[str, str],
+        sections: SectionCache | None = None,
+        cards: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """What the digest templates see, ``article_card`` and ``article_cards`` included.
+
+        With ``sections`` and ``cards``, ``article_cards`` prints a stand-in per card and
+        collects the cards, and ``article_texts`` does the same for the text part (see
+        :meth:`SectionCache.insert_tag`): the page's source stays small.
+        """
         context = _digest_context(issue, values, self.brand)
         context["article_card"] = functools.partial(
             self._article_card, site_name=issue.site_name, base_url=issue.base_url
@@ -376,29 +457,71 @@ class Renderer:
         context["article_texts"] = functools.partial(
             self._article_texts, site_name=issue.site_name, base_url=issue.base_url
         )
+        verbatim_cards, verbatim_texts = self._verbatim
+        if sections is not None and cards is not None and verbatim_cards:
+            context["article_cards"] = functools.partial(
+                self._article_cards,
+                site_name=issue.site_name,
+                base_url=issue.base_url,
+                collect=cards,
+                stand_in=sections.insert_tag,
+            )
+        if sections is not None and verbatim_texts:
+            texts: list[str] = []
+            context["_plain_texts"] = context["article_texts"]
+            context["_texts"] = texts
+            context["article_texts"] = functools.partial(
+                self._article_texts,
+                site_name=issue.site_name,
+                base_url=issue.base_url,
+                collect=texts,
+            )
         return context
 
     def _article_cards(
-        self, groups: Sequence[TopicGroup], *, site_name: str, base_url: str
+        self,
+        groups: Sequence[TopicGroup],
+        *,
+        site_name: str,
+        base_url: str,
+        collect: list[str] | None = None,
+        stand_in: Callable[[int], str] | None = None,
     ) -> Markup:
         """Every group's cards in order, the first of each with its topic heading: one template
         call per page instead of one per article."""
-        return Markup(
-            "".join(
-                self._partial(
-                    "email/_article.mjml.j2", a, group.topic if i == 0 else "", site_name, base_url
-                )
-                for group in groups
-                for i, a in enumerate(group.articles)
+        cards = (
+            self._partial(
+                "email/_article.mjml.j2", a, group.topic if i == 0 else "", site_name, base_url
             )
+            for group in groups
+            for i, a in enumerate(group.articles)
         )
+        if collect is None or stand_in is None:
+            return Markup("".join(cards))
+        out = []
+        for card in cards:
+            out.append(stand_in(len(collect)))
+            collect.append(card)
+        return Markup("".join(out))
 
     def _article_texts(
-        self, articles: Sequence[ArticleView], *, site_name: str, base_url: str
+        self,
+        articles: Sequence[ArticleView],
+        *,
+        site_name: str,
+        base_url: str,
+        collect: list[str] | None = None,
     ) -> str:
-        return "".join(
+        texts = (
             self._partial("email/_article.txt.j2", a, "", site_name, base_url) for a in articles
         )
+        if collect is None:
+            return "".join(texts)
+        out = []
+        for text in texts:
+            out.append(f"\x02{len(collect)}\x02")
+            collect.append(text)
+        return "".join(out)
 
     def _article_text(self, article: ArticleView, *, site_name: str, base_url: str) -> str:
         """``_article.txt.j2`` for one article: rendered once, reused like the HTML card."""
@@ -443,7 +566,7 @@ class Renderer:
         self,
         issue: DigestIssue,
         values: Mapping[str, str],
-        compile_html: _Compile,
+        mode: _Mode,
     ) -> tuple[DigestIssue, tuple[str, ...], dict[str, Any]]:
         """The issue cut to the HTML size budget, its page and its template context.
 
@@ -452,7 +575,7 @@ class Renderer:
         over budget the page is, the second uses the bytes per article that guess measured,
         then it steps down one article at a time.
         """
-        parts, context = self._page(issue, values, compile_html)
+        parts, context = self._page(issue, values, mode)
         budget = self.html_size_budget
         articles = issue.articles
         size = _size(parts)
@@ -463,7 +586,7 @@ class Renderer:
         refined = False
         while True:
             fitted = with_articles_kept(issue, keep)
-            parts, context = self._page(fitted, values, compile_html)
+            parts, context = self._page(fitted, values, mode)
             size = _size(parts)
             if keep == 0 or size <= budget:
                 return fitted, parts, context

@@ -68,6 +68,11 @@ class Unsupported(Exception):
     """This page is outside what section reuse can reproduce exactly: compile it whole."""
 
 
+class InsertsAltered(ValueError):
+    """The template did not print the section stand-ins as they were given: render it again
+    with the sections themselves."""
+
+
 # ------------------------------------------------------------------ lxml-exact serialization
 
 
@@ -337,6 +342,8 @@ class SectionCache:
         self.compile_page = compile_page
         self.verify = verify
         nonce = secrets.token_hex(4)  # content cannot guess and forge a marker
+        self._nonce = nonce
+        self._insert_re = re.compile(rf'<mj-dginsert data-n="{nonce}" data-i="(\d+)" />')
         self._prefix = f"zzsc{nonce}s"
         self._pattern = re.compile(rf"zzsc{nonce}s(\d+)zz")
         self._cut = f"<!--dgcut{nonce}-->"
@@ -352,11 +359,31 @@ class SectionCache:
     def _marker(self, i: int) -> str:
         return f"{self._prefix}{i}zz"
 
+    def insert_tag(self, i: int) -> str:
+        """A stand-in for ``inserts[i]`` of :meth:`html_parts`: a top-level element of its own.
+
+        A renderer that already holds a section's MJML (a cached article card) prints this
+        instead, so the page's source stays small and the section is looked up by the very
+        string object it was cached under.
+        """
+        return f'<mj-dginsert data-n="{self._nonce}" data-i="{i}" />'
+
+    def expand(self, source: str, inserts: Sequence[str]) -> str:
+        """The source with every stand-in replaced by its section: the page as written."""
+        if not inserts:
+            return source
+        found = [int(m.group(1)) for m in self._insert_re.finditer(source)]
+        if found != list(range(len(inserts))):
+            raise InsertsAltered("the template changed or dropped a section stand-in")
+        return self._insert_re.sub(lambda m: inserts[int(m.group(1))], source)
+
     def html(self, source: str, personal: Sequence[str] = ()) -> str:
         """Exactly ``compile_page(source)``, from cached pieces where they exist."""
         return "".join(self.html_parts(source, personal))
 
-    def html_parts(self, source: str, personal: Sequence[str] = ()) -> tuple[str, ...]:
+    def html_parts(
+        self, source: str, personal: Sequence[str] = (), inserts: Sequence[str] = ()
+    ) -> tuple[str, ...]:
         """``compile_page(source)`` as the pieces it was assembled from (head, sections, tail).
 
         Reused pieces are the same string objects every time, so what is derived from them
@@ -364,18 +391,21 @@ class SectionCache:
         strings as they appear in ``source`` that differ from member to member (their name,
         email, links): a section holding them is recognised by the rest of its text, so its
         shape is not worked out again for every member. Only a hint: any strings are safe.
+        ``inserts`` are the sections behind :meth:`insert_tag` stand-ins in ``source``; raises
+        ``InsertsAltered`` if the stand-ins are not all there, once each, in order.
         """
+        written = self.expand(source, inserts)  # also checks the stand-ins
         if self.disabled is not None:
             self.compiles += 1
-            return (self.compile_page(source),)
+            return (self.compile_page(written),)
         try:
-            parts, fresh = self._assemble(source, personal)
+            parts, fresh = self._assemble(source, personal, inserts)
         except Unsupported as exc:
             log.debug("page compiled whole: %s", exc)
             self.compiles += 1
-            return (self.compile_page(source),)
+            return (self.compile_page(written),)
         if fresh and self.verify:
-            whole = self.compile_page(source)
+            whole = self.compile_page(written)
             self.compiles += 1
             page = "".join(parts)
             if whole != page:
@@ -394,8 +424,12 @@ class SectionCache:
                 return (whole,)
         return parts
 
-    def _assemble(self, source: str, personal: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+    def _assemble(
+        self, source: str, personal: Sequence[str], inserts: Sequence[str]
+    ) -> tuple[tuple[str, ...], bool]:
         frame_open, sections, frame_close = split_body(source)
+        if inserts:
+            sections = [self._inserted(section, inserts) for section in sections]
         pieces: list[tuple[str, str] | None] = []
         missing: dict[str, tuple[tuple[_Slot, ...], list[int]]] = {}
         with self._lock:
@@ -445,6 +479,16 @@ class SectionCache:
                 self._frames[frame_key] = frame
         head, tail = frame
         return (head, *(p[0] for p in done), tail), fresh
+
+    def _inserted(self, section: str, inserts: Sequence[str]) -> str:
+        if not section.startswith("<mj-dginsert "):
+            if 'data-n="' + self._nonce in section:  # a stand-in inside a section: no reuse
+                raise Unsupported("a section stand-in is not a top-level element")
+            return section
+        match = self._insert_re.fullmatch(section)
+        if match is None:
+            raise Unsupported("a section stand-in was altered")
+        return inserts[int(match.group(1))]
 
     def _abstract(
         self, section: str, personal: Sequence[str]

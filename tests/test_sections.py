@@ -272,3 +272,33 @@ def test_plain_text_and_url_shortcuts_match_lxml() -> None:
         for tag, name in (("a", "href"), ("img", "src"), ("img", "alt"), ("a", "title")):
             with contextlib.suppress(Unsupported):
                 assert attr_html(tag, name, value) == _attr_html(tag, name, value), (name, value)
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        ("digest.txt.j2", "{{ article_texts(group.articles) }}",
+         "{{ article_texts(group.articles) | upper }}"),
+        ("digest.mjml.j2", "{{ article_cards(groups) }}",
+         '{% set cards = article_cards(groups) %}{{ cards | replace("Topics:", "On:") }}'),
+    ],
+    ids=["text-filtered", "cards-set-and-filtered"],
+)  # fmt: skip
+def test_templates_that_transform_the_cards_still_render_exactly(
+    tmp_path: Path, name: str, old: str, new: str
+) -> None:
+    from digest.render import prints_verbatim
+
+    renderer = Renderer(_templates_with(tmp_path, name, old, new))
+    default = Renderer(TEMPLATES)
+    assert prints_verbatim(default.env, "article_cards")
+    assert prints_verbatim(default.env, "article_texts")
+    rng = random.Random(6)
+    articles = archive(30, rng)
+    for i in range(8):
+        issue = issue_for(i, articles, rng)
+        if issue.groups:
+            fast = renderer.render_digest(issue)
+            assert fast == renderer.render_digest(issue, cache=False)
+            assert default.render_digest(issue).text_parts  # the default uses stand-ins
+    assert ("On:" in fast.html) or (fast.text.isupper() or "TOPICS:" in fast.text)
