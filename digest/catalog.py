@@ -201,6 +201,22 @@ def member_views(session: Session, members: Sequence[Subscriber]) -> list[Member
     return views
 
 
+def members_by_id(
+    conn: Connection, ids: Iterable[int], topics: TopicSets | None = None
+) -> dict[int, MemberView]:
+    """Members by id as plain rows (any status), for the sender's claimed deliveries."""
+    wanted = set(ids)
+    found: dict[int, MemberView] = {}
+    rows = []
+    for condition in id_filters(col(Subscriber.id), wanted):
+        query = select(*_MEMBER_COLUMNS).where(condition)
+        rows += [r for r in conn.execute(query) if r[0] in wanted]
+    member_topics = (topics or TopicSets()).of_members(conn, [r[0] for r in rows])
+    for row in rows:
+        found[row[0]] = _view(row, member_topics.get(row[0], _NO_TOPICS))
+    return found
+
+
 def member_batches(
     engine: Engine,
     batch_size: int,

@@ -369,6 +369,7 @@ class Sender:
         self.base = timedelta(seconds=settings.retry_base_seconds)
         self._lock = threading.Lock()
         self._articles: dict[int, ArticleView] = {}
+        self._topics = catalog.TopicSets()  # members' topic tuples, shared across claims
 
     def run(
         self,
@@ -453,21 +454,20 @@ class Sender:
             conn.close()
             transport.close()
 
-    def _load(self, claimed: Sequence[Delivery]) -> dict[int, MemberView]:
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(Subscriber).where(col(Subscriber.id).in_({d.subscriber_id for d in claimed}))
-            ).all()
-            members = {m.id: m for m in catalog.member_views(session, rows)}
-            with self._lock:
-                missing = {i for d in claimed for i in d.article_ids} - self._articles.keys()
-            found = catalog.articles_by_id(session, missing) if missing else {}
+    def _load(self, claimed: Sequence[ledger.Claimed]) -> dict[int, MemberView]:
+        with self.engine.connect() as conn:
+            members = catalog.members_by_id(conn, {d.subscriber_id for d in claimed}, self._topics)
         with self._lock:
-            self._articles.update(found)
+            missing = {i for d in claimed for i in d.article_ids} - self._articles.keys()
+        if missing:
+            with Session(self.engine) as session:
+                found = catalog.articles_by_id(session, missing)
+            with self._lock:
+                self._articles.update(found)
         return members
 
     def _send_one(
-        self, delivery: Delivery, members: dict[int, MemberView], transport: Transport
+        self, delivery: ledger.Claimed, members: dict[int, MemberView], transport: Transport
     ) -> ledger.Outcome:
         assert delivery.id is not None
         member = members.get(delivery.subscriber_id)
@@ -539,7 +539,7 @@ def send_due(
     return sender.run(progress=progress, should_stop=should_stop)
 
 
-def _tally(report: SendReport, outcome: ledger.Outcome, delivery: Delivery) -> None:
+def _tally(report: SendReport, outcome: ledger.Outcome, delivery: ledger.Claimed) -> None:
     if outcome.status == "sent":
         report.sent += 1
     elif outcome.status == "retry":

@@ -131,6 +131,12 @@ def test_member_batches_read_what_the_orm_reads(engine: Engine, batch_size: int)
         rows = session.exec(select(Subscriber).where(col(Subscriber.email).in_(emails))).all()
         views = {m.id: m for m in catalog.member_views(session, list(rows))}
     assert [views[m.id] for m in named] == named
+    # The sender's read by id (scattered and dense ids, unknown ids ignored), topics shared.
+    topics = catalog.TopicSets()
+    with engine.connect() as conn:
+        for ids in ([m.id for m in expected[::37]] + [10**9], [m.id for m in expected[:50]]):
+            by_id = catalog.members_by_id(conn, ids, topics)
+            assert by_id == {m.id: m for m in expected if m.id in ids}
 
 
 class ScanIndex:
