@@ -7,6 +7,7 @@ the articles first seen after the end of the member's last taken window and up t
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -179,7 +180,7 @@ def group_by_topic(member: MemberView, articles: Sequence[ArticleView]) -> tuple
     groups: dict[str, list[ArticleView]] = {}
     for article in articles:
         heading = UNFILED
-        for name, slug in zip(article.topics, _slugs(article), strict=False):
+        for name, slug in _named_slugs(article.topics):
             if not member.topic_slugs or slug in member.topic_slugs:
                 heading = name
                 break
@@ -187,7 +188,9 @@ def group_by_topic(member: MemberView, articles: Sequence[ArticleView]) -> tuple
     return tuple(TopicGroup(topic, tuple(items)) for topic, items in groups.items())
 
 
-def _slugs(article: ArticleView) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def _named_slugs(topics: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(name, slug) per topic, in the article's order; articles share topic tuples."""
     from digest.topics import topic_slug
 
-    return [topic_slug(name) for name in article.topics]
+    return tuple((name, topic_slug(name)) for name in topics)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, Signer, URLSafeSerializer
 
 from digest.content import DigestLinks, MemberView
 
@@ -30,6 +30,25 @@ MAX_AGE: dict[str, timedelta | None] = {
 
 #: Tolerated clock skew between the host that signed and the host that verifies.
 FUTURE_SKEW = timedelta(minutes=5)
+
+
+class _Signer(Signer):
+    """itsdangerous' signer with its derived key worked out once, not for every signature.
+
+    The serializer builds a signer per token and the default derives the key (a hash of salt
+    and secret) each time; a send run signs two links per message.
+    """
+
+    _derived: dict[tuple[bytes, bytes, str], bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        secret = self.secret_keys[-1] if secret_key is None else secret_key
+        secret = secret.encode("utf-8") if isinstance(secret, str) else secret
+        key = (secret, self.salt, self.key_derivation)
+        derived = self._derived.get(key)
+        if derived is None:
+            derived = self._derived[key] = super().derive_key(secret_key)
+        return derived
 
 
 class InvalidToken(Exception):  # noqa: N818 - the public name the web layer catches
@@ -69,7 +88,8 @@ class TokenSigner:
             )
         self._key = secret_key.encode("utf-8")
         self._serializers = {
-            purpose: URLSafeSerializer(secret_key, salt=f"digest.{purpose}") for purpose in PURPOSES
+            purpose: URLSafeSerializer(secret_key, salt=f"digest.{purpose}", signer=_Signer)
+            for purpose in PURPOSES
         }
 
     def email_hash(self, email: str) -> str:
@@ -77,9 +97,12 @@ class TokenSigner:
         digest = hmac.new(self._key, email.strip().lower().encode("utf-8"), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:9]).decode("ascii")
 
-    def make(self, member_id: int, email: str, purpose: str, now: datetime) -> str:
+    def make(
+        self, member_id: int, email: str, purpose: str, now: datetime, email_hash: str = ""
+    ) -> str:
+        """A token; ``email_hash`` may be passed when the caller already has it."""
         _check_purpose(purpose)
-        payload = [int(member_id), self.email_hash(email), _epoch(now)]
+        payload = [int(member_id), email_hash or self.email_hash(email), _epoch(now)]
         return self._serializers[purpose].dumps(payload)
 
     def decode(
@@ -136,8 +159,9 @@ def member_links(
 ) -> DigestLinks:
     """The personal footer links of one member's digest."""
     base = base_url.rstrip("/")
-    prefs = signer.make(member.id, member.email, "preferences", now)
-    unsub = signer.make(member.id, member.email, "unsubscribe", now)
+    email_hash = signer.email_hash(member.email)
+    prefs = signer.make(member.id, member.email, "preferences", now, email_hash)
+    unsub = signer.make(member.id, member.email, "unsubscribe", now, email_hash)
     mailto_url = f"mailto:{quote(mailto, safe='@')}?subject=unsubscribe%20{unsub}"
     if len(mailto_url) > 900:  # the List-Unsubscribe header line must stay under 998 octets
         raise ValueError("unsubscribe mailto URL too long; shorten unsubscribe_mailto")

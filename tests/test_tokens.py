@@ -117,3 +117,19 @@ def test_member_links(signer: TokenSigner) -> None:
     assert links.unsubscribe_mailto == f"mailto:unsub@example.org?subject=unsubscribe%20{unsub}"
     assert len(links.unsubscribe_mailto) < 200
     assert len(links.unsubscribe_url) < 200
+
+
+def test_tokens_are_plain_itsdangerous_tokens() -> None:
+    """The cached-key signer changes nothing: tokens made before and after verify either way."""
+    from itsdangerous import URLSafeSerializer
+
+    secret = "s" * 40
+    signer = TokenSigner(secret)
+    plain = URLSafeSerializer(secret, salt="digest.unsubscribe")
+    token = signer.make(7, "ann@example.org", "unsubscribe", NOW)
+    assert plain.loads(token) == [7, signer.email_hash("ann@example.org"), int(NOW.timestamp())]
+    old = plain.dumps([8, signer.email_hash("bob@example.org"), int(NOW.timestamp())])
+    assert signer.verify(old, "unsubscribe", NOW) == 8
+    other = TokenSigner("t" * 40)  # another key: its own derived key, never the first one's
+    with pytest.raises(InvalidToken):
+        other.verify(token, "unsubscribe", NOW)
