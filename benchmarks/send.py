@@ -19,6 +19,7 @@ import json
 import logging
 import multiprocessing as mp
 import random
+import re
 import resource
 import smtplib
 import socket
@@ -26,6 +27,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -59,8 +61,18 @@ SECRET = "bench-secret-key-0123456789abcdef0123"
 # ------------------------------------------------------------------ sink
 
 
+#: Article links in a message body (quoted-printable soft breaks removed first).
+ARTICLE_URL = re.compile(rb"archive\.example\.org/a/(\d+)")
+
+
+def article_print(url_numbers: Any) -> int:
+    """A short fingerprint of a set of article link numbers: what each member got."""
+    return zlib.crc32(",".join(str(n) for n in sorted(set(url_numbers))).encode())
+
+
 def _sink_main(port_out: Any, ready: Any) -> None:
     counts: Counter[str] = Counter()
+    prints: dict[str, int] = {}  # recipient -> fingerprint of the articles linked
     totals = {"messages": 0, "bytes": 0}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -89,6 +101,8 @@ def _sink_main(port_out: Any, ready: Any) -> None:
                 totals["messages"] += 1
                 totals["bytes"] += len(data)
                 counts.update(rcpts)
+                found = article_print(map(int, ARTICLE_URL.findall(data.replace(b"=\r\n", b""))))
+                prints.update((r, found) for r in rcpts)
                 rcpts = []
                 writer.write(b"250 queued\r\n")
             elif verb == b"QUIT":
@@ -96,10 +110,11 @@ def _sink_main(port_out: Any, ready: Any) -> None:
                 await writer.drain()
                 break
             elif verb == b"XSTA":  # benchmark control: counts so far, as JSON
-                body = json.dumps({**totals, "recipients": counts}).encode()
+                body = json.dumps({**totals, "recipients": counts, "prints": prints}).encode()
                 writer.write(b"250 " + body + b"\r\n")
             elif verb == b"XRES":
                 counts.clear()
+                prints.clear()
                 totals.update(messages=0, bytes=0)
                 writer.write(b"250 reset\r\n")
             else:
@@ -418,6 +433,7 @@ def measure_ours(engine: Engine, settings: Any) -> dict[str, Any]:
 
 
 def check(engine: Engine, stats: dict[str, Any], expected: int) -> list[str]:
+    """Every planned member got exactly one message, linking exactly their articles."""
     from digest.models import Delivery, Subscriber
 
     problems = []
@@ -425,13 +441,12 @@ def check(engine: Engine, stats: dict[str, Any], expected: int) -> list[str]:
         by_status = dict(
             session.exec(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
         )
-        planned = set(
-            session.exec(
-                select(Subscriber.email)
-                .join(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
-                .where(col(Delivery.status) != "skipped")
-            ).all()
-        )
+        sent = session.exec(
+            select(Subscriber.email, Delivery.article_ids)
+            .join(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
+            .where(col(Delivery.status) != "skipped")
+        ).all()
+    planned = {email for email, _ in sent}
     if by_status.get("sent", 0) != expected or set(by_status) - {"sent", "skipped"}:
         problems.append(f"ledger statuses {by_status}, expected {expected} sent")
     got = stats["recipients"]
@@ -441,6 +456,14 @@ def check(engine: Engine, stats: dict[str, Any], expected: int) -> list[str]:
     repeated = {r: n for r, n in got.items() if n != 1}
     if repeated:
         problems.append(f"{len(repeated)} members got more than one message")
+    # article id i+1 is linked as /a/i (see seed_articles)
+    wrong = [
+        email
+        for email, ids in sent
+        if stats["prints"].get(email) != article_print(i - 1 for i in ids)
+    ]
+    if wrong:
+        problems.append(f"{len(wrong)} members' messages link other articles than planned")
     return problems
 
 
