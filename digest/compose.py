@@ -22,7 +22,7 @@ from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Protocol
 
-from digest.content import Rendered
+from digest.content import Personal, Rendered
 
 CRLF = b"\r\n"
 SMTP_POLICY = policy.SMTP  # CRLF line ends, folds at 78
@@ -162,7 +162,7 @@ def _boundary(seed: str) -> str:
 #: Encoded lines by source line. Quoted-printable is line-local (soft breaks restart at every
 #: hard line break), and most lines of a digest (markup, article text) recur in every message.
 _QP_LINES: dict[bytes, bytes] = {}
-_QP_LINES_MAX = 65_536
+_QP_LINES_MAX = 16_384
 
 
 def _qp(text: str) -> bytes:
@@ -174,7 +174,9 @@ def _qp(text: str) -> bytes:
     return _qp_lines(text.encode("utf-8").splitlines() or [b""])
 
 
-def _qp_lines(lines: list[bytes]) -> bytes:
+def _qp_lines(lines: list[bytes], cached: bool = True) -> bytes:
+    if not cached:
+        return b"".join(binascii.b2a_qp(line + CRLF, istext=True) for line in lines)
     cache = _QP_LINES
     out: list[bytes] = []
     for line in lines:
@@ -225,7 +227,12 @@ def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
         if "\n" not in piece:
             carry += piece
             continue
-        head, lines, tail = _qp_piece(piece)
+        if isinstance(piece, Personal):  # one member's: encoded, never cached
+            first, last = piece.find("\n"), piece.rfind("\n")
+            inner = piece[first + 1 : last].encode("utf-8").split(b"\n") if last > first else []
+            head, lines, tail = piece[:first], _qp_lines(inner, cached=False), piece[last + 1 :]
+        else:
+            head, lines, tail = _qp_piece(piece)
         out.append(_qp(carry + head))
         out.append(lines)
         carry = tail

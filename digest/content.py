@@ -85,6 +85,15 @@ class DigestIssue:
         return tuple(seen.values())
 
 
+class Personal(str):
+    """A piece of a rendered part that belongs to one member (their name, address, links).
+
+    Caches downstream skip it: it would never be reused, only push shared pieces out.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class Rendered:
     subject: str

@@ -30,7 +30,7 @@ from mjml import mjml2html
 from premailer import Premailer
 
 from digest.compose import one_line
-from digest.content import ArticleView, DigestIssue, MemberView, Rendered, TopicGroup
+from digest.content import ArticleView, DigestIssue, MemberView, Personal, Rendered, TopicGroup
 from digest.sections import InsertsAltered, SectionCache
 from digest.settings import PROJECT_ROOT
 
@@ -76,7 +76,7 @@ def wrap72(value: str, indent: str = "", width: int = 72) -> str:
     return _wrap(str(value), indent, width)
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=4096)
 def _wrap(value: str, indent: str, width: int) -> str:
     # the same article paragraphs are wrapped for every member who gets them
     return textwrap.fill(
@@ -408,7 +408,8 @@ class Renderer:
         if [int(i) for i in pieces[1::2]] != list(range(len(texts))):
             context = {**context, "_texts": None, "article_texts": context["_plain_texts"]}
             return template.render(context), ()
-        parts = tuple(p if k % 2 == 0 else texts[int(p)] for k, p in enumerate(pieces))
+        # the template's own text holds the member's name, address and links: Personal
+        parts = tuple(Personal(p) if k % 2 == 0 else texts[int(p)] for k, p in enumerate(pieces))
         return "".join(parts), tuple(p for p in parts if p)
 
     def _compile_direct(self, source: str) -> tuple[str, ...]:
@@ -557,7 +558,7 @@ class Renderer:
                 base_url=base_url,
             )
             with self._lock:
-                if len(self._cards) >= 8192:
+                if len(self._cards) >= 4096:
                     self._cards.clear()
                 self._cards[key] = (article, out)
         return out

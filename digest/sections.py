@@ -35,6 +35,8 @@ from functools import lru_cache
 from lxml import etree
 from mjml import mjml2html
 
+from digest.content import Personal
+
 log = logging.getLogger(__name__)
 
 #: MJML components whose content is HTML passed through to the page.
@@ -87,7 +89,7 @@ def text_html(raw: str) -> str:
     return _text_html(raw)
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=8192)
 def _text_html(raw: str) -> str:
     root = etree.fromstring(f"<html><body><p>{raw}</p></body></html>", _HTML_PARSER)
     p = root.find("body/p")
@@ -109,7 +111,7 @@ def attr_html(tag: str, name: str, raw: str) -> str:
     return _attr_html(tag, name, raw)
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=8192)
 def _attr_html(tag: str, name: str, raw: str) -> str:
     quoted = raw if raw[:1] in "\"'" else f'"{raw}"'
     source = f"<html><body><{tag} {name}={quoted}></{tag}></body></html>"
@@ -457,7 +459,8 @@ class SectionCache:
                 shape = self._shapes.get(shape_src)
             if shape is None:
                 raise Unsupported("shape evicted while in use")
-            piece = (_fill(shape.parts, slots), shape.head_key)
+            html = _fill(shape.parts, slots)
+            piece = (Personal(html) if is_personal else html, shape.head_key)
             pieces[i] = piece
             if is_personal:
                 continue  # one member's: would only push shared sections out of the cache

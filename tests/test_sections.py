@@ -302,3 +302,35 @@ def test_templates_that_transform_the_cards_still_render_exactly(
             assert fast == renderer.render_digest(issue, cache=False)
             assert default.render_digest(issue).text_parts  # the default uses stand-ins
     assert ("On:" in fast.html) or (fast.text.isupper() or "TOPICS:" in fast.text)
+
+
+def test_members_own_pieces_stay_out_of_the_caches() -> None:
+    """Caches hold what members share; one member's pieces never accumulate in them."""
+    from digest import compose
+    from digest.content import Personal
+
+    rng = random.Random(8)
+    articles = archive(10, rng)
+    renderer = Renderer(TEMPLATES)
+    base = issue_for(1, articles, random.Random(1))
+    sizes = []
+    for i in range(30):
+        member = replace(base.member, name=f"Reader {i}", email=f"r{i}@example.org")
+        rendered = renderer.render_digest(replace(base, member=member))
+        assert any(isinstance(p, Personal) for p in rendered.html_parts)
+        assert any(isinstance(p, Personal) for p in rendered.text_parts)
+        assert not any(f"r{i}@example.org" in p for p in rendered.html_parts
+                       if not isinstance(p, Personal))  # fmt: skip
+        compose.compose_message(
+            rendered,
+            from_address="D <d@news.example.org>",
+            to_email=member.email,
+            to_name=member.name,
+            message_id=f"<m{i}@news.example.org>",
+            date=NOW,
+            list_id="D <digest.news.example.org>",
+            unsubscribe_url=base.links.unsubscribe_url,
+            unsubscribe_mailto_url=base.links.unsubscribe_mailto,
+        )
+        sizes.append((len(compose._QP_PIECES), len(renderer.section_cache._sections)))
+    assert sizes[-1] == sizes[1]  # nothing grew after the first two members
