@@ -112,7 +112,7 @@ def id_filters(column: Any, ids: Iterable[int]) -> list[Any]:
 
 MemberTopics = tuple[tuple[str, ...], frozenset[str]]  # display names (by name), slugs
 #: Distinct topic sets remembered before the memo starts afresh (bounds memory).
-_TOPIC_SETS = 65_536
+_TOPIC_SETS = 8192
 
 
 class TopicSets:
