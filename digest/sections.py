@@ -399,13 +399,13 @@ class SectionCache:
         written = self.expand(source, inserts)  # also checks the stand-ins
         if self.disabled is not None:
             self.compiles += 1
-            return (self.compile_page(written),)
+            return (Personal(self.compile_page(written)),)  # one member's whole page
         try:
             parts, fresh = self._assemble(source, personal, inserts)
         except Unsupported as exc:
             log.debug("page compiled whole: %s", exc)
             self.compiles += 1
-            return (self.compile_page(written),)
+            return (Personal(self.compile_page(written)),)  # one member's whole page
         if fresh and self.verify:
             whole = self.compile_page(written)
             self.compiles += 1
@@ -423,7 +423,7 @@ class SectionCache:
                     "section reuse turned off, every page is compiled whole (slower): %s",
                     self.disabled,
                 )
-                return (whole,)
+                return (Personal(whole),)
         return parts
 
     def _assemble(

@@ -22,6 +22,7 @@ from digest.content import (
     DigestLinks,
     MemberView,
     MentionView,
+    Personal,
     Rendered,
 )
 from digest.render import Renderer, mjml_to_html
@@ -160,6 +161,9 @@ def test_sibling_css_turns_reuse_off_and_output_stays_exact(tmp_path: Path) -> N
         if issue.groups:
             assert renderer.render_digest(issue) == renderer.render_digest(issue, cache=False)
     assert "sibling selector '.dg-card + .dg-card'" in (renderer.section_cache.disabled or "")
+    # whole pages are one member's: marked so that no cache downstream keeps them
+    (page,) = renderer.render_digest(issue).html_parts
+    assert isinstance(page, Personal)
 
 
 def test_a_two_column_card_changes_the_head_and_output_stays_exact(tmp_path: Path) -> None:
