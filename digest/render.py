@@ -294,7 +294,9 @@ class _Direct:
 class _Reuse:
     """Render from cached sections; ``personal`` are the member's strings as printed."""
 
-    def __init__(self, sections: SectionCache, issue: DigestIssue, values: Mapping[str, str]):
+    def __init__(
+        self, sections: SectionCache, issue: DigestIssue, values: Mapping[str, str]
+    ) -> None:
         self.sections = sections
         self.personal = [str(escape(v)) for v in values.values()]
         self.personal.append(str(escape(", ".join(issue.member.topics))))
