@@ -203,7 +203,9 @@ def _send_pipelined(
         if rcpt[0] not in (250, 251):
             return _classify(rcpt[0], rcpt[1])
         raise smtplib.SMTPDataError(start[0], start[1])
-    body = data.replace(b"\n.", b"\n..")  # dot-stuffing (RFC 5321 4.5.2), as smtplib does
+    # dot-stuffing (RFC 5321 4.5.2), as smtplib does; the regex finds none in a third of the
+    # time bytes.replace takes to copy, and composed messages rarely have a line starting "."
+    body = data.replace(b"\n.", b"\n..") if _DOT_LINE.search(data) else data
     if body.startswith(b"."):
         body = b"." + body
     if not body.endswith(b"\r\n"):
@@ -226,6 +228,7 @@ def _abort(conn: smtplib.SMTP, code: int) -> None:
         conn.close()
 
 
+_DOT_LINE = re.compile(rb"\n\.")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]+")
 
 
