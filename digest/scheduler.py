@@ -100,9 +100,16 @@ def _on_takeover(engine: Engine, holder: str, now: datetime, name: str = LEADER)
 def record_run(
     engine: Engine, job: str, summary: Mapping[str, Any], now: datetime, error: str | None = None
 ) -> None:
-    """Remember each job's last run (and the last error) for ``digest status`` and metrics."""
+    """Remember each job's last run (and the last error) for ``digest status`` and metrics.
+
+    Jobs finish concurrently and each rewrites the shared report: the row is locked while it
+    is read and written (PostgreSQL; SQLite's immediate transactions already serialise), so
+    no job's count is lost to another's write.
+    """
     with session_scope(engine) as session:
-        state = session.get(SchedulerState, LEADER) or SchedulerState(name=LEADER)
+        state = session.get(SchedulerState, LEADER, with_for_update=True) or SchedulerState(
+            name=LEADER
+        )
         runs = json.loads(state.last_tick_report or "{}")
         entry = runs.get(job, {"runs": 0})
         entry.update(at=now.isoformat(), runs=entry.get("runs", 0) + 1, summary=dict(summary))

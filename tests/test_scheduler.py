@@ -444,3 +444,27 @@ def test_planner_across_dst_changes_one_edition_per_local_day(
             assert local.hour >= 7 and d.planned_at - d.due_at < step
             assert d.edition == f"daily:{local.date().isoformat()}"
         assert len(editions) >= 11
+
+
+def test_concurrent_job_reports_lose_no_run(engine: Engine) -> None:
+    """Jobs finish at once and each rewrites the shared report: every run is still counted."""
+    import threading
+
+    from digest.models import SchedulerState
+    from digest.scheduler import LEADER, record_run
+
+    with session_scope(engine) as session:
+        session.add(SchedulerState(name=LEADER))
+    now = datetime.now(UTC)
+
+    def work(job: str) -> None:
+        for _ in range(15):
+            record_run(engine, job, {"ok": True}, now)
+
+    threads = [threading.Thread(target=work, args=(job,)) for job in ("plan", "send") * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report = json.loads(_state(engine).last_tick_report)  # type: ignore[union-attr]
+    assert report["plan"]["runs"] == 45 and report["send"]["runs"] == 45
