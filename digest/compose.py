@@ -196,16 +196,23 @@ _QP_PIECES_MAX = 2048
 _QP_LOCK = threading.Lock()
 
 
-def _qp_piece(piece: str) -> _Piece:
+def _split_piece(piece: str, cached: bool) -> _Piece:
     """A piece cut at its first and last newline, the whole lines between them encoded."""
+    first, last = piece.find("\n"), piece.rfind("\n")
+    inner = piece[first + 1 : last].encode("utf-8").split(b"\n") if last > first else []
+    return piece[:first], _qp_lines(inner, cached), piece[last + 1 :]
+
+
+def _qp_piece(piece: str) -> _Piece:
+    """``_split_piece`` of a shared piece, remembered: one member's pieces are never kept."""
+    if isinstance(piece, Personal):
+        return _split_piece(piece, cached=False)
     with _QP_LOCK:
         hit = _QP_PIECES.get(piece)
         if hit is not None:
             _QP_PIECES.move_to_end(piece)
             return hit
-    first, last = piece.find("\n"), piece.rfind("\n")
-    inner = piece[first + 1 : last].encode("utf-8").split(b"\n") if last > first else []
-    entry = (piece[:first], _qp_lines(inner), piece[last + 1 :])
+    entry = _split_piece(piece, cached=True)
     with _QP_LOCK:
         _QP_PIECES[piece] = entry
         while len(_QP_PIECES) > _QP_PIECES_MAX:
@@ -227,12 +234,7 @@ def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
         if "\n" not in piece:
             carry += piece
             continue
-        if isinstance(piece, Personal):  # one member's: encoded, never cached
-            first, last = piece.find("\n"), piece.rfind("\n")
-            inner = piece[first + 1 : last].encode("utf-8").split(b"\n") if last > first else []
-            head, lines, tail = piece[:first], _qp_lines(inner, cached=False), piece[last + 1 :]
-        else:
-            head, lines, tail = _qp_piece(piece)
+        head, lines, tail = _qp_piece(piece)
         out.append(_qp(carry + head))
         out.append(lines)
         carry = tail
