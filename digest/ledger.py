@@ -292,6 +292,7 @@ def claim(
         for row in found
     ]
 
+
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one claimed delivery."""
@@ -339,6 +340,82 @@ def _record_statement() -> Any:
 
 
 _RECORD = _record_statement()
+
+
+class Recorder:
+    """A sending lane's ledger writer: ``record`` on one DB-API connection held for the run.
+
+    The sender records every message the moment the server has answered, so this write is on
+    the hot path of every send. It runs ``_RECORD`` compiled once for the engine's dialect,
+    straight on the driver (a short transaction: SQLite's BEGIN IMMEDIATE, PostgreSQL's
+    implicit one), which costs a fraction of a SQLAlchemy execution. Outcomes that also change
+    a member (a hard bounce) go through ``record``.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        compiled = _RECORD.compile(dialect=engine.dialect)
+        self._sql = compiled.string
+        self._order = compiled.positiontup if compiled.positional else None
+        self._defaults = {name: bind.value for name, bind in compiled.binds.items()}
+        stamp = UTCDateTime().dialect_impl(engine.dialect).bind_processor(engine.dialect)
+        self._stamp: Callable[[Any], Any] = stamp or (lambda value: value)
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._raw: Any = None
+
+    def record(self, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> None:
+        if any(o.suppress_member for o in outcomes):
+            record(self.engine, outcomes, worker_id, now)
+            return
+        rows = [self._params(o, worker_id, now) for o in outcomes]
+        if not rows:
+            return
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+        raw = self._raw
+        cursor = raw.cursor()
+        try:
+            if self._sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.executemany(self._sql, rows)
+            if self._sqlite:
+                cursor.execute("COMMIT")
+            else:
+                raw.commit()
+        except BaseException:
+            self._raw = None
+            try:
+                raw.rollback() if not self._sqlite else cursor.execute("ROLLBACK")
+            except Exception:  # the connection is beyond use: the pool gets a fresh one
+                raw.invalidate()
+            raw.close()
+            raise
+        finally:
+            cursor.close()
+
+    def _params(self, o: Outcome, worker_id: str, now: datetime) -> Any:
+        stamp = self._stamp
+        values = dict(self._defaults)
+        values.update(
+            b_id=o.delivery_id,
+            b_worker=worker_id,
+            b_status=o.status,
+            b_code=o.smtp_code,
+            b_reply=o.smtp_reply,
+            b_error=o.error,
+            b_next=stamp(o.next_attempt_at),
+            b_now=stamp(now),
+            b_sent_at=stamp(now) if o.status == "sent" else None,
+            b_size=o.size_bytes,
+        )
+        if self._order is None:
+            return values
+        return tuple(values[name] for name in self._order)
+
+    def close(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.close()
 
 
 def record(

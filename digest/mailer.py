@@ -172,8 +172,6 @@ class SMTPTransport:
                 conn.close()
 
 
-
-
 def _send_pipelined(
     conn: smtplib.SMTP, sender: str, recipient: str, data: bytes, options: list[str]
 ) -> SendResult:

@@ -425,7 +425,7 @@ class Sender:
         transport = self.transports()
         # one database connection for the lane's whole run: recording each outcome the moment
         # the server has answered is one short transaction on it, no pool checkout
-        conn = self.engine.connect()
+        recorder = ledger.Recorder(self.engine)
         try:
             while not stop():
                 claimed = ledger.claim(
@@ -445,13 +445,13 @@ class Sender:
                             report.released += len(rest)
                         return
                     outcome = self._send_one(delivery, members, transport)
-                    ledger.record(conn, [outcome], worker_id, self.clock())
+                    recorder.record([outcome], worker_id, self.clock())
                     with self._lock:
                         _tally(report, outcome, delivery)
                     if progress:
                         progress(1)
         finally:
-            conn.close()
+            recorder.close()
             transport.close()
 
     def _load(self, claimed: Sequence[ledger.Claimed]) -> dict[int, MemberView]:

@@ -151,7 +151,7 @@ def split_body(source: str) -> tuple[str, list[str], str]:
     while not source.startswith("</mj-body", pos):
         match = _MJ_TAG_RE.match(source, pos)
         if match is None or match.group(1):
-            raise Unsupported(f"unexpected content in mj-body at {pos}: {source[pos:pos + 40]!r}")
+            raise Unsupported(f"unexpected content in mj-body at {pos}: {source[pos : pos + 40]!r}")
         end = source.find(">", match.end())
         if end < 0:
             raise Unsupported("unterminated tag")

@@ -37,6 +37,7 @@ def parse_hours(value: object) -> float:
         return float(text[:-1]) * units[text[-1]]
     return float(text)
 
+
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 

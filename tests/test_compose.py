@@ -152,9 +152,7 @@ def test_headers_folded_here_read_back_as_written() -> None:
         data = build(rendered=Rendered(subject, HTML, TEXT), to_name=name)
         parse(data)  # strict parsing accepts it
         head = data.split(b"\r\n\r\n")[0].decode("ascii")
-        fields = dict(
-            line.split(": ", 1) for line in head.replace("\r\n ", " ").split("\r\n")
-        )
+        fields = dict(line.split(": ", 1) for line in head.replace("\r\n ", " ").split("\r\n"))
         assert str(make_header(decode_header(fields["Subject"]))) == subject
         to = fields["To"]
         if name:

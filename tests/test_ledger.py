@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -87,6 +88,40 @@ def test_claim_lease_expiry_and_holder_only_records(engine: Engine) -> None:
     with Session(engine) as session:
         d = session.get(Delivery, first[0].id)
         assert d is not None and d.status == "sent" and d.error is None and d.sent_at == NOW
+
+
+def test_recorder_writes_what_record_writes_and_only_for_the_holder(engine: Engine) -> None:
+    """The lanes' driver-level writer and the Core ``record`` leave identical rows."""
+    ids = [add_member(engine, f"m{i}@example.org") for i in range(4)]
+    with session_scope(engine) as session:
+        ledger.insert_rows(session, [row(i) for i in ids], "example.org", NOW)
+    claimed = ledger.claim(engine, "w", NOW, 10, LEASE)
+    later = NOW + timedelta(minutes=10)
+    outcomes = [
+        ledger.Outcome(0, "sent", 250, "queued", size_bytes=1234),
+        ledger.Outcome(0, "retry", 451, "try later", "451 try later", later),
+    ]
+    recorder = ledger.Recorder(engine)
+    try:
+        for i, o in enumerate(outcomes):
+            a, b = claimed[2 * i], claimed[2 * i + 1]
+            ledger.record(engine, [replace(o, delivery_id=a.id)], "w", NOW)
+            recorder.record([replace(o, delivery_id=b.id)], "w", NOW)
+        recorder.record([ledger.Outcome(claimed[0].id, "failed", error="late")], "other", NOW)
+    finally:
+        recorder.close()
+
+    def shape(d: Delivery) -> tuple[object, ...]:
+        return (d.status, d.smtp_code, d.smtp_reply, d.error, d.lease_until,
+                d.next_attempt_at, d.sent_at, d.updated_at, d.size_bytes)  # fmt: skip
+
+    with Session(engine) as session:
+        rows = {d.id: d for d in session.exec(select(Delivery)).all()}
+        got = [shape(rows[c.id]) for c in claimed]
+    assert got[0] == got[1] == ("sent", 250, "queued", None, None, None, NOW, NOW, 1234)
+    assert got[2] == got[3] == ("retry", 451, "try later", "451 try later", None, later, None,
+                                NOW, None)  # fmt: skip
+    assert rows[claimed[0].id].sent_at.tzinfo is not None
 
 
 def test_retry_waits_for_backoff_and_release_returns_claims(engine: Engine) -> None:
