@@ -168,21 +168,50 @@ _QP_LINES_MAX = 16_384
 def _qp(text: str) -> bytes:
     """Quoted-printable, CRLF line ends, soft breaks under 76 columns (RFC 2045 6.7).
 
-    Byte-for-byte ``binascii.b2a_qp`` of the whole text, encoded a line at a time through a
-    bounded cache.
+    ``binascii.b2a_qp`` of the whole text (but for dots opening a line, see ``_qp_line``),
+    encoded a line at a time through a bounded cache.
     """
     return _qp_lines(text.encode("utf-8").splitlines() or [b""])
 
 
+_QP_ATOM = re.compile(rb"=[0-9A-F]{2}|.", re.DOTALL)
+
+
+def _qp_line(line: bytes) -> bytes:
+    """One source line, quoted-printable, with no encoded line starting with a dot.
+
+    ``binascii.b2a_qp``, except that a dot opening an encoded line (CSS rules in the HTML head
+    do) is written ``=2E``: the message then needs no SMTP dot-stuffing, which would otherwise
+    copy every message on its way out.
+    """
+    encoded = binascii.b2a_qp(line + CRLF, istext=True)
+    if not (encoded.startswith(b".") or b"\n." in encoded):
+        return encoded
+    atoms = _QP_ATOM.findall(encoded[:-2].replace(b"=\r\n", b""))
+    rows: list[bytes] = []
+    row: list[bytes] = []
+    width = 0
+    for atom in atoms:
+        if width + len(atom) > 75:  # room for the soft break's "=" (76 columns in all)
+            rows.append(b"".join(row))
+            row, width = [], 0
+        if not row and atom == b".":
+            atom = b"=2E"
+        row.append(atom)
+        width += len(atom)
+    rows.append(b"".join(row))
+    return b"=\r\n".join(rows) + CRLF
+
+
 def _qp_lines(lines: list[bytes], cached: bool = True) -> bytes:
     if not cached:
-        return b"".join(binascii.b2a_qp(line + CRLF, istext=True) for line in lines)
+        return b"".join(_qp_line(line) for line in lines)
     cache = _QP_LINES
     out: list[bytes] = []
     for line in lines:
         encoded = cache.get(line)
         if encoded is None:
-            encoded = binascii.b2a_qp(line + CRLF, istext=True)
+            encoded = _qp_line(line)
             if len(cache) >= _QP_LINES_MAX:
                 cache.clear()
             cache[line] = encoded

@@ -176,9 +176,27 @@ def test_quoted_printable_by_line_equals_the_whole_text() -> None:
     for _ in range(500):
         text = "".join(rng.choices(alphabet, k=rng.randint(0, 60)))
         lines = text.encode("utf-8").splitlines()
-        whole = binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True)
-        assert _qp(text) == whole
-        assert _qp(text) == whole  # from the cache too
+        source = b"\r\n".join(lines) + b"\r\n"
+        whole = binascii.b2a_qp(source, istext=True)
+        ours = _qp(text)
+        assert _qp(text) == ours  # from the cache too
+        assert binascii.a2b_qp(ours) == binascii.a2b_qp(whole)
+        encoded_lines = ours.split(b"\r\n")
+        assert all(len(line) <= 76 for line in encoded_lines)
+        # no line opens with a dot, so SMTP needs no dot-stuffing; otherwise exactly b2a_qp
+        assert not any(line.startswith(b".") for line in encoded_lines)
+        if not any(line.startswith(b".") for line in whole.split(b"\r\n")):
+            assert ours == whole
+
+
+def test_quoted_printable_writes_a_dot_opening_a_line_as_2e() -> None:
+    from digest.compose import _qp
+
+    css = ".mj-column-per-100 { width:100% !important; }\n" + "x" * 75 + ".y\n.\n"
+    encoded = _qp(css)
+    assert encoded.startswith(b"=2Emj-column-per-100 { width:100% !important; }\r\n")
+    assert b"\r\n=2Ey\r\n" in encoded and encoded.endswith(b"\r\n=2E\r\n")
+    assert b"\n." not in encoded
 
 
 def test_quoted_printable_from_pieces_equals_the_whole_text() -> None:
