@@ -12,7 +12,6 @@ import binascii
 import functools
 import hashlib
 import re
-import threading
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from datetime import datetime
 from email import policy
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
-from typing import Protocol
+from typing import Any, Protocol
 
 from digest.content import Personal, Rendered
 
@@ -203,9 +202,7 @@ def _qp_line(line: bytes) -> bytes:
     return b"=\r\n".join(rows) + CRLF
 
 
-def _qp_lines(lines: list[bytes], cached: bool = True) -> bytes:
-    if not cached:
-        return b"".join(_qp_line(line) for line in lines)
+def _qp_lines(lines: list[bytes]) -> bytes:
     cache = _QP_LINES
     out: list[bytes] = []
     for line in lines:
@@ -220,51 +217,80 @@ def _qp_lines(lines: list[bytes], cached: bool = True) -> bytes:
 
 
 _Piece = tuple[str, bytes, str]  # (text before its first newline, the encoded whole lines, after)
-_QP_PIECES: OrderedDict[str, _Piece] = OrderedDict()
+_QP_PIECES: OrderedDict[str, _Piece | None] = OrderedDict()  # None: a piece holding a CR
 _QP_PIECES_MAX = 2048
-_QP_LOCK = threading.Lock()
+_NO_NEWLINE: Any = (None, b"", "")
+#: Encoded lines that straddle two shared pieces (a card's last line and the next one's first)
+_QP_JOINS: dict[str, bytes] = {}
+_QP_JOINS_MAX = 8192
 
 
-def _split_piece(piece: str, cached: bool) -> _Piece:
-    """A piece cut at its first and last newline, the whole lines between them encoded."""
+def _split_piece(piece: str) -> _Piece:
+    """A piece cut at its first and last newline, the whole lines between them encoded;
+    ``(None, b"", "")`` for a piece without one."""
     first, last = piece.find("\n"), piece.rfind("\n")
+    if first < 0:
+        return _NO_NEWLINE
     inner = piece[first + 1 : last].encode("utf-8").split(b"\n") if last > first else []
-    return piece[:first], _qp_lines(inner, cached), piece[last + 1 :]
+    return piece[:first], _qp_lines(inner), piece[last + 1 :]
 
 
-def _qp_piece(piece: str) -> _Piece:
-    """``_split_piece`` of a shared piece, remembered: one member's pieces are never kept."""
-    if isinstance(piece, Personal):
-        return _split_piece(piece, cached=False)
-    with _QP_LOCK:
-        hit = _QP_PIECES.get(piece)
-        if hit is not None:
-            _QP_PIECES.move_to_end(piece)
-            return hit
-    entry = _split_piece(piece, cached=True)
-    with _QP_LOCK:
-        _QP_PIECES[piece] = entry
-        while len(_QP_PIECES) > _QP_PIECES_MAX:
+def _qp_piece(piece: str) -> _Piece | None:
+    """``_split_piece`` of a shared piece (None if it holds a CR), remembered.
+
+    Lock-free: each dictionary operation is atomic, and a lost race costs one encoding.
+    """
+    try:
+        hit = _QP_PIECES[piece]
+        _QP_PIECES.move_to_end(piece)
+        return hit
+    except KeyError:
+        pass
+    entry = None if "\r" in piece else _split_piece(piece)
+    _QP_PIECES[piece] = entry
+    while len(_QP_PIECES) > _QP_PIECES_MAX:
+        try:
             _QP_PIECES.popitem(last=False)
+        except KeyError:
+            break
     return entry
+
+
+def _qp_join(line: str) -> bytes:
+    """One line made of the end of a piece and the start of the next, encoded (cached: most
+    are markup, or blank, between two article texts)."""
+    encoded = _QP_JOINS.get(line)
+    if encoded is None:
+        encoded = _qp_line(line.encode("utf-8"))
+        if len(_QP_JOINS) >= _QP_JOINS_MAX:
+            _QP_JOINS.clear()
+        _QP_JOINS[line] = encoded
+    return encoded
 
 
 def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
     """``_qp("".join(pieces))``, reusing each piece's encoded whole lines.
 
     Quoted-printable is line-local, so only the lines that straddle two pieces are encoded per
-    message; a reused section (an article card) brings its encoded lines with it.
+    message; a reused section (an article card) brings its encoded lines with it. A member's
+    own pieces (``Personal``) are never kept whole (their lines go through the line cache).
     """
-    if any("\r" in p for p in pieces):  # a lone CR is a line break too: the plain way
-        return _qp("".join(pieces))
     out: list[bytes] = []
     carry = ""
     for piece in pieces:
-        if "\n" not in piece:
+        if not isinstance(piece, Personal):
+            entry = _qp_piece(piece)
+        elif "\r" not in piece:
+            entry = _split_piece(piece)
+        else:
+            entry = None
+        if entry is None:
+            return _qp("".join(pieces))  # a lone CR is a line break too: the plain way
+        head, lines, tail = entry
+        if head is None:  # no newline in it
             carry += piece
             continue
-        head, lines, tail = _qp_piece(piece)
-        out.append(_qp(carry + head))
+        out.append(_qp_join(carry + head))
         out.append(lines)
         carry = tail
     if carry or not out:
