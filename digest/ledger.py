@@ -25,7 +25,6 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
-    or_,
     type_coerce,
     update,
 )
@@ -251,20 +250,31 @@ def claim(
     Ready: planned or retry whose next attempt is due, or sending whose lease has expired.
     PostgreSQL skips rows other workers hold locked; SQLite's BEGIN IMMEDIATE serialises claims.
     """
-    ready = or_(
-        and_(
-            col(Delivery.status).in_(("planned", "retry")),
-            or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= now),
-        ),
-        and_(col(Delivery.status) == "sending", col(Delivery.lease_until) < now),
-    )
     table = Delivery.__table__  # type: ignore[attr-defined]
-    query = sa_select(table).where(ready).order_by(table.c.id).limit(limit)
-    if engine.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+    c = table.c
+    # Ready rows in kinds, each a range of the (status, next_attempt_at) index read in that
+    # index's order, so no claim gathers and sorts every ready row (with one OR query SQLite
+    # did, and a 100,000-member run spent longer claiming than sending). Expired leases come
+    # first (a crashed worker's messages), then due retries, then planned editions by due time.
+    kinds = (
+        (and_(c.status == "sending", c.lease_until < now), (c.id,)),
+        (and_(c.status == "retry", c.next_attempt_at.is_(None)), (c.id,)),
+        (and_(c.status == "retry", c.next_attempt_at <= now), (c.next_attempt_at, c.id)),
+        (and_(c.status == "planned", c.next_attempt_at.is_(None)), (c.id,)),
+        (and_(c.status == "planned", c.next_attempt_at <= now), (c.next_attempt_at, c.id)),
+    )
+    columns = (c.id, c.subscriber_id, c.edition, c.message_id, c.article_ids, c.attempts)
     until = now + lease
-    with engine.begin() as conn:  # Core, not the ORM: one SELECT and one UPDATE per claim
-        found = conn.execute(query).mappings().all()
+    with engine.begin() as conn:  # Core, not the ORM: a few SELECTs and one UPDATE per claim
+        found: list[Any] = []
+        for kind, order in kinds:
+            query = sa_select(*columns).where(kind).order_by(*order).limit(limit - len(found))
+            if engine.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            found += conn.execute(query).mappings().all()
+            if len(found) >= limit:
+                break
+        found.sort(key=lambda row: row["id"])
         if not found:
             return []
         conn.execute(

@@ -146,6 +146,11 @@ def split_body(source: str) -> tuple[str, list[str], str]:
             break
     if opened is None:
         raise Unsupported("no mj-body")
+    return split_sections(source, opened)
+
+
+def split_sections(source: str, opened: int) -> tuple[str, list[str], str]:
+    """``split_body`` from ``opened``, the end of the mj-body start tag."""
     sections: list[str] = []
     pos = _WS_RE.match(source, opened).end()  # type: ignore[union-attr]
     while not source.startswith("</mj-body", pos):
@@ -356,6 +361,7 @@ class SectionCache:
         self._max_shapes, self._max_sections = max_shapes, max_sections
         self._lock = threading.Lock()
         self.disabled: str | None = None  # why reuse was turned off, if it was
+        self._last_open = ""
         self.compiles = 0  # whole or partial compiles run: lets tests and benchmarks see reuse
 
     def _marker(self, i: int) -> str:
@@ -396,18 +402,18 @@ class SectionCache:
         ``inserts`` are the sections behind :meth:`insert_tag` stand-ins in ``source``; raises
         ``InsertsAltered`` if the stand-ins are not all there, once each, in order.
         """
-        written = self.expand(source, inserts)  # also checks the stand-ins
         if self.disabled is not None:
             self.compiles += 1
-            return (Personal(self.compile_page(written)),)  # one member's whole page
+            return (Personal(self.compile_page(self.expand(source, inserts))),)
         try:
             parts, fresh = self._assemble(source, personal, inserts)
         except Unsupported as exc:
             log.debug("page compiled whole: %s", exc)
             self.compiles += 1
-            return (Personal(self.compile_page(written)),)  # one member's whole page
+            # one member's whole page; expand raises InsertsAltered if stand-ins went missing
+            return (Personal(self.compile_page(self.expand(source, inserts))),)
         if fresh and self.verify:
-            whole = self.compile_page(written)
+            whole = self.compile_page(self.expand(source, inserts))
             self.compiles += 1
             page = "".join(parts)
             if whole != page:
@@ -429,9 +435,18 @@ class SectionCache:
     def _assemble(
         self, source: str, personal: Sequence[str], inserts: Sequence[str]
     ) -> tuple[tuple[str, ...], bool]:
-        frame_open, sections, frame_close = split_body(source)
+        frame_open, sections, frame_close = self._split(source)
         if inserts:
-            sections = [self._inserted(section, inserts) for section in sections]
+            # every stand-in a top-level section of its own, each once and in order (else the
+            # caller's whole-page fallback expands them and reports what was altered)
+            if self._nonce in frame_open or self._nonce in frame_close:
+                raise Unsupported("a section stand-in outside mj-body's sections")
+            taken = [0]
+            sections = [self._inserted(section, inserts, taken) for section in sections]
+            if taken[0] != len(inserts):
+                raise Unsupported("section stand-ins missing")
+        elif self._nonce in source:
+            raise Unsupported("a section stand-in without its section")
         pieces: list[tuple[str, str] | None] = []
         missing: dict[str, tuple[tuple[_Slot, ...], list[int]]] = {}
         with self._lock:
@@ -483,15 +498,26 @@ class SectionCache:
         head, tail = frame
         return (head, *(p[0] for p in done), tail), fresh
 
-    def _inserted(self, section: str, inserts: Sequence[str]) -> str:
+    def _inserted(self, section: str, inserts: Sequence[str], taken: list[int]) -> str:
         if not section.startswith("<mj-dginsert "):
             if 'data-n="' + self._nonce in section:  # a stand-in inside a section: no reuse
                 raise Unsupported("a section stand-in is not a top-level element")
             return section
         match = self._insert_re.fullmatch(section)
-        if match is None:
-            raise Unsupported("a section stand-in was altered")
+        if match is None or int(match.group(1)) != taken[0]:
+            raise Unsupported("a section stand-in was altered, repeated or moved")
+        taken[0] += 1
         return inserts[int(match.group(1))]
+
+    def _split(self, source: str) -> tuple[str, list[str], str]:
+        """``split_body``, skipping the search for mj-body when the page opens as the last one
+        did (the head is the same for every member of an edition)."""
+        known = self._last_open
+        if known and source.startswith(known):
+            return split_sections(source, len(known))
+        frame_open, sections, frame_close = split_body(source)
+        self._last_open = frame_open
+        return frame_open, sections, frame_close
 
     def _abstract(
         self, section: str, personal: Sequence[str]
