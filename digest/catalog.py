@@ -6,6 +6,7 @@ million members holds one batch in memory.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -123,12 +124,19 @@ class TopicSets:
     Names are ordered as the store orders them (its collation), as a join would.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_age: float = 0.0) -> None:
         self._topics: dict[int, tuple[int, str, str]] = {}  # id -> (name order, name, slug)
         self._sets: dict[tuple[int, ...], MemberTopics] = {}
+        self._max_age = max_age  # seconds a read of the topic table is trusted (0: none)
+        self._read_at = float("-inf")
 
-    def _refresh(self, conn: Connection) -> None:
-        """Read the topic table; shared sets are rebuilt only if a topic was added or renamed."""
+    def _refresh(self, conn: Connection, seen: Iterable[int]) -> None:
+        """Read the topic table if it is older than ``max_age`` or lacks a topic ``seen``;
+        shared sets are rebuilt only if a topic was added or renamed."""
+        now = time.monotonic()
+        if now - self._read_at < self._max_age and all(t in self._topics for t in seen):
+            return
+        self._read_at = now
         rows = conn.execute(
             select(Topic.id, Topic.name, Topic.slug).order_by(col(Topic.name), col(Topic.id))
         )
@@ -147,7 +155,7 @@ class TopicSets:
             for member_id, topic_id in conn.execute(query):
                 if member_id in wanted:
                     links[member_id].append(topic_id)
-        self._refresh(conn)
+        self._refresh(conn, {t for ids in links.values() for t in ids})
         return {member_id: self._set(tuple(sorted(ids))) for member_id, ids in links.items()}
 
     def _set(self, topic_ids: tuple[int, ...]) -> MemberTopics:

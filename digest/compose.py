@@ -21,7 +21,7 @@ from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any, Protocol
 
-from digest.content import Personal, Rendered
+from digest.content import DotFree, Personal, Rendered
 
 CRLF = b"\r\n"
 SMTP_POLICY = policy.SMTP  # CRLF line ends, folds at 78
@@ -384,4 +384,6 @@ def compose_message(
             raise ValueError(f"extra header {name!r} is not allowed")
         head.append(_text_header(name, one_line(value)))
     data = b"".join(head) + _body(rendered, message_id)
-    return signer.sign(data) if signer is not None else data
+    # header lines start with a name or folding white space, body lines are quoted-printable
+    # with no dot opening a line (see _qp_line), and a DKIM-Signature folds the same way
+    return DotFree(signer.sign(data) if signer is not None else data)

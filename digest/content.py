@@ -103,3 +103,11 @@ class Rendered:
     #: their encoding. Not part of what the message *is*, so not compared.
     html_parts: tuple[str, ...] = field(default=(), compare=False, repr=False)
     text_parts: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+
+class DotFree(bytes):
+    """A message's bytes in which no line starts with a dot (``compose_message`` output).
+
+    SMTP must double a dot opening a line; the transport skips scanning (and copying) a
+    message that says it has none.
+    """

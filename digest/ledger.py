@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    or_,
     type_coerce,
     update,
 )
@@ -252,15 +253,18 @@ def claim(
     """
     table = Delivery.__table__  # type: ignore[attr-defined]
     c = table.c
-    # Ready rows in kinds, each a range of the (status, next_attempt_at) index read in that
-    # index's order, so no claim gathers and sorts every ready row (with one OR query SQLite
-    # did, and a 100,000-member run spent longer claiming than sending). Expired leases come
-    # first (a crashed worker's messages), then due retries, then planned editions by due time.
+    # Ready rows in two kinds, each read through the (status, next_attempt_at) index, so no
+    # claim gathers and sorts every ready row (with one OR query SQLite did, and a
+    # 100,000-member run spent longer claiming than sending). First the few: expired leases (a
+    # crashed worker's messages), due retries and undated planned rows; then the many, planned
+    # editions in due-time order, read straight off the index.
+    few = or_(
+        and_(c.status == "sending", c.lease_until < now),
+        and_(c.status == "retry", or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now)),
+        and_(c.status == "planned", c.next_attempt_at.is_(None)),
+    )
     kinds = (
-        (and_(c.status == "sending", c.lease_until < now), (c.id,)),
-        (and_(c.status == "retry", c.next_attempt_at.is_(None)), (c.id,)),
-        (and_(c.status == "retry", c.next_attempt_at <= now), (c.next_attempt_at, c.id)),
-        (and_(c.status == "planned", c.next_attempt_at.is_(None)), (c.id,)),
+        (few, (c.id,)),
         (and_(c.status == "planned", c.next_attempt_at <= now), (c.next_attempt_at, c.id)),
     )
     columns = (c.id, c.subscriber_id, c.edition, c.message_id, c.article_ids, c.attempts)

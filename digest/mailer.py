@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from digest.content import DotFree
 from digest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -201,9 +202,13 @@ def _send_pipelined(
         if rcpt[0] not in (250, 251):
             return _classify(rcpt[0], rcpt[1])
         raise smtplib.SMTPDataError(start[0], start[1])
-    # dot-stuffing (RFC 5321 4.5.2), as smtplib does; the regex finds none in a third of the
-    # time bytes.replace takes to copy, and composed messages rarely have a line starting "."
-    body = data.replace(b"\n.", b"\n..") if _DOT_LINE.search(data) else data
+    # dot-stuffing (RFC 5321 4.5.2), as smtplib does; composed messages have no line starting
+    # with a dot (DotFree), others are scanned (the regex finds none in a third of the time
+    # bytes.replace takes to copy)
+    if isinstance(data, DotFree):
+        body = data
+    else:
+        body = data.replace(b"\n.", b"\n..") if _DOT_LINE.search(data) else data
     if body.startswith(b"."):
         body = b"." + body
     if not body.endswith(b"\r\n"):

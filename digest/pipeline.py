@@ -369,7 +369,8 @@ class Sender:
         self.base = timedelta(seconds=settings.retry_base_seconds)
         self._lock = threading.Lock()
         self._articles: dict[int, ArticleView] = {}
-        self._topics = catalog.TopicSets()  # members' topic tuples, shared across claims
+        # members' topic tuples, shared across claims; a renamed topic shows within seconds
+        self._topics = catalog.TopicSets(max_age=5.0)
 
     def run(
         self,

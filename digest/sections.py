@@ -361,7 +361,7 @@ class SectionCache:
         self._max_shapes, self._max_sections = max_shapes, max_sections
         self._lock = threading.Lock()
         self.disabled: str | None = None  # why reuse was turned off, if it was
-        self._last_open = ""
+        self._opens: tuple[str, ...] = ()
         self.compiles = 0  # whole or partial compiles run: lets tests and benchmarks see reuse
 
     def _marker(self, i: int) -> str:
@@ -510,13 +510,13 @@ class SectionCache:
         return inserts[int(match.group(1))]
 
     def _split(self, source: str) -> tuple[str, list[str], str]:
-        """``split_body``, skipping the search for mj-body when the page opens as the last one
+        """``split_body``, skipping the search for mj-body when the page opens as a recent one
         did (the head is the same for every member of an edition)."""
-        known = self._last_open
-        if known and source.startswith(known):
-            return split_sections(source, len(known))
+        for known in self._opens:
+            if source.startswith(known):
+                return split_sections(source, len(known))
         frame_open, sections, frame_close = split_body(source)
-        self._last_open = frame_open
+        self._opens = (frame_open, *self._opens[:7])  # a few editions' heads (daily, weekly)
         return frame_open, sections, frame_close
 
     def _abstract(

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 import pytest
 
 from digest.compose import compose_message, make_message_id
-from digest.content import Rendered
+from digest.content import Personal, Rendered
 
 DATE = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 UNSUB = "https://news.example.org/unsubscribe/" + "t0k3n-" * 20
@@ -197,6 +197,26 @@ def test_quoted_printable_writes_a_dot_opening_a_line_as_2e() -> None:
     assert encoded.startswith(b"=2Emj-column-per-100 { width:100% !important; }\r\n")
     assert b"\r\n=2Ey\r\n" in encoded and encoded.endswith(b"\r\n=2E\r\n")
     assert b"\n." not in encoded
+
+
+def test_composed_message_has_no_line_starting_with_a_dot() -> None:
+    """What lets the SMTP transport skip dot-stuffing: checked on dots in every place."""
+    from digest.content import DotFree
+
+    dotted = Rendered(
+        ".hidden subject",
+        "<style>\n.dg-card { color: red; }\n</style>\n.\n" + "x" * 75 + ".y\n..two\n",
+        ".first\n.\n" + "w" * 74 + ". tail\n" + ". " * 60 + "\n",
+        html_parts=(Personal("<p>\n.a"), ".b\n.c", Personal("\n.\n")),
+        text_parts=(".t", Personal("\n.u\n"), ".v\n"),
+    )
+    data = build(rendered=dotted, to_name=".Ann", extra_headers={"X-Note": ". " * 50})
+    assert isinstance(data, DotFree)
+    assert not data.startswith(b".") and b"\n." not in data
+    msg = parse(data)
+    parts = list(msg.iter_parts())
+    assert parts[0].get_content().replace("\r\n", "\n") == "".join(dotted.text_parts)
+    assert parts[1].get_content().replace("\r\n", "\n") == "".join(dotted.html_parts)
 
 
 def test_quoted_printable_from_pieces_equals_the_whole_text() -> None:

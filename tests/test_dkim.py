@@ -85,6 +85,23 @@ def test_signed_message_verifies_after_smtp(key: tuple[Path, str], smtp_server: 
     assert max(len(line) for line in received.split(b"\r\n")) <= 998
 
 
+def test_lines_starting_with_dots_arrive_exactly_as_signed(
+    key: tuple[Path, str], smtp_server: SMTPServer
+) -> None:
+    """Composed messages skip SMTP dot-stuffing: a dot the server removed would break DKIM."""
+    path, txt = key
+    dotted = Rendered(".dots", "<style>\n.a { color: red; }\n</style>\n.\n", ".x\n..y\n.\n")
+    data = compose(dotted, signer=Signer("s2025", "news.example.org", path.read_bytes()))
+    transport = SMTPTransport(smtp_server.host, smtp_server.port)
+    try:
+        assert transport.send("digest@news.example.org", "zoe@example.org", data, "").ok
+    finally:
+        transport.close()
+    received = smtp_server.messages[0].data
+    assert received == data
+    assert verify(received, txt)
+
+
 def test_tampering_breaks_the_signature(key: tuple[Path, str]) -> None:
     path, txt = key
     data = compose(RENDERED, signer=Signer("s2025", "news.example.org", path.read_bytes()))
