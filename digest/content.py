@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ class DigestIssue:
     base_url: str
     more: tuple[ArticleView, ...] = field(default=())  # listed as links only (size budget)
 
-    @property
+    @cached_property
     def articles(self) -> tuple[ArticleView, ...]:
+        """Every article once, in group order (worked out once: rendering asks often)."""
         seen: dict[int, ArticleView] = {}
         for group in self.groups:
             for article in group.articles:
