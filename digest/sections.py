@@ -138,22 +138,33 @@ def split_body(source: str) -> tuple[str, list[str], str]:
     A top-level component never contains another of its own kind (MJML's nesting rules), so
     each one ends at the first closing tag of its name.
     """
-    opened = None
+    return split_sections(source, body_start(source))
+
+
+def body_start(source: str) -> int:
+    """Where mj-body's content starts: after its start tag."""
     for match in _BODY_OPEN_RE.finditer(source):
         end = source.find(">", match.end())
         if end > 0 and source[end - 1] != "/":  # not the defaults inside mj-attributes
-            opened = end + 1
-            break
-    if opened is None:
-        raise Unsupported("no mj-body")
-    return split_sections(source, opened)
+            return end + 1
+    raise Unsupported("no mj-body")
 
 
 def split_sections(source: str, opened: int) -> tuple[str, list[str], str]:
     """``split_body`` from ``opened``, the end of the mj-body start tag."""
     sections: list[str] = []
-    pos = _WS_RE.match(source, opened).end()  # type: ignore[union-attr]
-    while not source.startswith("</mj-body", pos):
+    pos = sections_from(source, opened, sections)
+    if pos >= len(source):
+        raise Unsupported("mj-body is not closed")
+    return source[:opened], sections, source[pos:]
+
+
+def sections_from(source: str, pos: int, sections: list[str]) -> int:
+    """Append the top-level sections from ``pos`` on; where they stop (``</mj-body`` or the
+    end of ``source``)."""
+    size = len(source)
+    pos = _WS_RE.match(source, pos).end()  # type: ignore[union-attr]
+    while pos < size and not source.startswith("</mj-body", pos):
         match = _MJ_TAG_RE.match(source, pos)
         if match is None or match.group(1):
             raise Unsupported(f"unexpected content in mj-body at {pos}: {source[pos : pos + 40]!r}")
@@ -168,7 +179,7 @@ def split_sections(source: str, opened: int) -> tuple[str, list[str], str]:
             end += len(closer) - 1
         sections.append(source[pos : end + 1])
         pos = _WS_RE.match(source, end + 1).end()  # type: ignore[union-attr]
-    return source[:opened], sections, source[pos:]
+    return pos
 
 
 @dataclass(frozen=True)
@@ -351,6 +362,7 @@ class SectionCache:
         nonce = secrets.token_hex(4)  # content cannot guess and forge a marker
         self._nonce = nonce
         self._insert_re = re.compile(rf'<mj-dginsert data-n="{nonce}" data-i="(\d+)" />')
+        self._insert_head = f'<mj-dginsert data-n="{nonce}" data-i="'
         self._prefix = f"zzsc{nonce}s"
         self._pattern = re.compile(rf"zzsc{nonce}s(\d+)zz")
         self._cut = f"<!--dgcut{nonce}-->"
@@ -435,18 +447,12 @@ class SectionCache:
     def _assemble(
         self, source: str, personal: Sequence[str], inserts: Sequence[str]
     ) -> tuple[tuple[str, ...], bool]:
-        frame_open, sections, frame_close = self._split(source)
         if inserts:
-            # every stand-in a top-level section of its own, each once and in order (else the
-            # caller's whole-page fallback expands them and reports what was altered)
-            if self._nonce in frame_open or self._nonce in frame_close:
-                raise Unsupported("a section stand-in outside mj-body's sections")
-            taken = [0]
-            sections = [self._inserted(section, inserts, taken) for section in sections]
-            if taken[0] != len(inserts):
-                raise Unsupported("section stand-ins missing")
-        elif self._nonce in source:
+            frame_open, sections, frame_close = self._split_inserted(source, inserts)
+        elif 'data-n="' + self._nonce in source:
             raise Unsupported("a section stand-in without its section")
+        else:
+            frame_open, sections, frame_close = self._split(source)
         pieces: list[tuple[str, str] | None] = []
         missing: dict[str, tuple[tuple[_Slot, ...], list[int]]] = {}
         with self._lock:
@@ -498,16 +504,42 @@ class SectionCache:
         head, tail = frame
         return (head, *(p[0] for p in done), tail), fresh
 
-    def _inserted(self, section: str, inserts: Sequence[str], taken: list[int]) -> str:
-        if not section.startswith("<mj-dginsert "):
-            if 'data-n="' + self._nonce in section:  # a stand-in inside a section: no reuse
-                raise Unsupported("a section stand-in is not a top-level element")
-            return section
-        match = self._insert_re.fullmatch(section)
-        if match is None or int(match.group(1)) != taken[0]:
-            raise Unsupported("a section stand-in was altered, repeated or moved")
-        taken[0] += 1
-        return inserts[int(match.group(1))]
+    def _split_inserted(self, source: str, inserts: Sequence[str]) -> tuple[str, list[str], str]:
+        """``split_body`` of the page as written, with each stand-in's section put in.
+
+        The source is cut at the stand-ins first, so only the template's own sections are
+        parsed. Every stand-in must be a top-level section of its own, each once and in order
+        (else the caller's whole-page fallback expands them and reports what was altered).
+        """
+        chunks = source.split(self._insert_head)
+        if len(chunks) != len(inserts) + 1:
+            raise Unsupported("section stand-ins missing or repeated")
+        marked = 'data-n="' + self._nonce
+        if any(marked in chunk for chunk in chunks):
+            raise Unsupported("a section stand-in was altered")
+        first = chunks[0]
+        opened = next((len(k) for k in self._opens if first.startswith(k)), 0)
+        if not opened:
+            opened = body_start(first)
+            self._opens = (first[:opened], *self._opens[:7])
+        sections: list[str] = []
+        if sections_from(first, opened, sections) != len(first):
+            raise Unsupported("a section stand-in inside a section")
+        frame_close = None
+        last = len(inserts) - 1
+        for k, chunk in enumerate(chunks[1:]):
+            tag_end = f'{k}" />'
+            if not chunk.startswith(tag_end):
+                raise Unsupported("a section stand-in was altered or moved")
+            sections.append(inserts[k])
+            stop = sections_from(chunk, len(tag_end), sections)
+            if stop != len(chunk):
+                if k != last:
+                    raise Unsupported("a section stand-in after mj-body")
+                frame_close = chunk[stop:]
+        if frame_close is None:
+            raise Unsupported("mj-body is not closed")
+        return first[:opened], sections, frame_close
 
     def _split(self, source: str) -> tuple[str, list[str], str]:
         """``split_body``, skipping the search for mj-body when the page opens as a recent one

@@ -91,6 +91,7 @@ class TokenSigner:
             purpose: URLSafeSerializer(secret_key, salt=f"digest.{purpose}", signer=_Signer)
             for purpose in PURPOSES
         }
+        self._signers = {p: s.make_signer() for p, s in self._serializers.items()}
 
     def email_hash(self, email: str) -> str:
         """A short keyed hash: identifies the address without revealing it in the link."""
@@ -101,9 +102,26 @@ class TokenSigner:
         self, member_id: int, email: str, purpose: str, now: datetime, email_hash: str = ""
     ) -> str:
         """A token; ``email_hash`` may be passed when the caller already has it."""
-        _check_purpose(purpose)
+        return self.make_many(member_id, email, (purpose,), now, email_hash)[0]
+
+    def make_many(
+        self,
+        member_id: int,
+        email: str,
+        purposes: tuple[str, ...],
+        now: datetime,
+        email_hash: str = "",
+    ) -> list[str]:
+        """One token per purpose for the same member and time, exactly as ``make`` gives them.
+
+        The payload is encoded once and each purpose's signer is kept: every message carries
+        two links, so this runs for every member of every send.
+        """
+        for purpose in purposes:
+            _check_purpose(purpose)
         payload = [int(member_id), email_hash or self.email_hash(email), _epoch(now)]
-        return self._serializers[purpose].dumps(payload)
+        encoded = self._serializers[purposes[0]].dump_payload(payload)
+        return [self._signers[p].sign(encoded).decode("utf-8") for p in purposes]
 
     def decode(
         self, token: str, purpose: str, now: datetime, max_age: timedelta | None = None
@@ -160,8 +178,9 @@ def member_links(
     """The personal footer links of one member's digest."""
     base = base_url.rstrip("/")
     email_hash = signer.email_hash(member.email)
-    prefs = signer.make(member.id, member.email, "preferences", now, email_hash)
-    unsub = signer.make(member.id, member.email, "unsubscribe", now, email_hash)
+    prefs, unsub = signer.make_many(
+        member.id, member.email, ("preferences", "unsubscribe"), now, email_hash
+    )
     mailto_url = f"mailto:{quote(mailto, safe='@')}?subject=unsubscribe%20{unsub}"
     if len(mailto_url) > 900:  # the List-Unsubscribe header line must stay under 998 octets
         raise ValueError("unsubscribe mailto URL too long; shorten unsubscribe_mailto")

@@ -314,3 +314,27 @@ def test_templates_dir_overrides_one_template_and_keeps_the_rest(tmp_path: Path)
     )
     assert env.get_template("email/digest.mjml.j2") is not None  # from the built-in set
     assert template_problems(tmp_path) == []
+
+
+def test_fill_words_wraps_exactly_as_textwrap() -> None:
+    """The text part's wrapper against the standard library's, on random words and widths."""
+    import random
+    import textwrap
+
+    from digest.render import fill_words
+
+    rng = random.Random(72)
+    for _ in range(3000):
+        sizes = [1, 2, 5, 9, 30, 71, 72, 73, 90]
+        words = ["x" * rng.choice(sizes) for _ in range(rng.randint(0, 30))]
+        text = " ".join(words)
+        width = rng.choice([10, 20, 72, 73])
+        indent = rng.choice(["", "  ", "    "])
+        expected = textwrap.fill(
+            text,
+            width=width,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        assert fill_words(text, indent, width) == expected, (text, width, indent)
