@@ -582,7 +582,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also time planning alone at these sizes, e.g. 10000,100000,1000000",
     )
-    parser.add_argument("--pool", type=int, default=2, help="SMTP lanes (smtp_pool_size)")
+    parser.add_argument(
+        "--pool", type=int, help="SMTP lanes (smtp_pool_size; default: the project's default)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -597,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
             path = tmp / "store.db"
             engine = make_store(path, args.members, args.distinct)
             results["seed_seconds"] = time.perf_counter() - t
-            settings = bench_settings(path, sink.port, smtp_pool_size=args.pool)
+            lanes = {} if args.pool is None else {"smtp_pool_size": args.pool}
+            settings = bench_settings(path, sink.port, **lanes)
             print(f"store: {args.members} members, {ARTICLES} articles "
                   f"({results['seed_seconds']:.1f}s to generate)", file=sys.stderr)  # fmt: skip
 

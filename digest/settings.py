@@ -76,7 +76,7 @@ class Settings:
     smtp_timeout: float = 30.0
     batch_size: int = 500
     claim_size: int = 50
-    smtp_pool_size: int = 2
+    smtp_pool_size: int = 3
     rate_per_second: float = 0.0
     rate_per_hour: int = 0
     max_consecutive_errors: int = 20
