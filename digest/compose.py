@@ -16,7 +16,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
-from email import policy
+from email import base64mime, policy, quoprimime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any, Protocol
@@ -122,10 +122,27 @@ def _address_header(name: str, display: str, addr: str) -> bytes:
         return _fold_ascii(name, f"<{addr}>" if name == "List-Id" else addr)
     if _plain(display):
         return _fold_ascii(name, formataddr((display, addr)))
-    encoded = f"{name}: " + Header(display, "utf-8", header_name=name).encode(linesep="\r\n")
+    encoded = f"{name}: " + _encoded_words(name, display)
     last = encoded.rsplit("\r\n", 1)[-1]
     gap = " " if len(last) + 2 + len(addr) + 1 <= 78 else "\r\n "
     return f"{encoded}{gap}<{addr}>\r\n".encode("ascii")
+
+
+def _encoded_words(name: str, value: str) -> str:
+    """``Header(value, "utf-8", header_name=name).encode()``: RFC 2047 encoded words.
+
+    A value that fits one encoded word on the header's first line is that word, in the
+    encoding the email package picks (the shorter; Q on a tie), without its character-by-
+    character line fitting: a member's name is encoded for every message.
+    """
+    raw = value.encode("utf-8")
+    if base64mime.header_length(raw) < quoprimime.header_length(raw):
+        word = base64mime.header_encode(raw, "utf-8")
+    else:
+        word = quoprimime.header_encode(raw, "utf-8")
+    if len(word) <= 75 and len(name) + 2 + len(word) <= 76:
+        return word
+    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
 
 
 def _fold_list(name: str, items: list[str]) -> bytes:

@@ -92,6 +92,7 @@ def too_soon(edition: Edition, last_due_at: datetime | None) -> bool:
     return edition.due_at - last_due_at < edition.period / 2
 
 
+@lru_cache(maxsize=256)
 def edition_label(key: str) -> str:
     """A human label for the subject and heading: "Tuesday 24 November 2026", "Week 48, 2026"."""
     kind, _, value = key.partition(":")

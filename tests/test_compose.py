@@ -234,3 +234,19 @@ def test_quoted_printable_from_pieces_equals_the_whole_text() -> None:
         )
         assert _qp_pieces(pieces) == _qp("".join(pieces)), pieces
     assert _qp_pieces(("a\rb", "c")) == _qp("a\rbc")
+
+
+def test_encoded_display_names_are_what_the_email_package_writes() -> None:
+    """The one-word fast path against ``email.header.Header``, on random names."""
+    import random
+    from email.header import Header
+
+    from digest.compose import _encoded_words
+
+    rng = random.Random(2047)
+    alphabet = ["a", " ", "é", "ü", "東", "Ω", "-", "_", "=", "?", "'", "x" * 10, "Zoë"]
+    for _ in range(3000):
+        value = "".join(rng.choices(alphabet, k=rng.randint(1, 12))).strip() or "é"
+        for name in ("To", "From", "Reply-To", "List-Id"):
+            expected = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+            assert _encoded_words(name, value) == expected, (name, value)
