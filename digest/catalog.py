@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, bindparam
 from sqlmodel import Session, col, select
 
 from digest.content import ArticleView, MemberView, MentionView
@@ -105,10 +105,19 @@ def id_filters(column: Any, ids: Iterable[int]) -> list[Any]:
     wanted = sorted(set(ids))
     if not wanted:
         return []
-    low, high = wanted[0], wanted[-1]
-    if high - low < 2 * len(wanted):
-        return [column.between(low, high)]
+    span = dense_range(wanted)
+    if span is not None:
+        return [column.between(*span)]
     return [column.in_(chunk) for chunk in _chunks(wanted)]
+
+
+def dense_range(ids: Iterable[int]) -> tuple[int, int] | None:
+    """(lowest, highest) when ``ids`` are dense enough to read as one range, else None."""
+    wanted = ids if isinstance(ids, list) else sorted(set(ids))
+    if not wanted:
+        return None
+    low, high = wanted[0], wanted[-1]
+    return (low, high) if high - low < 2 * len(wanted) else None
 
 
 MemberTopics = tuple[tuple[str, ...], frozenset[str]]  # display names (by name), slugs
@@ -150,9 +159,16 @@ class TopicSets:
         wanted = set(member_ids)
         links: dict[int, list[int]] = defaultdict(list)
         owner = col(SubscriberTopic.subscriber_id)
-        for condition in id_filters(owner, member_ids):
-            query = select(owner, col(SubscriberTopic.topic_id)).where(condition)
-            for member_id, topic_id in conn.execute(query):
+        span = dense_range(sorted(wanted))
+        if span is not None:  # a batch's usual case: one prebuilt range read
+            queries = [(_LINKS_IN_RANGE, {"lo": span[0], "hi": span[1]})]
+        else:
+            queries = [
+                (select(owner, col(SubscriberTopic.topic_id)).where(condition), {})
+                for condition in id_filters(owner, wanted)
+            ]
+        for query, params in queries:
+            for member_id, topic_id in conn.execute(query, params):
                 if member_id in wanted:
                     links[member_id].append(topic_id)
         self._refresh(conn, {t for ids in links.values() for t in ids})
@@ -179,6 +195,14 @@ _MEMBER_COLUMNS = (
     col(Subscriber.timezone),
     col(Subscriber.send_hour),
     col(Subscriber.created_at),
+)
+
+
+_MEMBERS_IN_RANGE = select(*_MEMBER_COLUMNS).where(
+    col(Subscriber.id).between(bindparam("lo"), bindparam("hi"))
+)
+_LINKS_IN_RANGE = select(col(SubscriberTopic.subscriber_id), col(SubscriberTopic.topic_id)).where(
+    col(SubscriberTopic.subscriber_id).between(bindparam("lo"), bindparam("hi"))
 )
 
 
@@ -215,10 +239,15 @@ def members_by_id(
     """Members by id as plain rows (any status), for the sender's claimed deliveries."""
     wanted = set(ids)
     found: dict[int, MemberView] = {}
-    rows = []
-    for condition in id_filters(col(Subscriber.id), wanted):
-        query = select(*_MEMBER_COLUMNS).where(condition)
-        rows += [r for r in conn.execute(query) if r[0] in wanted]
+    span = dense_range(sorted(wanted))
+    if span is not None:  # the sender's usual case: one prebuilt range read
+        queries = [(_MEMBERS_IN_RANGE, {"lo": span[0], "hi": span[1]})]
+    else:
+        queries = [
+            (select(*_MEMBER_COLUMNS).where(condition), {})
+            for condition in id_filters(col(Subscriber.id), wanted)
+        ]
+    rows = [r for query, params in queries for r in conn.execute(query, params) if r[0] in wanted]
     member_topics = (topics or TopicSets()).of_members(conn, [r[0] for r in rows])
     for row in rows:
         found[row[0]] = _view(row, member_topics.get(row[0], _NO_TOPICS))

@@ -243,21 +243,19 @@ class Claimed:
     status: str = "sending"
 
 
-def claim(
-    engine: Engine, worker_id: str, now: datetime, limit: int, lease: timedelta
-) -> list[Claimed]:
-    """Take up to ``limit`` deliveries that are ready, in one transaction.
+@lru_cache(maxsize=4)
+def _claim_statements(dialect: str) -> tuple[tuple[Any, ...], Any]:
+    """The claim's SELECTs and UPDATE, built once: the sender claims every few messages.
 
-    Ready: planned or retry whose next attempt is due, or sending whose lease has expired.
-    PostgreSQL skips rows other workers hold locked; SQLite's BEGIN IMMEDIATE serialises claims.
+    Ready rows come in two kinds, each read through the (status, next_attempt_at) index, so no
+    claim gathers and sorts every ready row (with one OR query SQLite did, and a
+    100,000-member run spent longer claiming than sending). First the few: expired leases (a
+    crashed worker's messages), due retries and undated planned rows; then the many, planned
+    editions in due-time order, read straight off the index.
     """
-    table = Delivery.__table__  # type: ignore[attr-defined]
-    c = table.c
-    # Ready rows in two kinds, each read through the (status, next_attempt_at) index, so no
-    # claim gathers and sorts every ready row (with one OR query SQLite did, and a
-    # 100,000-member run spent longer claiming than sending). First the few: expired leases (a
-    # crashed worker's messages), due retries and undated planned rows; then the many, planned
-    # editions in due-time order, read straight off the index.
+    c = Delivery.__table__.c  # type: ignore[attr-defined]
+    when = UTCDateTime()
+    now = bindparam("c_now", type_=when)
     few = or_(
         and_(c.status == "sending", c.lease_until < now),
         and_(c.status == "retry", or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now)),
@@ -268,30 +266,48 @@ def claim(
         (and_(c.status == "planned", c.next_attempt_at <= now), (c.next_attempt_at, c.id)),
     )
     columns = (c.id, c.subscriber_id, c.edition, c.message_id, c.article_ids, c.attempts)
+    selects = []
+    for kind, order in kinds:
+        query = sa_select(*columns).where(kind).order_by(*order).limit(bindparam("c_limit"))
+        if dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        selects.append(query)
+    mark = (
+        update(Delivery)
+        .where(col(Delivery.id).in_(bindparam("c_ids", expanding=True)))
+        .values(
+            status="sending",
+            worker_id=bindparam("c_worker"),
+            lease_until=bindparam("c_until", type_=when),
+            attempts=col(Delivery.attempts) + 1,
+            updated_at=bindparam("c_now", type_=when),
+        )
+    )
+    return tuple(selects), mark
+
+
+def claim(
+    engine: Engine, worker_id: str, now: datetime, limit: int, lease: timedelta
+) -> list[Claimed]:
+    """Take up to ``limit`` deliveries that are ready, in one transaction.
+
+    Ready: planned or retry whose next attempt is due, or sending whose lease has expired.
+    PostgreSQL skips rows other workers hold locked; SQLite's BEGIN IMMEDIATE serialises claims.
+    """
+    selects, mark = _claim_statements(engine.dialect.name)
     until = now + lease
-    with engine.begin() as conn:  # Core, not the ORM: a few SELECTs and one UPDATE per claim
+    with engine.begin() as conn:  # Core, not the ORM: two SELECTs and one UPDATE per claim
         found: list[Any] = []
-        for kind, order in kinds:
-            query = sa_select(*columns).where(kind).order_by(*order).limit(limit - len(found))
-            if engine.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            found += conn.execute(query).mappings().all()
+        for query in selects:
+            params = {"c_now": now, "c_limit": limit - len(found)}
+            found += conn.execute(query, params).mappings().all()
             if len(found) >= limit:
                 break
         found.sort(key=lambda row: row["id"])
         if not found:
             return []
-        conn.execute(
-            update(Delivery)
-            .where(col(Delivery.id).in_([r["id"] for r in found]))
-            .values(
-                status="sending",
-                worker_id=worker_id,
-                lease_until=until,
-                attempts=col(Delivery.attempts) + 1,
-                updated_at=now,
-            )
-        )
+        ids = [r["id"] for r in found]
+        conn.execute(mark, {"c_ids": ids, "c_worker": worker_id, "c_until": until, "c_now": now})
     return [
         Claimed(
             id=row["id"],
