@@ -425,6 +425,7 @@ class Recorder:
 
     def _params(self, o: Outcome, worker_id: str, now: datetime) -> Any:
         stamp = self._stamp
+        stamped = stamp(now)
         values = dict(self._defaults)
         values.update(
             b_id=o.delivery_id,
@@ -433,9 +434,9 @@ class Recorder:
             b_code=o.smtp_code,
             b_reply=o.smtp_reply,
             b_error=o.error,
-            b_next=stamp(o.next_attempt_at),
-            b_now=stamp(now),
-            b_sent_at=stamp(now) if o.status == "sent" else None,
+            b_next=stamp(o.next_attempt_at) if o.next_attempt_at is not None else None,
+            b_now=stamped,
+            b_sent_at=stamped if o.status == "sent" else None,
             b_size=o.size_bytes,
         )
         if self._order is None:

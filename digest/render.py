@@ -576,8 +576,7 @@ class Renderer:
         # keyed by the article object itself, not its (costly) value hash: the sender reuses
         # one ArticleView per article, and the entry holds it so its id cannot be reused
         key = (name, id(article), heading, site_name, base_url)
-        with self._lock:
-            hit = self._cards.get(key)
+        hit = self._cards.get(key)  # one dict operation: atomic, no lock needed
         out = hit[1] if hit is not None and hit[0] is article else None
         if out is None:
             out = self.env.get_template(name).render(
