@@ -159,18 +159,9 @@ class TopicSets:
         wanted = set(member_ids)
         links: dict[int, list[int]] = defaultdict(list)
         owner = col(SubscriberTopic.subscriber_id)
-        span = dense_range(sorted(wanted))
-        if span is not None:  # a batch's usual case: one prebuilt range read
-            queries = [(_LINKS_IN_RANGE, {"lo": span[0], "hi": span[1]})]
-        else:
-            queries = [
-                (select(owner, col(SubscriberTopic.topic_id)).where(condition), {})
-                for condition in id_filters(owner, wanted)
-            ]
-        for query, params in queries:
-            for member_id, topic_id in conn.execute(query, params):
-                if member_id in wanted:
-                    links[member_id].append(topic_id)
+        for member_id, topic_id in _rows_for_ids(conn, _LINKS, _LINKS_IN_RANGE, owner, wanted):
+            if member_id in wanted:
+                links[member_id].append(topic_id)
         self._refresh(conn, {t for ids in links.values() for t in ids})
         return {member_id: self._set(tuple(sorted(ids))) for member_id, ids in links.items()}
 
@@ -198,12 +189,26 @@ _MEMBER_COLUMNS = (
 )
 
 
-_MEMBERS_IN_RANGE = select(*_MEMBER_COLUMNS).where(
-    col(Subscriber.id).between(bindparam("lo"), bindparam("hi"))
-)
-_LINKS_IN_RANGE = select(col(SubscriberTopic.subscriber_id), col(SubscriberTopic.topic_id)).where(
+_MEMBERS = select(*_MEMBER_COLUMNS)
+_MEMBERS_IN_RANGE = _MEMBERS.where(col(Subscriber.id).between(bindparam("lo"), bindparam("hi")))
+_LINKS = select(col(SubscriberTopic.subscriber_id), col(SubscriberTopic.topic_id))
+_LINKS_IN_RANGE = _LINKS.where(
     col(SubscriberTopic.subscriber_id).between(bindparam("lo"), bindparam("hi"))
 )
+
+
+def _rows_for_ids(
+    conn: Connection, query: Any, in_range: Any, column: Any, wanted: set[int]
+) -> list[Any]:
+    """Rows of ``query`` for ``wanted`` ids of ``column`` (a range may bring a few others:
+    callers keep theirs). Dense ids, a batch's usual case, are one read with ``in_range``,
+    the query built once with ``lo`` and ``hi`` parameters; scattered ids go in IN chunks."""
+    span = dense_range(sorted(wanted))
+    if span is not None:
+        return list(conn.execute(in_range, {"lo": span[0], "hi": span[1]}))
+    return [
+        r for condition in id_filters(column, wanted) for r in conn.execute(query.where(condition))
+    ]
 
 
 def _view(row: Any, topics: MemberTopics) -> MemberView:
@@ -239,15 +244,8 @@ def members_by_id(
     """Members by id as plain rows (any status), for the sender's claimed deliveries."""
     wanted = set(ids)
     found: dict[int, MemberView] = {}
-    span = dense_range(sorted(wanted))
-    if span is not None:  # the sender's usual case: one prebuilt range read
-        queries = [(_MEMBERS_IN_RANGE, {"lo": span[0], "hi": span[1]})]
-    else:
-        queries = [
-            (select(*_MEMBER_COLUMNS).where(condition), {})
-            for condition in id_filters(col(Subscriber.id), wanted)
-        ]
-    rows = [r for query, params in queries for r in conn.execute(query, params) if r[0] in wanted]
+    found_rows = _rows_for_ids(conn, _MEMBERS, _MEMBERS_IN_RANGE, col(Subscriber.id), wanted)
+    rows = [r for r in found_rows if r[0] in wanted]
     member_topics = (topics or TopicSets()).of_members(conn, [r[0] for r in rows])
     for row in rows:
         found[row[0]] = _view(row, member_topics.get(row[0], _NO_TOPICS))

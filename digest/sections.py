@@ -452,7 +452,7 @@ class SectionCache:
         elif 'data-n="' + self._nonce in source:
             raise Unsupported("a section stand-in without its section")
         else:
-            frame_open, sections, frame_close = self._split(source)
+            frame_open, sections, frame_close = split_sections(source, self._body_start(source))
         pieces: list[tuple[str, str] | None] = []
         missing: dict[str, tuple[tuple[_Slot, ...], list[int]]] = {}
         with self._lock:
@@ -518,10 +518,7 @@ class SectionCache:
         if any(marked in chunk for chunk in chunks):
             raise Unsupported("a section stand-in was altered")
         first = chunks[0]
-        opened = next((len(k) for k in self._opens if first.startswith(k)), 0)
-        if not opened:
-            opened = body_start(first)
-            self._opens = (first[:opened], *self._opens[:7])
+        opened = self._body_start(first)
         sections: list[str] = []
         if sections_from(first, opened, sections) != len(first):
             raise Unsupported("a section stand-in inside a section")
@@ -541,15 +538,15 @@ class SectionCache:
             raise Unsupported("mj-body is not closed")
         return first[:opened], sections, frame_close
 
-    def _split(self, source: str) -> tuple[str, list[str], str]:
-        """``split_body``, skipping the search for mj-body when the page opens as a recent one
-        did (the head is the same for every member of an edition)."""
+    def _body_start(self, source: str) -> int:
+        """``body_start``, without the search when the page opens as a recent one did (the
+        head is the same for every member of an edition)."""
         for known in self._opens:
             if source.startswith(known):
-                return split_sections(source, len(known))
-        frame_open, sections, frame_close = split_body(source)
-        self._opens = (frame_open, *self._opens[:7])  # a few editions' heads (daily, weekly)
-        return frame_open, sections, frame_close
+                return len(known)
+        opened = body_start(source)
+        self._opens = (source[:opened], *self._opens[:7])  # a few editions' heads
+        return opened
 
     def _abstract(
         self, section: str, personal: Sequence[str]
