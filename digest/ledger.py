@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -40,9 +40,8 @@ from digest.models import WINDOW_TAKING_STATUSES, Delivery, Subscriber, UTCDateT
 CHUNK = 500
 
 
-@dataclass(frozen=True)
-class PlannedRow:
-    """A delivery to write, computed purely by the planner."""
+class PlannedRow(NamedTuple):
+    """A delivery to write, computed purely by the planner (a tuple: one per member planned)."""
 
     subscriber_id: int
     edition: str
