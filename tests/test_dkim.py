@@ -58,16 +58,21 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return make_key(tmp_path_factory.mktemp("dkim"))
 
 
-def test_signed_message_verifies_after_smtp(key: tuple[Path, str], smtp_server: SMTPServer) -> None:
-    path, txt = key
-    signer = Signer("s2025", "news.example.org", path.read_bytes())
-    data = compose(RENDERED, signer=signer)
+def send_through(smtp_server: SMTPServer, data: bytes) -> bytes:
+    """``data`` sent with the SMTP transport: the bytes the server stored."""
     transport = SMTPTransport(smtp_server.host, smtp_server.port)
     try:
         assert transport.send("digest@news.example.org", "zoe@example.org", data, "").ok
     finally:
         transport.close()
-    received = smtp_server.messages[0].data
+    return smtp_server.messages[0].data
+
+
+def test_signed_message_verifies_after_smtp(key: tuple[Path, str], smtp_server: SMTPServer) -> None:
+    path, txt = key
+    signer = Signer("s2025", "news.example.org", path.read_bytes())
+    data = compose(RENDERED, signer=signer)
+    received = send_through(smtp_server, data)
     assert verify(received, txt)
 
     msg = message_from_bytes(received, policy=policy.strict)
@@ -92,12 +97,7 @@ def test_lines_starting_with_dots_arrive_exactly_as_signed(
     path, txt = key
     dotted = Rendered(".dots", "<style>\n.a { color: red; }\n</style>\n.\n", ".x\n..y\n.\n")
     data = compose(dotted, signer=Signer("s2025", "news.example.org", path.read_bytes()))
-    transport = SMTPTransport(smtp_server.host, smtp_server.port)
-    try:
-        assert transport.send("digest@news.example.org", "zoe@example.org", data, "").ok
-    finally:
-        transport.close()
-    received = smtp_server.messages[0].data
+    received = send_through(smtp_server, data)
     assert received == data
     assert verify(received, txt)
 
