@@ -237,9 +237,6 @@ _Piece = tuple[str, bytes, str]  # (text before its first newline, the encoded w
 _QP_PIECES: OrderedDict[str, _Piece | None] = OrderedDict()  # None: a piece holding a CR
 _QP_PIECES_MAX = 2048
 _NO_NEWLINE: Any = (None, b"", "")
-#: Encoded lines that straddle two shared pieces (a card's last line and the next one's first)
-_QP_JOINS: dict[str, bytes] = {}
-_QP_JOINS_MAX = 8192
 
 
 def _split_piece(piece: str) -> _Piece:
@@ -273,18 +270,6 @@ def _qp_piece(piece: str) -> _Piece | None:
     return entry
 
 
-def _qp_join(line: str) -> bytes:
-    """One line made of the end of a piece and the start of the next, encoded (cached: most
-    are markup, or blank, between two article texts)."""
-    encoded = _QP_JOINS.get(line)
-    if encoded is None:
-        encoded = _qp_line(line.encode("utf-8"))
-        if len(_QP_JOINS) >= _QP_JOINS_MAX:
-            _QP_JOINS.clear()
-        _QP_JOINS[line] = encoded
-    return encoded
-
-
 def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
     """``_qp("".join(pieces))``, reusing each piece's encoded whole lines.
 
@@ -307,7 +292,8 @@ def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
         if head is None:  # no newline in it
             carry += piece
             continue
-        out.append(_qp_join(carry + head))
+        # the line joining two pieces (mostly markup, or blank between two article texts)
+        out.append(_qp_lines([(carry + head).encode("utf-8")]))
         out.append(lines)
         carry = tail
     if carry or not out:
