@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, bindparam
 from sqlmodel import Session, col, select
 
 from digest.content import ArticleView, MemberView, MentionView
+from digest.db import driver_params, driver_statement
 from digest.models import Article, ArticleTopic, Mention, Subscriber, SubscriberTopic, Topic
 
 CHUNK = 500
@@ -205,8 +206,7 @@ _LINKS_IN_RANGE = _LINKS.where(
 
 @lru_cache(maxsize=16)
 def _driver_sql(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...] | None]:
-    compiled = statement.compile(dialect=dialect)
-    return compiled.string, tuple(compiled.positiontup) if compiled.positional else None
+    return driver_statement(statement, dialect)
 
 
 def _driver_rows(conn: Connection, statement: Any, params: dict[str, Any]) -> list[Any]:
@@ -218,7 +218,7 @@ def _driver_rows(conn: Connection, statement: Any, params: dict[str, Any]) -> li
     sql, order = _driver_sql(statement, conn.dialect)
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(sql, tuple(params[name] for name in order) if order else params)
+        cursor.execute(sql, driver_params(order, params))
         return cursor.fetchall()
     finally:
         cursor.close()

@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from digest.catalog import id_filters
-from digest.db import session_scope
+from digest.db import driver_params, driver_statement, session_scope
 from digest.models import WINDOW_TAKING_STATUSES, Delivery, Subscriber, UTCDateTime
 
 CHUNK = 500
@@ -164,13 +164,13 @@ def _planned_insert(dialect: Dialect) -> _BulkInsert:
         .values({name: bindparam(name) for name in _PLANNED_COLUMNS})
         .on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
     )
-    compiled = stmt.compile(dialect=dialect)
-    positional = compiled.positiontup is not None
-    names = tuple(compiled.positiontup) if positional else _PLANNED_COLUMNS
+    sql, order = driver_statement(stmt, dialect)
+    positional = order is not None
+    names = order or _PLANNED_COLUMNS
     if set(names) != set(_PLANNED_COLUMNS):
         raise RuntimeError(f"unexpected parameters in the planned insert: {names}")
     processors = tuple(table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
-    return _BulkInsert(compiled.string, positional, names, processors)
+    return _BulkInsert(sql, positional, names, processors)
 
 
 def insert_rows(session: Session, rows: Sequence[PlannedRow], domain: str, now: datetime) -> int:
@@ -383,10 +383,10 @@ class Recorder:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        compiled = _RECORD.compile(dialect=engine.dialect)
-        self._sql = compiled.string
-        self._order = compiled.positiontup if compiled.positional else None
-        self._defaults = {name: bind.value for name, bind in compiled.binds.items()}
+        self._sql, self._order = driver_statement(_RECORD, engine.dialect)
+        # the values _RECORD binds itself (its literals), given to the driver with the rest
+        binds = _RECORD.compile(dialect=engine.dialect).binds
+        self._defaults = {name: bind.value for name, bind in binds.items()}
         stamp = UTCDateTime().dialect_impl(engine.dialect).bind_processor(engine.dialect)
         self._stamp: Callable[[Any], Any] = stamp or (lambda value: value)
         self._sqlite = engine.dialect.name == "sqlite"
@@ -438,9 +438,7 @@ class Recorder:
             b_sent_at=stamped if o.status == "sent" else None,
             b_size=o.size_bytes,
         )
-        if self._order is None:
-            return values
-        return tuple(values[name] for name in self._order)
+        return driver_params(self._order, values)
 
     def close(self) -> None:
         raw, self._raw = self._raw, None
