@@ -14,6 +14,7 @@ import smtplib
 import socket
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,10 +40,35 @@ class SendResult:
         return self.permanent and self.code in HARD_BOUNCE_CODES
 
 
+#: Reads the server's verdict on a message handed over by ``begin``.
+Finish = Callable[[], SendResult]
+
+_ACCEPTED = SendResult(ok=True, code=250, reply="accepted")
+
+
+def _known(result: SendResult) -> Finish:
+    return lambda: result
+
+
 class Transport(Protocol):
     def send(self, sender: str, recipient: str, data: bytes, message_id: str) -> SendResult: ...
 
     def close(self) -> None: ...
+
+
+def begin_send(
+    transport: Transport, sender: str, recipient: str, data: bytes, message_id: str
+) -> Finish:
+    """Start sending on ``transport``; the returned function gives the result.
+
+    Transports that can leave the server's answer on the wire (``SMTPTransport.begin``) do,
+    so the sender renders the next message meanwhile; any other transport sends at once.
+    """
+    begin = getattr(transport, "begin", None)
+    if begin is not None:
+        finish: Finish = begin(sender, recipient, data, message_id)
+        return finish
+    return _known(transport.send(sender, recipient, data, message_id))
 
 
 def _reply_text(raw: bytes | str) -> str:
@@ -115,39 +141,72 @@ class SMTPTransport:
         return conn
 
     def send(self, sender: str, recipient: str, data: bytes, message_id: str = "") -> SendResult:
-        for attempt in (1, 2):
-            try:
-                if self._conn is None:
-                    self._conn = self._connect()
-                options = ["SMTPUTF8"] if self._conn.has_extn("smtputf8") else []
-                if self._conn.has_extn("pipelining"):
-                    return _send_pipelined(self._conn, sender, recipient, data, options)
-                refused = self._conn.sendmail(sender, [recipient], data, mail_options=options)
-                if refused:
-                    code, reply = refused[recipient]
-                    return _classify(code, reply)
-                return SendResult(ok=True, code=250, reply="accepted")
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, reply = exc.recipients.get(recipient, (550, b"recipient refused"))
-                return _classify(code, reply)
-            except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-                self._reset()
-                return _classify(exc.smtp_code, exc.smtp_error)
-            except smtplib.SMTPAuthenticationError as exc:
-                self._drop()
-                return SendResult(False, exc.smtp_code, _reply_text(exc.smtp_error), False)
-            except smtplib.SMTPServerDisconnected as exc:
-                self._drop()
-                if attempt == 2:
-                    return SendResult(False, None, f"server disconnected: {exc}", False)
-                log.info("SMTP connection dropped; reconnecting")
-            except smtplib.SMTPResponseException as exc:
-                self._drop()
-                return _classify(exc.smtp_code, exc.smtp_error)
-            except (OSError, smtplib.SMTPException) as exc:
-                self._drop()
-                return SendResult(False, None, f"{type(exc).__name__}: {exc}", False)
-        raise AssertionError("unreachable")
+        return self.begin(sender, recipient, data, message_id)()
+
+    def begin(self, sender: str, recipient: str, data: bytes, message_id: str = "") -> Finish:
+        """Hand the message over and return what reads the server's verdict on it.
+
+        With PIPELINING the verdict on the message's content (the reply to its final dot) is
+        left on the wire: the caller renders the next message while the server takes this
+        one, then calls the returned function. Without it, or when the envelope is refused,
+        the verdict is already known and the function just returns it.
+        """
+        return self._attempt(sender, recipient, data, 1)
+
+    def _attempt(self, sender: str, recipient: str, data: bytes, attempt: int) -> Finish:
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            options = ["SMTPUTF8"] if conn.has_extn("smtputf8") else []
+            if conn.has_extn("pipelining"):
+                refused = _start_pipelined(conn, sender, recipient, data, options)
+                if refused is not None:
+                    return _known(refused)
+                return lambda: self._finish(conn, sender, recipient, data, attempt)
+            refused_rcpts = conn.sendmail(sender, [recipient], data, mail_options=options)
+            if refused_rcpts:
+                code, reply = refused_rcpts[recipient]
+                return _known(_classify(code, reply))
+            return _known(_ACCEPTED)
+        except (OSError, smtplib.SMTPException) as exc:
+            return self._after_error(exc, sender, recipient, data, attempt)
+
+    def _finish(
+        self, conn: smtplib.SMTP, sender: str, recipient: str, data: bytes, attempt: int
+    ) -> SendResult:
+        try:
+            code, reply = conn.getreply()
+            if code != 250:
+                raise smtplib.SMTPDataError(code, reply)
+            return _ACCEPTED
+        except (OSError, smtplib.SMTPException) as exc:
+            return self._after_error(exc, sender, recipient, data, attempt)()
+
+    def _after_error(
+        self, exc: BaseException, sender: str, recipient: str, data: bytes, attempt: int
+    ) -> Finish:
+        """The result an SMTP error means; a dropped connection is reopened and tried once more."""
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            code, reply = exc.recipients.get(recipient, (550, b"recipient refused"))
+            return _known(_classify(code, reply))
+        if isinstance(exc, smtplib.SMTPSenderRefused | smtplib.SMTPDataError):
+            self._reset()
+            return _known(_classify(exc.smtp_code, exc.smtp_error))
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            self._drop()
+            return _known(SendResult(False, exc.smtp_code, _reply_text(exc.smtp_error), False))
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
+            self._drop()
+            if attempt == 2:
+                return _known(SendResult(False, None, f"server disconnected: {exc}", False))
+            log.info("SMTP connection dropped; reconnecting")
+            return self._attempt(sender, recipient, data, 2)
+        if isinstance(exc, smtplib.SMTPResponseException):
+            self._drop()
+            return _known(_classify(exc.smtp_code, exc.smtp_error))
+        self._drop()
+        return _known(SendResult(False, None, f"{type(exc).__name__}: {exc}", False))
 
     def _reset(self) -> None:
         try:
@@ -173,14 +232,15 @@ class SMTPTransport:
                 conn.close()
 
 
-def _send_pipelined(
+def _start_pipelined(
     conn: smtplib.SMTP, sender: str, recipient: str, data: bytes, options: list[str]
-) -> SendResult:
+) -> SendResult | None:
     """MAIL, RCPT and DATA in one write, then the message (RFC 2920 PIPELINING).
 
     Two round trips instead of four, and a quarter of the system calls: on a fast link the
     client's per-command overhead is most of what sending costs. Replies are read in order
     and raised or classified exactly as ``sendmail`` does; a failed transaction is reset.
+    Returns the refusal, or None once the message is sent: its reply is for the caller to read.
     """
     try:
         envelope = (
@@ -214,10 +274,7 @@ def _send_pipelined(
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     conn.send(body + b".\r\n")
-    code, reply = conn.getreply()
-    if code != 250:
-        raise smtplib.SMTPDataError(code, reply)
-    return SendResult(ok=True, code=250, reply="accepted")
+    return None
 
 
 def _abort(conn: smtplib.SMTP, code: int) -> None:

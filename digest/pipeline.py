@@ -25,7 +25,7 @@ from digest.compose import compose_message
 from digest.content import ArticleView, DigestIssue, MemberView, Rendered
 from digest.db import session_scope
 from digest.dkim import signer_from_settings
-from digest.mailer import Transport
+from digest.mailer import SendResult, Transport, begin_send
 from digest.models import Delivery, Subscriber
 from digest.render import Renderer
 from digest.schedule import (
@@ -434,6 +434,18 @@ class Sender:
         # one database connection for the lane's whole run: recording each outcome the moment
         # the server has answered is one short transaction on it, no pool checkout
         recorder = ledger.Recorder(self.engine)
+        # the message handed to the server whose verdict is not read yet: at most one per lane
+        pending: tuple[ledger.Claimed, Callable[[], ledger.Outcome]] | None = None
+
+        def settle() -> None:
+            """Read the server's verdict on the message in flight and record it."""
+            nonlocal pending
+            if pending is None:
+                return
+            delivery, finish = pending
+            pending = None
+            self._record(recorder, finish(), delivery, worker_id, report, progress)
+
         try:
             while not stop():
                 with self._writing:
@@ -448,22 +460,49 @@ class Sender:
                 for i, delivery in enumerate(claimed):
                     assert delivery.id is not None
                     if stop() or not self.limiter.acquire(stop):
-                        rest = [d.id for d in claimed[i:] if d.id is not None]
-                        with self._writing:
-                            ledger.release(self.engine, rest, worker_id, self.clock())
-                        with self._lock:
-                            report.released += len(rest)
+                        settle()
+                        self._release(claimed[i:], worker_id, report)
                         return
-                    outcome = self._send_one(delivery, members, transport)
-                    with self._writing:
-                        recorder.record([outcome], worker_id, self.clock())
-                    with self._lock:
-                        _tally(report, outcome, delivery)
-                    if progress:
-                        progress(1)
+                    # render this one while the server takes the previous one...
+                    prepared = self._prepare(delivery, members)
+                    settle()  # ...whose verdict has had that long to arrive
+                    if stop():  # that verdict may have opened the breaker
+                        self._release(claimed[i:], worker_id, report)
+                        return
+                    if isinstance(prepared, ledger.Outcome):
+                        self._record(recorder, prepared, delivery, worker_id, report, progress)
+                    else:
+                        pending = (delivery, self._hand_over(delivery, *prepared, transport))
+                settle()
         finally:
-            recorder.close()
-            transport.close()
+            try:
+                settle()  # a message already handed over is recorded whatever stopped the lane
+            finally:
+                recorder.close()
+                transport.close()
+
+    def _release(self, rest: Sequence[ledger.Claimed], worker_id: str, report: SendReport) -> None:
+        ids = [d.id for d in rest if d.id is not None]
+        with self._writing:
+            ledger.release(self.engine, ids, worker_id, self.clock())
+        with self._lock:
+            report.released += len(ids)
+
+    def _record(
+        self,
+        recorder: ledger.Recorder,
+        outcome: ledger.Outcome,
+        delivery: ledger.Claimed,
+        worker_id: str,
+        report: SendReport,
+        progress: Progress | None,
+    ) -> None:
+        with self._writing:
+            recorder.record([outcome], worker_id, self.clock())
+        with self._lock:
+            _tally(report, outcome, delivery)
+        if progress:
+            progress(1)
 
     def _load(self, claimed: Sequence[ledger.Claimed]) -> dict[int, MemberView]:
         with self.engine.connect() as conn:
@@ -477,9 +516,10 @@ class Sender:
                 self._articles.update(found)
         return members
 
-    def _send_one(
-        self, delivery: ledger.Claimed, members: dict[int, MemberView], transport: Transport
-    ) -> ledger.Outcome:
+    def _prepare(
+        self, delivery: ledger.Claimed, members: dict[int, MemberView]
+    ) -> tuple[MemberView, bytes, datetime] | ledger.Outcome:
+        """The message's bytes, or the failure that stops it before sending."""
         assert delivery.id is not None
         member = members.get(delivery.subscriber_id)
         if member is None or member.status != "active":
@@ -496,13 +536,33 @@ class Sender:
         except Exception as exc:  # a template bug fails this delivery, not the whole run
             log.exception("render failed for delivery %s", delivery.id)
             return ledger.Outcome(delivery.id, "failed", error=f"render failed: {exc}")
-        result = transport.send(self.sender, member.email, data, delivery.message_id)
+        return member, data, now
+
+    def _hand_over(
+        self,
+        delivery: ledger.Claimed,
+        member: MemberView,
+        data: bytes,
+        now: datetime,
+        transport: Transport,
+    ) -> Callable[[], ledger.Outcome]:
+        """Send the message; the returned function reads the server's verdict as an outcome."""
+        finish = begin_send(transport, self.sender, member.email, data, delivery.message_id)
+        return lambda: self._outcome(delivery, member, finish(), now, len(data))
+
+    def _outcome(
+        self,
+        delivery: ledger.Claimed,
+        member: MemberView,
+        result: SendResult,
+        now: datetime,
+        size: int,
+    ) -> ledger.Outcome:
+        assert delivery.id is not None
         if result.ok:
             self.breaker.success()
             log.debug("delivery %s to %s sent: %s", delivery.id, member.email, result.reply)
-            return ledger.Outcome(
-                delivery.id, "sent", result.code, result.reply, size_bytes=len(data)
-            )
+            return ledger.Outcome(delivery.id, "sent", result.code, result.reply, size_bytes=size)
         reason = f"{result.code or ''} {result.reply}".strip()
         if result.code in (421, 451):
             self.limiter.pushback()

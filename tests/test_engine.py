@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, insert
@@ -306,3 +309,139 @@ def test_transport_delivers_exact_bytes_with_leading_dots(
         assert received.data == data + b"\r\n"  # the final line gets its CRLF
         assert received.rcpt_tos == ["ann@example.org"]
     assert smtp_server.handler.connections == 1  # one connection reused
+
+
+class _HeldHandler(FaultHandler):
+    """Takes each message but withholds the reply to its final dot until ``release`` is set."""
+
+    def __init__(self, reply: str = "250 OK queued") -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.reply = reply
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        await super().handle_DATA(server, session, envelope)
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+        return self.reply
+
+
+@pytest.mark.parametrize(
+    ("reply", "ok", "code"), [("250 OK queued", True, 250), ("554 5.7.1 no thanks", False, 554)]
+)
+def test_begin_hands_the_message_over_and_leaves_the_verdict_on_the_wire(
+    reply: str, ok: bool, code: int
+) -> None:
+    """``begin`` returns once the server has the whole message, before it has answered it;
+    the returned function reads and classifies that answer."""
+    handler = _HeldHandler(reply)
+    with fault_server(handler) as (host, port):
+        transport = SMTPTransport(host, port, timeout=5.0)
+        try:
+            finish = transport.begin("digest@news.example.org", "ann@example.org", b"Hi\r\n")
+            deadline = time.monotonic() + 5
+            while handler.total == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert handler.total == 1  # the server holds the message, not yet answered
+            handler.release.set()
+            result = finish()
+        finally:
+            transport.close()
+    assert (result.ok, result.code, result.permanent) == (ok, code, not ok)
+    assert handler.total == 1
+
+
+class _Logged:
+    """A transport that notes when each message is handed over and its verdict read."""
+
+    def __init__(self, inner: SMTPTransport, events: list[tuple[str, str]]) -> None:
+        self.inner, self.events = inner, events
+
+    def begin(self, sender: str, recipient: str, data: bytes, message_id: str = "") -> Any:
+        self.events.append(("begin", recipient))
+        finish = self.inner.begin(sender, recipient, data, message_id)
+
+        def logged() -> Any:
+            self.events.append(("finish", recipient))
+            return finish()
+
+        return logged
+
+    def send(self, sender: str, recipient: str, data: bytes, message_id: str = "") -> Any:
+        return self.begin(sender, recipient, data, message_id)()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_lane_renders_the_next_message_while_the_server_takes_the_last(
+    engine: Engine, settings: Settings, smtp_server: SMTPServer
+) -> None:
+    """One message in flight per lane: message N+1 is rendered before N's verdict is read,
+    and handed over only after N is recorded."""
+    seed(engine, 4)
+    s = engine_settings(settings, smtp_server.host, smtp_server.port, smtp_pool_size=1)
+    plan(engine, s, NOW)
+    events: list[tuple[str, str]] = []
+    editions = Editions(s)
+    render = editions.message_for
+
+    def noted(member: Any, *args: Any, **kwargs: Any) -> Any:
+        events.append(("render", member.email))
+        return render(member, *args, **kwargs)
+
+    editions.message_for = noted  # type: ignore[method-assign]
+    sender = Sender(
+        engine, s, editions, lambda: _Logged(SMTPTransport.from_settings(s), events),
+        fixed_clock(NOW),
+    )  # fmt: skip
+    recorded: list[str] = []
+    record = sender._record
+
+    def noted_record(recorder: Any, outcome: Any, delivery: Any, *rest: Any) -> None:
+        with Session(engine) as session:  # the previous message is in the ledger already
+            done = session.exec(select(func.count()).where(Delivery.status == "sent")).one()
+        assert done == len(recorded)
+        recorded.append(outcome.status)
+        events.append(("record", str(delivery.subscriber_id)))
+        record(recorder, outcome, delivery, *rest)
+
+    sender._record = noted_record  # type: ignore[method-assign]
+    report = sender.run()
+    assert report.sent == 4 and recorded == ["sent"] * 4
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["render", "begin"] + ["render", "finish", "record", "begin"] * 3 + [
+        "finish",
+        "record",
+    ]
+    in_flight = 0
+    for kind in kinds:
+        in_flight += {"begin": 1, "finish": -1}.get(kind, 0)
+        assert 0 <= in_flight <= 1
+    assert len(smtp_server.messages) == 4 and statuses(engine) == {"sent": 4}
+
+
+def test_a_message_handed_over_is_recorded_when_the_lane_dies_rendering_the_next(
+    engine: Engine, settings: Settings, smtp_server: SMTPServer
+) -> None:
+    seed(engine, 5)
+    s = engine_settings(settings, smtp_server.host, smtp_server.port, smtp_pool_size=1)
+    plan(engine, s, NOW)
+    editions = Editions(s)
+    render = editions.message_for
+    calls = 0
+
+    def dies_third(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt  # not a render error: the lane itself stops
+        return render(*args, **kwargs)
+
+    editions.message_for = dies_third  # type: ignore[method-assign]
+    sender = Sender(engine, s, editions, lambda: SMTPTransport.from_settings(s), fixed_clock(NOW))
+    with pytest.raises(KeyboardInterrupt):
+        sender.run()
+    # the second message was on the wire when the third render died: it is recorded as sent
+    assert len(smtp_server.messages) == 2
+    assert statuses(engine) == {"sent": 2, "sending": 3}
