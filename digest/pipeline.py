@@ -12,8 +12,9 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -327,6 +328,7 @@ class SendReport:
     failed: int = 0
     bounced: int = 0
     released: int = 0
+    lanes: int = 0  # SMTP connections (lanes) the run opened
     paused_reason: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -385,26 +387,45 @@ class Sender:
         progress: Progress | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> SendReport:
-        """Send until nothing is ready, ``should_stop`` says so, or the breaker opens."""
+        """Send until nothing is ready, ``should_stop`` says so, or the breaker opens.
+
+        One lane starts; another opens (up to ``smtp_pool_size``) each time a lane finds it
+        spends more of its time waiting for the server than rendering (see ``_Pace``).
+        """
         report = SendReport()
-        lanes = max(1, self.settings.smtp_pool_size)
+        most = max(1, self.settings.smtp_pool_size)
         stop = lambda: should_stop() or self.breaker.open  # noqa: E731
         errors: list[BaseException] = []
+        threads: list[threading.Thread] = []
 
-        def lane(number: int) -> None:
+        def lane() -> None:
             try:
-                self._lane(f"{self.worker_id}", report, progress, stop)
+                self._lane(f"{self.worker_id}", report, progress, stop, open_lane)
             except BaseException as exc:  # surfaced after join
                 errors.append(exc)
 
-        threads = [
-            threading.Thread(target=lane, args=(i,), name=f"digest-lane-{i}", daemon=True)
-            for i in range(lanes)
-        ]
-        for thread in threads:
+        def open_lane(reason: str) -> None:
+            with self._lock:
+                if len(threads) >= most:
+                    return
+                thread = threading.Thread(
+                    target=lane, name=f"digest-lane-{len(threads)}", daemon=True
+                )
+                threads.append(thread)
+            if reason:
+                log.info("lane %d of at most %d opened: %s", len(threads), most, reason)
             thread.start()
-        for thread in threads:
+
+        open_lane("")
+        joined = 0
+        while True:  # lanes open lanes, but only while running: all are in the list by the end
+            with self._lock:
+                if joined == len(threads):
+                    break
+                thread = threads[joined]
             thread.join()
+            joined += 1
+        report.lanes = len(threads)
         if errors:
             raise errors[0]
         if self.breaker.open:
@@ -429,8 +450,10 @@ class Sender:
         report: SendReport,
         progress: Progress | None,
         stop: Callable[[], bool],
+        open_lane: Callable[[str], None] = lambda reason: None,
     ) -> None:
         transport = self.transports()
+        pace = _Pace()
         # one database connection for the lane's whole run: recording each outcome the moment
         # the server has answered is one short transaction on it, no pool checkout
         recorder = ledger.Recorder(self.engine)
@@ -444,7 +467,9 @@ class Sender:
                 return
             delivery, finish = pending
             pending = None
-            self._record(recorder, finish(), delivery, worker_id, report, progress)
+            with pace.waiting():
+                outcome = finish()
+            self._record(recorder, outcome, delivery, worker_id, report, progress)
 
         try:
             while not stop():
@@ -472,8 +497,12 @@ class Sender:
                     if isinstance(prepared, ledger.Outcome):
                         self._record(recorder, prepared, delivery, worker_id, report, progress)
                     else:
-                        pending = (delivery, self._hand_over(delivery, *prepared, transport))
+                        with pace.waiting():
+                            pending = (delivery, self._hand_over(delivery, *prepared, transport))
                 settle()
+                busy = pace.lap()
+                if busy is not None:
+                    open_lane(busy)
         finally:
             try:
                 settle()  # a message already handed over is recorded whatever stopped the lane
@@ -608,6 +637,46 @@ def send_due(
     """Send every ready delivery once (the in-process engine of ``digest run``)."""
     sender = Sender(engine, settings, editions, transports, clock, worker_id=worker_id)
     return sender.run(progress=progress, should_stop=should_stop)
+
+
+class _Pace:
+    """How much of a lane's time goes to waiting for the SMTP server.
+
+    A lane renders the next message while the server takes the last, so on a near server
+    (a relay on the same host or network) one lane keeps the CPU busy and more lanes would
+    only take turns at the interpreter's lock. A far server's round trips are longer than a
+    render: then the lane mostly waits, and another lane (connection) adds throughput.
+    """
+
+    #: Above this share of time waiting for the server, another lane is worth opening.
+    THRESHOLD = 0.5
+    #: Judged over at least this many seconds of sending, so one slow reply decides nothing.
+    WINDOW = 1.0
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._waited = 0.0
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        t = self._clock()
+        try:
+            yield
+        finally:
+            self._waited += self._clock() - t
+
+    def lap(self) -> str | None:
+        """Why to open another lane, if the window since the last lap was mostly waiting."""
+        now = self._clock()
+        elapsed = now - self._started
+        if elapsed < self.WINDOW:
+            return None
+        share = self._waited / elapsed
+        self._started, self._waited = now, 0.0
+        if share <= self.THRESHOLD:
+            return None
+        return f"the server's replies took {share:.0%} of a lane's last {elapsed:.1f}s"
 
 
 def _tally(report: SendReport, outcome: ledger.Outcome, delivery: ledger.Claimed) -> None:

@@ -445,3 +445,66 @@ def test_a_message_handed_over_is_recorded_when_the_lane_dies_rendering_the_next
     # the second message was on the wire when the third render died: it is recorded as sent
     assert len(smtp_server.messages) == 2
     assert statuses(engine) == {"sent": 2, "sending": 3}
+
+
+def test_pace_opens_a_lane_only_when_waiting_for_the_server_dominates() -> None:
+    from digest.pipeline import _Pace
+
+    now = [0.0]
+    pace = _Pace(clock=lambda: now[0])
+
+    def spend(render: float, wait: float) -> None:
+        now[0] += render
+        with pace.waiting():
+            now[0] += wait
+
+    spend(0.3, 0.2)
+    assert pace.lap() is None  # under a second: too early to judge
+    spend(0.4, 0.3)  # 1.2 s, 0.5 s waiting: rendering keeps up
+    assert pace.lap() is None
+    spend(0.1, 0.9)  # a fresh window: 90% waiting
+    reason = pace.lap()
+    assert reason is not None and "90%" in reason
+
+
+class _SlowHandler(FaultHandler):
+    """A far server: every message's reply comes 40 ms late."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        reply = await super().handle_DATA(server, session, envelope)
+        await asyncio.sleep(0.04)
+        return reply
+
+
+def test_a_far_server_gets_more_lanes_and_each_message_once(
+    engine: Engine, settings: Settings
+) -> None:
+    seed(engine, 90)
+    handler = _SlowHandler()
+    with fault_server(handler) as (host, port):
+        s = engine_settings(settings, host, port, smtp_pool_size=3, claim_size=5)
+        plan(engine, s, NOW)
+        report = Sender(
+            engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(NOW)
+        ).run()
+    assert report.lanes == 3  # one lane mostly waited: a second opened, then a third
+    assert report.sent == 90 and statuses(engine) == {"sent": 90}
+    assert handler.total == 90 and set(handler.received.values()) == {1}
+
+
+def test_a_near_server_keeps_one_lane(engine: Engine, settings: Settings) -> None:
+    """The benchmark's sink answers at once: one lane renders while it takes each message."""
+    from benchmarks.send import Sink
+
+    seed(engine, 400)
+    sink = Sink()
+    try:
+        s = engine_settings(settings, "127.0.0.1", sink.port, smtp_pool_size=3, claim_size=20)
+        plan(engine, s, NOW)
+        report = Sender(
+            engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(NOW)
+        ).run()
+        assert sink.stats()["messages"] == 400
+    finally:
+        sink.stop()
+    assert report.sent == 400 and report.lanes == 1
