@@ -334,8 +334,25 @@ _Mode = _Direct | _Reuse
 
 
 def _size(parts: tuple[str, ...]) -> int:
-    """UTF-8 size of the page: what Gmail's clipping limit counts."""
-    return sum(len(p.encode("utf-8")) if not p.isascii() else len(p) for p in parts)
+    """UTF-8 size of the page: what Gmail's clipping limit counts.
+
+    Shared pieces (sections, the frame) recur in every page: their sizes are remembered.
+    """
+    sizes, total = _SIZES, 0
+    for p in parts:
+        n = sizes.get(p)
+        if n is None:
+            n = len(p) if p.isascii() else len(p.encode("utf-8"))
+            if not isinstance(p, Personal):
+                if len(sizes) >= _SIZES_MAX:
+                    sizes.clear()
+                sizes[p] = n
+        total += n
+    return total
+
+
+_SIZES: dict[str, int] = {}
+_SIZES_MAX = 4096
 
 
 class Renderer:

@@ -250,3 +250,15 @@ def test_encoded_display_names_are_what_the_email_package_writes() -> None:
         for name in ("To", "From", "Reply-To", "List-Id"):
             expected = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
             assert _encoded_words(name, value) == expected, (name, value)
+
+
+def test_date_header_keeps_each_zone_of_one_instant() -> None:
+    from datetime import timedelta, timezone
+
+    from digest.compose import _date
+
+    utc = datetime(2026, 11, 24, 8, 0, 0, tzinfo=UTC)
+    paris = utc.astimezone(timezone(timedelta(hours=1)))
+    assert utc == paris  # one instant: a cache keyed on the datetime alone would mix them
+    assert _date(utc, utc.utcoffset()).endswith("+0000")
+    assert _date(paris, paris.utcoffset()) == "Tue, 24 Nov 2026 09:00:00 +0100"
