@@ -435,12 +435,13 @@ class Sender:
             )
             log.error("sending paused: %s", report.paused_reason)
         log.info(
-            "sent %d, retry %d, failed %d (%d bounced), released %d",
+            "sent %d, retry %d, failed %d (%d bounced), released %d, over %d SMTP connection(s)",
             report.sent,
             report.retry,
             report.failed,
             report.bounced,
             report.released,
+            report.lanes,
         )
         return report
 

@@ -19,7 +19,7 @@ log = logging.getLogger("digest.worker")
 
 @click.command("worker")
 @click.option("--once", is_flag=True, help="Send what is ready, then exit 0.")
-@click.option("--pool-size", type=int, help="SMTP connections (overrides smtp_pool_size).")
+@click.option("--pool-size", type=int, help="Most SMTP connections (overrides smtp_pool_size).")
 @click.option("--worker-id", help="Name in the ledger's claims [host:pid].")
 @pass_app
 def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str | None) -> None:
@@ -48,7 +48,7 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
         system_clock,
         worker_id=name,
     )
-    log.info("worker %s started with %d connections", name, settings.smtp_pool_size)
+    log.info("worker %s started with up to %d connections", name, settings.smtp_pool_size)
     totals = {"sent": 0, "retry": 0, "failed": 0}
     try:
         while not stop.is_set():
