@@ -199,7 +199,6 @@ def _qp(text: str) -> bytes:
     return _qp_lines(text.encode("utf-8").splitlines() or [b""])
 
 
-_QP_ATOM = re.compile(rb"=[0-9A-F]{2}|.", re.DOTALL)
 
 
 def _qp_line(line: bytes) -> bytes:
@@ -210,22 +209,35 @@ def _qp_line(line: bytes) -> bytes:
     copy every message on its way out.
     """
     encoded = binascii.b2a_qp(line + CRLF, istext=True)
-    if not (encoded.startswith(b".") or b"\n." in encoded):
+    # b2a_qp's last row can reach 77 columns when it ends in encoded white space
+    last_row = len(encoded) - 3 - encoded.rfind(b"\n", 0, -2)
+    if not (encoded.startswith(b".") or b"\n." in encoded or last_row > 76):
         return encoded
-    atoms = _QP_ATOM.findall(encoded[:-2].replace(b"=\r\n", b""))
-    rows: list[bytes] = []
-    row: list[bytes] = []
-    width = 0
-    for atom in atoms:
-        if width + len(atom) > 75:  # room for the soft break's "=" (76 columns in all)
-            rows.append(b"".join(row))
-            row, width = [], 0
-        if not row and atom == b".":
-            atom = b"=2E"
-        row.append(atom)
-        width += len(atom)
-    rows.append(b"".join(row))
-    return b"=\r\n".join(rows) + CRLF
+    return b"=\r\n".join(_rows_without_leading_dots(encoded[:-2].split(b"=\r\n"))) + CRLF
+
+
+def _rows_without_leading_dots(rows: list[bytes]) -> list[bytes]:
+    """b2a_qp's rows (soft breaks removed), with a dot opening a row written ``=2E``.
+
+    Rows stay as b2a_qp made them but where a dot opened one: what the longer escape pushes
+    past 75 columns (room for the soft break's "=") moves to a row of its own, never splitting
+    an ``=XX`` escape (in encoded text every "=" starts one). Over-long rows are cut the same.
+    """
+    out: list[bytes] = []
+    for row in rows:
+        while True:
+            if row.startswith(b"."):
+                row = b"=2E" + row[1:]
+            if len(row) <= 75:
+                break
+            cut = 75
+            escape = row.rfind(b"=", cut - 2, cut)
+            if escape >= 0:
+                cut = escape
+            out.append(row[:cut])
+            row = row[cut:]
+        out.append(row)
+    return out
 
 
 def _qp_lines(lines: list[bytes]) -> bytes:

@@ -262,3 +262,28 @@ def test_date_header_keeps_each_zone_of_one_instant() -> None:
     assert utc == paris  # one instant: a cache keyed on the datetime alone would mix them
     assert _date(utc, utc.utcoffset()).endswith("+0000")
     assert _date(paris, paris.utcoffset()) == "Tue, 24 Nov 2026 09:00:00 +0100"
+
+
+def test_quoted_printable_lines_stay_within_76_columns_without_leading_dots() -> None:
+    """Random lines, dots and trailing white space at every column: each encoded line fits
+    76 columns (b2a_qp alone lets a last line ending in white space reach 77), none opens
+    with a dot, and it decodes to the source."""
+    import binascii
+    import quopri
+    import random
+
+    from digest.compose import _qp_line
+
+    assert len(binascii.b2a_qp(b" " + b"x" * 70 + b"=\t\r\n", istext=True)) == 77 + 2
+    rng = random.Random(7)
+    alphabet = [b"a", b" ", b"\t", b"=", b".", "é".encode(), b"x" * 70, b"..", b". ", b"\xff"]
+    dotted = 0
+    for _ in range(5000):
+        line = b"".join(rng.choices(alphabet, k=rng.randint(0, 40)))
+        encoded = _qp_line(line)
+        rows = encoded.split(b"\r\n")
+        assert rows[-1] == b"" and all(len(row) <= 76 for row in rows), encoded
+        assert not any(row.startswith(b".") for row in rows), encoded
+        assert quopri.decodestring(encoded) == line + b"\r\n"
+        dotted += b"=2E" in encoded
+    assert dotted > 100  # the dot rule was exercised
