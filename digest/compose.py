@@ -199,8 +199,6 @@ def _qp(text: str) -> bytes:
     return _qp_lines(text.encode("utf-8").splitlines() or [b""])
 
 
-
-
 def _qp_line(line: bytes) -> bytes:
     """One source line, quoted-printable, with no encoded line starting with a dot.
 
