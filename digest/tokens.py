@@ -9,7 +9,6 @@ comes from the caller (``now``), never from the system clock, so tests drive exp
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -95,7 +94,7 @@ class TokenSigner:
 
     def email_hash(self, email: str) -> str:
         """A short keyed hash: identifies the address without revealing it in the link."""
-        digest = hmac.new(self._key, email.strip().lower().encode("utf-8"), hashlib.sha256).digest()
+        digest = hmac.digest(self._key, email.strip().lower().encode("utf-8"), "sha256")
         return base64.urlsafe_b64encode(digest[:9]).decode("ascii")
 
     def make(
