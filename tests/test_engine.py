@@ -70,6 +70,11 @@ def engine_settings(settings: Settings, host: str, port: int, **extra: object) -
     )
 
 
+def smtp_sender(engine: Engine, s: Settings) -> Sender:
+    """A sender over the real SMTP transport, at the test's fixed time."""
+    return Sender(engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(NOW))
+
+
 def statuses(engine: Engine) -> dict[str, int]:
     with Session(engine) as session:
         rows = session.exec(select(Delivery.status, func.count()).group_by(Delivery.status))
@@ -135,9 +140,7 @@ def test_consecutive_errors_pause_sending(engine: Engine, settings: Settings) ->
     with fault_server(handler) as (host, port):
         s = engine_settings(settings, host, port, max_consecutive_errors=5, smtp_pool_size=1)
         plan(engine, s, NOW)
-        report = Sender(
-            engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(NOW)
-        ).run()
+        report = smtp_sender(engine, s).run()
     assert report.paused_reason is not None and "451" in report.paused_reason
     assert report.retry == 5  # it stopped instead of burning through the list
     counts = statuses(engine)
@@ -279,9 +282,7 @@ def test_rate_limit_and_pushback_pace_real_sends(engine: Engine, settings: Setti
         s = engine_settings(settings, host, port, rate_per_second=20.0, smtp_pool_size=2)
         plan(engine, s, NOW)
         started = time.monotonic()
-        report = Sender(
-            engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(NOW)
-        ).run()
+        report = smtp_sender(engine, s).run()
         elapsed = time.monotonic() - started
     assert report.sent == 20 and report.retry == 1
     # 21 sends at 20/s take at least one second; after the 421 the pace halves to 10/s.
@@ -484,9 +485,7 @@ def test_a_far_server_gets_more_lanes_and_each_message_once(
     with fault_server(handler) as (host, port):
         s = engine_settings(settings, host, port, smtp_pool_size=3, claim_size=5)
         plan(engine, s, NOW)
-        report = Sender(
-            engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(NOW)
-        ).run()
+        report = smtp_sender(engine, s).run()
     assert report.lanes == 3  # one lane mostly waited: a second opened, then a third
     assert report.sent == 90 and statuses(engine) == {"sent": 90}
     assert handler.total == 90 and set(handler.received.values()) == {1}
@@ -501,9 +500,7 @@ def test_a_near_server_keeps_one_lane(engine: Engine, settings: Settings) -> Non
     try:
         s = engine_settings(settings, "127.0.0.1", sink.port, smtp_pool_size=3, claim_size=20)
         plan(engine, s, NOW)
-        report = Sender(
-            engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(NOW)
-        ).run()
+        report = smtp_sender(engine, s).run()
         assert sink.stats()["messages"] == 400
     finally:
         sink.stop()
