@@ -159,29 +159,35 @@ class SMTPTransport:
                 self._conn = self._connect()
             conn = self._conn
             options = ["SMTPUTF8"] if conn.has_extn("smtputf8") else []
-            if conn.has_extn("pipelining"):
-                refused = _start_pipelined(conn, sender, recipient, data, options)
-                if refused is not None:
-                    return _known(refused)
-                return lambda: self._finish(conn, sender, recipient, data, attempt)
-            refused_rcpts = conn.sendmail(sender, [recipient], data, mail_options=options)
-            if refused_rcpts:
-                code, reply = refused_rcpts[recipient]
-                return _known(_classify(code, reply))
-            return _known(_ACCEPTED)
+            start = _start_pipelined if conn.has_extn("pipelining") else _start_plain
+            refused = start(conn, sender, recipient, options)
+            if refused is not None:
+                return _known(refused)
+            _send_content(conn, data)
         except (OSError, smtplib.SMTPException) as exc:
+            # nothing the server could accept has gone out yet: a dropped connection is retried
             return self._after_error(exc, sender, recipient, data, attempt)
+        return lambda: self._finish(conn, sender, recipient, data)
 
-    def _finish(
-        self, conn: smtplib.SMTP, sender: str, recipient: str, data: bytes, attempt: int
-    ) -> SendResult:
+    def _finish(self, conn: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> SendResult:
+        """The reply to the final dot. Without one the server may have taken the message.
+
+        So a connection lost (or timed out) here is not retried at once, unlike one lost
+        before the dot: the delivery goes back for a later attempt with the reason said
+        (RFC 1047's duplicate-message problem; MTAs defer the same way).
+        """
         try:
             code, reply = conn.getreply()
-            if code != 250:
-                raise smtplib.SMTPDataError(code, reply)
-            return _ACCEPTED
         except (OSError, smtplib.SMTPException) as exc:
-            return self._after_error(exc, sender, recipient, data, attempt)()
+            self._drop()
+            reason = f"no reply to the end of the message ({exc}); the server may have it"
+            log.warning("%s -> %s: %s", sender, recipient, reason)
+            return SendResult(False, None, reason, False)
+        if code != 250:
+            return self._after_error(
+                smtplib.SMTPDataError(code, reply), sender, recipient, data, 2
+            )()
+        return _ACCEPTED
 
     def _after_error(
         self, exc: BaseException, sender: str, recipient: str, data: bytes, attempt: int
@@ -233,14 +239,14 @@ class SMTPTransport:
 
 
 def _start_pipelined(
-    conn: smtplib.SMTP, sender: str, recipient: str, data: bytes, options: list[str]
+    conn: smtplib.SMTP, sender: str, recipient: str, options: list[str]
 ) -> SendResult | None:
-    """MAIL, RCPT and DATA in one write, then the message (RFC 2920 PIPELINING).
+    """MAIL, RCPT and DATA in one write (RFC 2920 PIPELINING); the content is the caller's.
 
     Two round trips instead of four, and a quarter of the system calls: on a fast link the
     client's per-command overhead is most of what sending costs. Replies are read in order
     and raised or classified exactly as ``sendmail`` does; a failed transaction is reset.
-    Returns the refusal, or None once the message is sent: its reply is for the caller to read.
+    Returns the refusal, or None when the server waits for the content.
     """
     try:
         envelope = (
@@ -262,9 +268,35 @@ def _start_pipelined(
         if rcpt[0] not in (250, 251):
             return _classify(rcpt[0], rcpt[1])
         raise smtplib.SMTPDataError(start[0], start[1])
-    # dot-stuffing (RFC 5321 4.5.2), as smtplib does; composed messages have no line starting
-    # with a dot (DotFree), others are scanned (the regex finds none in a third of the time
-    # bytes.replace takes to copy)
+    return None
+
+
+def _start_plain(
+    conn: smtplib.SMTP, sender: str, recipient: str, options: list[str]
+) -> SendResult | None:
+    """MAIL, RCPT and DATA one at a time (no PIPELINING), handled as ``sendmail`` does."""
+    code, reply = conn.mail(sender, options)
+    if code != 250:
+        _abort(conn, code)
+        raise smtplib.SMTPSenderRefused(code, reply, sender)
+    code, reply = conn.rcpt(recipient)
+    if code not in (250, 251):
+        _abort(conn, code)
+        return _classify(code, reply)
+    conn.putcmd("data")
+    code, reply = conn.getreply()
+    if code != 354:
+        _abort(conn, code)
+        raise smtplib.SMTPDataError(code, reply)
+    return None
+
+
+def _send_content(conn: smtplib.SMTP, data: bytes) -> None:
+    """The message and its final dot, dot-stuffed (RFC 5321 4.5.2) as smtplib does.
+
+    Composed messages have no line starting with a dot (DotFree); others are scanned (the
+    regex finds none in a third of the time bytes.replace takes to copy).
+    """
     if isinstance(data, DotFree):
         body = data
     else:
@@ -274,7 +306,6 @@ def _start_pipelined(
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     conn.send(body + b".\r\n")
-    return None
 
 
 def _abort(conn: smtplib.SMTP, code: int) -> None:

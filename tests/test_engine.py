@@ -505,3 +505,40 @@ def test_a_near_server_keeps_one_lane(engine: Engine, settings: Settings) -> Non
     finally:
         sink.stop()
     assert report.sent == 400 and report.lanes == 1
+
+
+class _TakesThenDrops(FaultHandler):
+    """Takes the message, then the connection drops (or the reply is late) before its 250."""
+
+    def __init__(self, pipelining: bool, late: float = 0.0) -> None:
+        super().__init__(pipelining=pipelining)
+        self.late = late
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.late:
+            await asyncio.sleep(self.late)
+        else:
+            server.transport.close()
+        return reply
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "plain"])
+@pytest.mark.parametrize("late", [0.0, 1.5], ids=["dropped", "late-reply"])
+def test_no_reply_to_the_final_dot_is_not_resent_at_once(
+    engine: Engine, settings: Settings, pipelining: bool, late: float
+) -> None:
+    """The server may have the message: a later attempt, with the reason, not a second copy now."""
+    seed(engine, 3)
+    handler = _TakesThenDrops(pipelining, late)
+    with fault_server(handler) as (host, port):
+        s = engine_settings(settings, host, port, smtp_pool_size=1)
+        assert plan(engine, s, NOW).planned == 3
+        report = smtp_sender(engine, s).run()
+    assert handler.total == 3 and set(handler.received.values()) == {1}
+    assert report.retry == 3 and report.sent == 0
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery)).all()
+    assert {d.status for d in rows} == {"retry"}
+    assert all("no reply to the end of the message" in (d.error or "") for d in rows)
+    assert all("may have it" in (d.error or "") for d in rows)
