@@ -322,6 +322,25 @@ def claim(
     ]
 
 
+def renew(
+    engine: Engine, delivery_ids: Sequence[int], worker_id: str, now: datetime, lease: timedelta
+) -> set[int]:
+    """Extend this worker's hold on claims not sent yet; return the ids it still holds.
+
+    A lane sends its claims one by one; paced by a rate limit or a slow server that can take
+    longer than the lease, after which another worker may claim what is left. The lane renews
+    before its lease runs short and sends only what it still holds, so no claim is sent by two
+    workers. A row whose lease ran out and that nobody took is held again.
+    """
+    if not delivery_ids:
+        return set()
+    c = Delivery.__table__.c  # type: ignore[attr-defined]
+    mine = and_(c.id.in_(delivery_ids), c.worker_id == worker_id, c.status == "sending")
+    with engine.begin() as conn:
+        conn.execute(update(Delivery).where(mine).values(lease_until=now + lease, updated_at=now))
+        return set(conn.execute(sa_select(c.id).where(mine)).scalars())
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one claimed delivery."""
@@ -392,13 +411,13 @@ class Recorder:
         self._sqlite = engine.dialect.name == "sqlite"
         self._raw: Any = None
 
-    def record(self, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> None:
+    def record(self, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> int:
+        """Write the outcomes; the number of rows this worker still held (and so changed)."""
         if any(o.suppress_member for o in outcomes):
-            record(self.engine, outcomes, worker_id, now)
-            return
+            return record(self.engine, outcomes, worker_id, now)
         rows = [self._params(o, worker_id, now) for o in outcomes]
         if not rows:
-            return
+            return 0
         if self._raw is None:
             self._raw = self.engine.raw_connection()
         raw = self._raw
@@ -407,10 +426,12 @@ class Recorder:
             if self._sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
             cursor.executemany(self._sql, rows)
+            changed: int = cursor.rowcount
             if self._sqlite:
                 cursor.execute("COMMIT")
             else:
                 raw.commit()
+            return changed
         except BaseException:
             self._raw = None
             try:
@@ -448,7 +469,7 @@ class Recorder:
 
 def record(
     bind: Engine | Connection, outcomes: Sequence[Outcome], worker_id: str, now: datetime
-) -> None:
+) -> int:
     """Write outcomes in one transaction; only rows this worker still holds are changed.
 
     Called once per message by the sender, so it is one prebuilt statement on a pooled
@@ -457,7 +478,7 @@ def record(
     connection it holds for its whole run.
     """
     if not outcomes:
-        return
+        return 0
     params = [
         {
             "b_id": o.delivery_id,
@@ -475,16 +496,15 @@ def record(
     ]
     if isinstance(bind, Engine):
         with bind.begin() as conn:
-            _write_outcomes(conn, outcomes, params, now)
-    else:
-        with bind.begin():
-            _write_outcomes(bind, outcomes, params, now)
+            return _write_outcomes(conn, outcomes, params, now)
+    with bind.begin():
+        return _write_outcomes(bind, outcomes, params, now)
 
 
 def _write_outcomes(
     conn: Connection, outcomes: Sequence[Outcome], params: list[dict[str, Any]], now: datetime
-) -> None:
-    conn.execute(_RECORD, params)
+) -> int:
+    changed: int = conn.execute(_RECORD, params).rowcount
     for o in outcomes:
         if o.suppress_member and o.subscriber_id is not None:
             conn.execute(
@@ -495,6 +515,7 @@ def _write_outcomes(
                 )
                 .values(status=o.suppress_member, status_reason=o.error, updated_at=now)
             )
+    return changed
 
 
 def release(engine: Engine, delivery_ids: Sequence[int], worker_id: str, now: datetime) -> None:

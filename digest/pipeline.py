@@ -398,9 +398,11 @@ class Sender:
         errors: list[BaseException] = []
         threads: list[threading.Thread] = []
 
-        def lane() -> None:
+        def lane(number: int) -> None:
+            # each lane claims under its own name: a lane's hold is its own, not its siblings'
+            name = f"{self.worker_id[:190]}/{number}"
             try:
-                self._lane(f"{self.worker_id}", report, progress, stop, open_lane)
+                self._lane(name, report, progress, stop, open_lane)
             except BaseException as exc:  # surfaced after join
                 errors.append(exc)
 
@@ -408,8 +410,9 @@ class Sender:
             with self._lock:
                 if len(threads) >= most:
                     return
+                number = len(threads)
                 thread = threading.Thread(
-                    target=lane, name=f"digest-lane-{len(threads)}", daemon=True
+                    target=lane, args=(number,), name=f"digest-lane-{number}", daemon=True
                 )
                 threads.append(thread)
             if reason:
@@ -483,6 +486,8 @@ class Sender:
                 with self._lock:
                     report.claimed += len(claimed)
                 members = self._load(claimed)
+                held = {d.id for d in claimed}
+                held_until = claimed[0].lease_until
                 for i, delivery in enumerate(claimed):
                     assert delivery.id is not None
                     if stop() or not self.limiter.acquire(stop):
@@ -495,6 +500,18 @@ class Sender:
                     if stop():  # that verdict may have opened the breaker
                         self._release(claimed[i:], worker_id, report)
                         return
+                    now = self.clock()
+                    if now + self.lease / 2 >= held_until:  # the rate limit may pace for long
+                        held, held_until = self._renew(claimed[i:], worker_id, now)
+                    if delivery.id not in held:
+                        log.warning(
+                            "delivery %s not sent by %s: its lease ran out and another worker "
+                            "claimed it (lease_seconds %s is short for this pace)",
+                            delivery.id,
+                            worker_id,
+                            self.settings.lease_seconds,
+                        )
+                        continue
                     if isinstance(prepared, ledger.Outcome):
                         self._record(recorder, prepared, delivery, worker_id, report, progress)
                     else:
@@ -510,6 +527,13 @@ class Sender:
             finally:
                 recorder.close()
                 transport.close()
+
+    def _renew(
+        self, rest: Sequence[ledger.Claimed], worker_id: str, now: datetime
+    ) -> tuple[set[int], datetime]:
+        with self._writing:
+            held = ledger.renew(self.engine, [d.id for d in rest], worker_id, now, self.lease)
+        return held, now + self.lease
 
     def _release(self, rest: Sequence[ledger.Claimed], worker_id: str, report: SendReport) -> None:
         ids = [d.id for d in rest if d.id is not None]
@@ -528,7 +552,14 @@ class Sender:
         progress: Progress | None,
     ) -> None:
         with self._writing:
-            recorder.record([outcome], worker_id, self.clock())
+            changed = recorder.record([outcome], worker_id, self.clock())
+        if not changed:
+            log.error(
+                "delivery %s (%s): the outcome could not be recorded, its claim was lost "
+                "while the message was in flight; raise lease_seconds",
+                delivery.id,
+                outcome.status,
+            )
         with self._lock:
             _tally(report, outcome, delivery)
         if progress:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, func, insert
 from sqlmodel import Session, select
 
+from digest import ledger
 from digest.clock import fixed_clock
 from digest.db import session_scope
 from digest.ingest import ArticleRecord, upsert_articles
@@ -542,3 +544,56 @@ def test_no_reply_to_the_final_dot_is_not_resent_at_once(
     assert {d.status for d in rows} == {"retry"}
     assert all("no reply to the end of the message" in (d.error or "") for d in rows)
     assert all("may have it" in (d.error or "") for d in rows)
+
+
+def _moving_clock() -> Callable[[], datetime]:
+    start = time.monotonic()
+    return lambda: NOW + timedelta(seconds=time.monotonic() - start)
+
+
+def test_a_lane_paced_past_its_lease_keeps_its_claims(engine: Engine, settings: Settings) -> None:
+    """A rate limit holds a lane's claims longer than the lease: it renews, so a second worker
+    that starts meanwhile finds nothing to take, and no message arrives twice."""
+    seed(engine, 6)
+    handler = FaultHandler()
+    with fault_server(handler) as (host, port):
+        s = engine_settings(
+            settings, host, port, lease_seconds=2, claim_size=6, rate_per_second=1.0,
+            smtp_pool_size=1,
+        )  # fmt: skip
+        assert plan(engine, s, NOW).planned == 6
+        clock = _moving_clock()
+
+        def worker(name: str) -> Sender:
+            transports = lambda: SMTPTransport.from_settings(s)  # noqa: E731
+            return Sender(engine, s, Editions(s), transports, clock, worker_id=name)
+
+        reports: dict[str, Any] = {}
+        first = threading.Thread(target=lambda: reports.update(a=worker("a").run()))
+        first.start()
+        time.sleep(3.0)  # past the first lease of 2 s, with half the claims still to send
+        reports["b"] = worker("b").run()
+        first.join()
+    assert handler.total == 6 and set(handler.received.values()) == {1}
+    assert reports["a"].sent == 6 and reports["b"].sent == 0
+    assert statuses(engine) == {"sent": 6}
+
+
+def test_renew_extends_only_the_claims_still_held(engine: Engine, settings: Settings) -> None:
+    seed(engine, 3)
+    plan(engine, settings, NOW)
+    lease = timedelta(seconds=60)
+    mine = ledger.claim(engine, "a/0", NOW, 3, lease)
+    later = NOW + timedelta(seconds=90)  # the lease has run out; "b/0" takes one row
+    theirs = ledger.claim(engine, "b/0", later, 1, lease)
+    held = ledger.renew(engine, [d.id for d in mine], "a/0", later, lease)
+    assert held == {d.id for d in mine} - {theirs[0].id} and len(held) == 2
+    with Session(engine) as session:
+        rows = {d.id: d for d in session.exec(select(Delivery))}
+    assert all(rows[i].lease_until == later + lease for i in held)
+    assert rows[theirs[0].id].worker_id == "b/0"
+    # an outcome for a row this worker lost changes nothing, and says so
+    lost = ledger.Outcome(theirs[0].id, "sent", 250, "ok")
+    assert ledger.record(engine, [lost], "a/0", later) == 0
+    assert ledger.Recorder(engine).record([lost], "a/0", later) == 0
+    assert ledger.Recorder(engine).record([lost], "b/0", later) == 1
