@@ -26,6 +26,7 @@ from sqlalchemy import (
     case,
     func,
     or_,
+    text,
     type_coerce,
     update,
 )
@@ -72,6 +73,23 @@ class History:
     last_window_end: datetime | None = None  # end of the last window taken (failed/skipped don't)
     last_due_at: datetime | None = None  # due time of the latest edition, whatever became of it
     earliest_untaken_start: datetime | None = None  # start of the oldest failed/skipped window
+
+
+#: PostgreSQL advisory lock key that planners take turns on ("digest" and 1).
+PLANNING_LOCK = 0x6469676573740001
+
+
+def lock_planning(session: Session) -> None:
+    """Planners take turns, one batch transaction at a time, before reading any history.
+
+    Two planners whose clocks straddle a member's due time compute different edition keys,
+    which the unique (member, edition) key cannot catch: each would plan a window over the
+    same articles. Taking turns, the second reads the first's rows and finds it too soon.
+    SQLite's one writer (transactions begin IMMEDIATE) already serialises; PostgreSQL takes
+    a transaction-scoped advisory lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLANNING_LOCK})
 
 
 def member_history(session: Session, member_ids: Sequence[int]) -> dict[int, History]:

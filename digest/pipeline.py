@@ -180,6 +180,7 @@ def plan(
         report.members += len(batch)
         due = [calendar(m) for m in batch]
         with session_scope(engine) as session:
+            ledger.lock_planning(session)
             existing = ledger.existing_editions(
                 session, [(m.id, edition.key) for m, (edition, _) in zip(batch, due, strict=True)]
             )

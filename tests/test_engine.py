@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, insert
+from sqlalchemy import Engine, func, insert, update
 from sqlmodel import Session, select
 
 from digest import ledger
@@ -250,6 +250,40 @@ def test_two_runs_at_once_plan_each_edition_once(engine: Engine, settings: Setti
         rows = session.exec(select(Delivery.subscriber_id, Delivery.edition)).all()
     assert len(rows) == 300 == len(set(rows))
     assert handler.total == 300 and set(handler.received.values()) == {1}
+
+
+def test_two_plans_straddling_a_due_time_plan_an_article_once(
+    engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clocks 20 s apart across a member's send hour compute two edition keys; taking turns,
+    the second planner sees the first's edition and plans no overlapping window."""
+    day = datetime(2026, 11, 24, 14, tzinfo=UTC)
+    seed(engine, 1, now=day)
+    with session_scope(engine) as session:
+        session.execute(update(Subscriber).values(send_hour=0))
+    # each planner waits (briefly) for the other after reading the member's history, so
+    # without turns both read it before either writes
+    both_read = threading.Barrier(2, timeout=2)
+    read = ledger.member_history
+
+    def read_then_wait(session: Session, ids: Any) -> Any:
+        history = read(session, ids)
+        try:
+            both_read.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return history
+
+    monkeypatch.setattr(ledger, "member_history", read_then_wait)
+    clocks = (day.replace(hour=23, minute=59, second=50), day.replace(day=25, hour=0, second=10))
+    planners = [threading.Thread(target=plan, args=(engine, settings, now)) for now in clocks]
+    for t in planners:
+        t.start()
+    for t in planners:
+        t.join()
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery).where(Delivery.status == "planned")).all()
+    assert len(rows) == 1 and rows[0].article_ids
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
