@@ -27,7 +27,7 @@ from digest.models import Delivery, Subscriber, SubscriberTopic
 from digest.pipeline import Editions, Sender, plan
 from digest.settings import Settings
 from digest.topics import ensure_topics
-from tests.conftest import PG_URL, PROJECT, TEST_SECRET, SMTPServer
+from tests.conftest import PG_URL, PROJECT, TEST_SECRET, SMTPServer, free_port
 from tests.smtp_faults import FaultHandler, FaultRule, fault_server
 
 NOW = datetime(2026, 11, 24, 8, tzinfo=UTC)
@@ -226,6 +226,21 @@ def test_four_workers_on_postgresql_send_each_once(
         workers_used = set(session.exec(select(Delivery.worker_id)).all())
     assert sent_ids == set(handler.received)
     assert len(workers_used) > 1
+
+
+def test_worker_once_exits_1_when_deliveries_wait_for_a_retry(
+    engine: Engine, settings: Settings
+) -> None:
+    now = datetime.now(UTC)
+    seed(engine, 3, now)
+    assert plan(engine, settings, now, force=True).planned == 3
+    closed = free_port()  # nothing listens: every delivery goes back for a retry
+    worker = _worker(_env(settings, "127.0.0.1", closed), "--once")
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 1
+    assert b"sent 0, retry 3, failed 0" in out
+    assert b"0 deliveries failed, 3 to retry later" in err
+    assert statuses(engine) == {"retry": 3}
 
 
 def test_two_runs_at_once_plan_each_edition_once(engine: Engine, settings: Settings) -> None:

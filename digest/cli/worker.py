@@ -18,7 +18,11 @@ log = logging.getLogger("digest.worker")
 
 
 @click.command("worker")
-@click.option("--once", is_flag=True, help="Send what is ready, then exit 0.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Send what is ready, then exit (1 if any failed or wait for a retry).",
+)
 @click.option("--pool-size", type=int, help="Most SMTP connections (overrides smtp_pool_size).")
 @click.option("--worker-id", help="Name in the ledger's claims [host:pid].")
 @pass_app
@@ -72,6 +76,8 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
     click.echo(
         f"worker {name}: sent {totals['sent']}, retry {totals['retry']}, failed {totals['failed']}"
     )
+    if once and (totals["retry"] or totals["failed"]):  # as `digest run`: the work did not all go
+        raise WorkFailed(f"{totals['failed']} deliveries failed, {totals['retry']} to retry later")
 
 
 COMMANDS = [worker_command]
