@@ -12,7 +12,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -73,6 +73,11 @@ class History:
     last_window_end: datetime | None = None  # end of the last window taken (failed/skipped don't)
     last_due_at: datetime | None = None  # due time of the latest edition, whatever became of it
     earliest_untaken_start: datetime | None = None  # start of the oldest failed/skipped window
+    # An edition that failed after the next one was planned from its end leaves a hole no
+    # taken window covers: its articles are owed from ``owed_from``, less those ``delivered``
+    # (taken) since then.
+    owed_from: datetime | None = None
+    delivered: frozenset[int] = frozenset()
 
 
 #: PostgreSQL advisory lock key that planners take turns on ("digest" and 1).
@@ -96,8 +101,10 @@ def member_history(session: Session, member_ids: Sequence[int]) -> dict[int, His
     """Each member's edition history: one grouped query per id range (or chunk) of members."""
     taken = col(Delivery.status).in_(WINDOW_TAKING_STATUSES)
     untaken = col(Delivery.status).in_(("failed", "skipped"))
+    failed = col(Delivery.status) == "failed"
     wanted = set(member_ids)
     out: dict[int, History] = {}
+    holes: dict[int, datetime] = {}  # members with a failed window older than a taken end
     for condition in id_filters(col(Delivery.subscriber_id), member_ids):
         rows = session.exec(
             select(
@@ -105,11 +112,12 @@ def member_history(session: Session, member_ids: Sequence[int]) -> dict[int, His
                 type_coerce(func.max(case((taken, Delivery.window_end))), UTCDateTime()),
                 type_coerce(func.max(Delivery.due_at), UTCDateTime()),
                 type_coerce(func.min(case((untaken, Delivery.window_start))), UTCDateTime()),
+                type_coerce(func.min(case((failed, Delivery.window_start))), UTCDateTime()),
             )
             .where(condition)
             .group_by(col(Delivery.subscriber_id))
         )
-        for member_id, end, due, start in rows:
+        for member_id, end, due, start, failed_start in rows:
             if member_id not in wanted:
                 continue
             out[member_id] = History(
@@ -117,6 +125,53 @@ def member_history(session: Session, member_ids: Sequence[int]) -> dict[int, His
                 _aware(due) if due else None,
                 _aware(start) if start else None,
             )
+            if failed_start is not None and end is not None and failed_start < end:
+                holes[member_id] = _aware(failed_start)
+    if holes:
+        for member_id, owed in _owed(session, holes).items():
+            out[member_id] = replace(out[member_id], owed_from=owed[0], delivered=owed[1])
+    return out
+
+
+def _owed(
+    session: Session, candidates: dict[int, datetime]
+) -> dict[int, tuple[datetime, frozenset[int]]]:
+    """For members with a failed window older than their last taken one: the failed windows
+    that no taken window covers (the next edition was planned from a window still in retry,
+    which failed later), and the articles taken since the oldest of them.
+
+    Rare (a permanent failure after the next edition was planned), so read row by row.
+    """
+    out: dict[int, tuple[datetime, frozenset[int]]] = {}
+    rows = session.exec(
+        select(
+            Delivery.subscriber_id,
+            Delivery.status,
+            Delivery.window_start,
+            Delivery.window_end,
+            Delivery.article_ids,
+        ).where(
+            col(Delivery.subscriber_id).in_(list(candidates)),
+            col(Delivery.status).in_((*WINDOW_TAKING_STATUSES, "failed")),
+        )
+    ).all()
+    by_member: dict[int, list[Any]] = {}
+    for row in rows:
+        by_member.setdefault(row[0], []).append(row)
+    for member_id, history in by_member.items():
+        dated = [r for r in history if r[2] is not None and r[3] is not None]
+        windows = [(_aware(r[2]), _aware(r[3]), r[4] or ()) for r in dated if r[1] != "failed"]
+        uncovered = [
+            _aware(r[2])
+            for r in dated
+            if r[1] == "failed"
+            and not any(start <= _aware(r[2]) < end for start, end, _ in windows)
+        ]
+        if not uncovered:
+            continue
+        owed_from = min(uncovered)
+        delivered = frozenset(i for _, end, ids in windows if end > owed_from for i in ids)
+        out[member_id] = (owed_from, delivered)
     return out
 
 

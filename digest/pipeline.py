@@ -128,13 +128,23 @@ def plan_member(
     now: datetime,
     limits: Limits,
     earliest_untaken: datetime | None = None,
+    *,
+    owed_from: datetime | None = None,
+    delivered: frozenset[int] = frozenset(),
 ) -> ledger.PlannedRow:
     """The ledger row for one member's edition: planned with its articles, or skipped empty.
 
     ``candidates`` may be indexed once (``CandidateIndex``) when many members are planned.
+    ``owed_from``: a failed edition left a hole before the last taken window (see
+    ``ledger.History``); this window reaches back over it, less the articles ``delivered``.
     """
     start = window_start_for(last_window_end, PERIODS[member.frequency], now, earliest_untaken)
-    if isinstance(candidates, CandidateIndex):
+    if owed_from is not None and owed_from < start:
+        start = owed_from
+        pool = candidates.articles if isinstance(candidates, CandidateIndex) else candidates
+        remaining = [a for a in pool if a.id not in delivered]
+        articles = select_articles(member, remaining, start, now, now, limits)
+    elif isinstance(candidates, CandidateIndex):
         articles = candidates.select(member, start, now, now, limits)
     else:
         articles = select_articles(member, candidates, start, now, now, limits)
@@ -210,6 +220,8 @@ def plan(
                     now,
                     limits,
                     past.earliest_untaken_start,
+                    owed_from=past.owed_from,
+                    delivered=past.delivered,
                 )
                 rows.append(row)
                 if row.status == "planned":
@@ -780,6 +792,8 @@ def preview(
                 now,
                 limits,
                 past.earliest_untaken_start,
+                owed_from=past.owed_from,
+                delivered=past.delivered,
             )
             by_id = {a.id: a for a in candidates}
             articles = tuple(by_id[i] for i in row_plan.article_ids)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, insert, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from digest import ledger
 from digest.clock import fixed_clock
@@ -646,3 +646,43 @@ def test_renew_extends_only_the_claims_still_held(engine: Engine, settings: Sett
     assert ledger.record(engine, [lost], "a/0", later) == 0
     assert ledger.Recorder(engine).record([lost], "a/0", later) == 0
     assert ledger.Recorder(engine).record([lost], "b/0", later) == 1
+
+
+def test_an_edition_failing_after_the_next_was_planned_leaves_its_articles_owed(
+    engine: Engine, settings: Settings
+) -> None:
+    """Day 1 waits for a retry while day 2 is planned from its end; then day 1 fails for good.
+    Day 3 carries day 1's article, and not day 2's, which the member already has."""
+    seed(engine, 1)  # article 1, "Space news"
+    handler = FaultHandler(rules={"m00000@example.org": FaultRule("451 4.2.2 mailbox full")})
+    with fault_server(handler) as (host, port):
+        s = engine_settings(settings, host, port, smtp_pool_size=1)
+
+        def send(at: datetime) -> None:
+            Sender(
+                engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(at)
+            ).run()
+
+        day2 = ArticleRecord(
+            url="https://archive.example.org/day-2", title="Day 2",
+            published_at=NOW + timedelta(hours=12), key_points=("x",), topics=("Space",),
+        )  # fmt: skip
+        plan(engine, s, NOW)
+        send(NOW)  # day 1: 451, a retry
+        with session_scope(engine) as session:
+            upsert_articles(session, [day2], NOW + timedelta(hours=13))
+        plan(engine, s, NOW + timedelta(days=1))  # day 2 planned while day 1 waits
+        handler.rules["m00000@example.org"] = FaultRule("554 5.7.1 policy", times=1)
+        send(NOW + timedelta(days=1, hours=1))  # day 1 fails for good; day 2 is sent
+        plan(engine, s, NOW + timedelta(days=2))
+        send(NOW + timedelta(days=2, hours=1))
+        plan(engine, s, NOW + timedelta(days=3))  # nothing owed any more: nothing new
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery).order_by(col(Delivery.id))).all()
+    by_day = {d.edition: (d.status, d.article_ids) for d in rows}
+    assert by_day["daily:2026-11-24"][0] == "failed"
+    assert by_day["daily:2026-11-25"] == ("sent", [2])
+    assert by_day["daily:2026-11-26"] == ("sent", [1])  # owed, and not day 2's again
+    assert by_day["daily:2026-11-27"][0] == "skipped"
+    sent = [i for d in rows if d.status == "sent" for i in d.article_ids]
+    assert sorted(sent) == [1, 2]
