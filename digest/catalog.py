@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam
+from sqlalchemy import Connection, Engine, bindparam, text
 from sqlmodel import Session, col, select
 
 from digest.content import ArticleView, MemberView, MentionView
@@ -77,6 +77,26 @@ def _article_views(session: Session, articles: Sequence[Article]) -> dict[int, A
             image_url=a.image_url,
         )
     return views
+
+
+#: PostgreSQL advisory lock key that ingest and planning's candidate read take turns on.
+ARTICLES_LOCK = 0x6469676573740002
+
+
+def lock_articles(session: Session) -> None:
+    """Ingest and a plan's reading of candidates take turns.
+
+    An article is stamped first seen at ``now``; a plan closes members' windows at its own
+    ``now``. Were an article stamped before a plan's ``now`` but committed after the plan read
+    its candidates, it would fall outside every window and reach nobody. Taking turns, and
+    the ingest reading its clock only once it holds the turn, every article is either seen by
+    the plan or stamped after it. SQLite: the transaction's BEGIN IMMEDIATE (write lock);
+    PostgreSQL: a transaction-scoped advisory lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ARTICLES_LOCK})
+    else:
+        session.connection()  # begins the transaction: BEGIN IMMEDIATE
 
 
 def candidate_articles(session: Session, now: datetime, oldest: datetime) -> list[ArticleView]:

@@ -182,6 +182,7 @@ def plan(
     limits = limits_from(settings)
     report = PlanReport()
     with Session(engine) as session:
+        catalog.lock_articles(session)  # no ingest stamped before now is still uncommitted
         candidates = catalog.candidate_articles(session, now, now - limits.max_age)
     index = CandidateIndex(candidates)
     by_id = {a.id: a for a in candidates}

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from digest import pipeline
+from digest import catalog, pipeline
 from digest.clock import Clock, system_clock
 from digest.db import session_scope
 from digest.ingest import load_paths, upsert_articles
@@ -183,14 +183,17 @@ class Jobs:
     def job_ingest(self) -> dict[str, Any]:
         if not self.sources:
             return {"sources": 0}
-        now = self.clock()
         batch = load_paths(
-            [s.location for s in self.sources], now=now, max_bytes=self.settings.max_import_bytes
+            [s.location for s in self.sources],
+            now=self.clock(),
+            max_bytes=self.settings.max_import_bytes,
         )
         for error in batch.errors:
             log.warning("ingest: skipped %s", error)
         with session_scope(self.engine) as session:
-            counts = upsert_articles(session, batch.records, now)
+            # first seen when written, not when the fetch began: a plan may run meanwhile
+            catalog.lock_articles(session)
+            counts = upsert_articles(session, batch.records, self.clock())
         log.info("ingest: %s from %d sources", counts, len(self.sources))
         return {"sources": len(self.sources), "counts": str(counts), "errors": len(batch.errors)}
 

@@ -468,3 +468,59 @@ def test_concurrent_job_reports_lose_no_run(engine: Engine) -> None:
         t.join()
     report = json.loads(_state(engine).last_tick_report)  # type: ignore[union-attr]
     assert report["plan"]["runs"] == 45 and report["send"]["runs"] == 45
+
+
+def test_an_article_fetched_while_a_plan_runs_reaches_the_next_edition(
+    engine: Engine, settings: Settings
+) -> None:
+    """The ingest job stamps first-seen when it writes, after a slow fetch, not when the fetch
+    began: a plan run meanwhile has closed the member's window after the stamp would have
+    been, and the article would have fallen outside every window."""
+    import http.server
+    import threading
+
+    from digest.models import Article
+    from digest.scheduler import Source
+    from tests.conftest import free_port
+    from tests.test_engine import NOW, seed
+
+    feed = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        b"<link>https://archive.example.org/</link><description>d</description><item>"
+        b"<title>Late probe news</title><link>https://archive.example.org/late</link>"
+        b"<category>Space</category><pubDate>Tue, 24 Nov 2026 06:00:00 GMT</pubDate>"
+        b"<description>A late article.</description></item></channel></rss>"
+    )
+
+    class FarFeed(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            time.sleep(1.5)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.end_headers()
+            self.wfile.write(feed)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), FarFeed)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seed(engine, 1)  # a daily Space member, due at 07:00 UTC, and one Space article
+    start = time.monotonic()
+    clock = lambda: NOW + timedelta(seconds=time.monotonic() - start)  # noqa: E731
+    url = f"http://127.0.0.1:{server.server_address[1]}/feed.xml"
+    jobs = Jobs(engine, settings, [Source(url)], clock=clock)
+    try:
+        ingest = threading.Thread(target=jobs.job_ingest)
+        ingest.start()
+        time.sleep(0.5)
+        assert jobs.job_plan()["planned"] == 1  # today's edition, while the feed is fetched
+        ingest.join()
+    finally:
+        server.shutdown()
+    plan(engine, settings, NOW + timedelta(days=1))
+    with Session(engine) as session:
+        late = session.exec(select(Article).where(Article.title == "Late probe news")).one()
+        editions = {d.edition: d.article_ids for d in session.exec(select(Delivery))}
+    assert late.id not in editions["daily:2026-11-24"]
+    assert editions["daily:2026-11-25"] == [late.id]
