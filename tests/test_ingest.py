@@ -236,6 +236,18 @@ def test_atomic_unless_skip_invalid(cli, engine: Engine, tmp_path: Path) -> None
     ]
 
 
+def test_jsonl_with_raw_unicode_line_separators_imports(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    rows = [_record(url=f"https://u.example/{n}", key_points=[f"A\u2028B {n}"]) for n in (1, 2)]
+    path = tmp_path / "u.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    result = cli("articles", "import", str(path), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    assert "Imported 2 articles (2 new" in result.stdout
+    assert [a.key_points for a in _articles(engine)] == [["A\u2028B 1"], ["A\u2028B 2"]]
+
+
 def test_dry_run_writes_nothing(cli, engine: Engine) -> None:
     result = cli("articles", "import", str(DATA / "sample-article.json"), "--dry-run", "--now", NOW)
     assert result.exit_code == 0, result.output

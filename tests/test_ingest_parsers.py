@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 
 from digest.ingest.htmltext import html_to_paragraphs
@@ -72,6 +73,27 @@ def test_jsonl_detected_by_extra_data_and_errors_by_line() -> None:
     result = parse_json_text(f"{good}\n{{oops\n", "x.json", NOW)
     assert len(result.records) == 1
     assert str(result.errors[0]).startswith("x.json: line 2: invalid JSON")
+
+
+def test_jsonl_splits_on_newline_only_so_unicode_separators_stay_in_strings() -> None:
+    title = "Line\u2028sep \u2029para \u0085next"
+    rows = [
+        {"url": f"https://j.example/{n}", "title": title, "published_at": "2025-03-20"}
+        | {"key_points": [f"Point\u2028{n}"]}
+        for n in (1, 2)
+    ]
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    assert "\u2028" in lines[0]  # written raw, as ensure_ascii=False does
+    text = "\r\n".join([lines[0], lines[1], "{oops\u2028", "\u2029"]) + "\r\n"
+    for name, jsonlines in (("x.jsonl", True), ("x.json", False)):  # .json falls back
+        result = parse_json_text(text, name, NOW, jsonlines=jsonlines)
+        assert [r.url for r in result.records] == ["https://j.example/1", "https://j.example/2"]
+        assert result.records[0].title == "Line sep para next"
+        assert result.records[1].key_points == ("Point\u20282",)
+        assert [str(e).split(": invalid JSON")[0] for e in result.errors] == [
+            f"{name}: line 3",
+            f"{name}: line 4",
+        ]
 
 
 def test_html_to_paragraphs_plain_text_and_bounds() -> None:

@@ -49,9 +49,16 @@ def parse_json_text(text: str, file: str, now: datetime, jsonlines: bool = False
 
 
 def _parse_lines(text: str, file: str) -> ParseResult:
+    """One record per line, split on LF only (CRLF allowed).
+
+    ``str.splitlines`` would also break on U+2028, U+2029, U+0085 and the like, which JSON
+    allows unescaped inside strings, so a valid line would be cut in two and later line
+    numbers would be wrong.
+    """
     result = ParseResult.empty()
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        if not line.strip(" \t\r"):
             continue
         where = f"line {lineno}"
         try:
