@@ -201,6 +201,22 @@ def test_missing_field_and_bad_date_name_field_and_record(
     assert _count(engine, Article) == 0
 
 
+def test_markdown_impossible_date_names_the_field(cli, engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "bad-date.md"
+    path.write_text(
+        "---\nurl: https://m.example/a\ntitle: T\npublished_at: 2026-13-01\n---\nBody.\n",
+        encoding="utf-8",
+    )
+    result = cli("articles", "import", str(path), "--now", NOW)
+    assert result.exit_code == 2
+    assert (
+        "bad-date.md: record 1: field 'published_at': not an ISO 8601 date: '2026-13-01'"
+        in result.stderr
+    )
+    assert "month must be" not in result.stderr
+    assert _count(engine, Article) == 0
+
+
 def test_wrong_types_name_the_field(tmp_path: Path) -> None:
     path = _write_jsonl(
         tmp_path / "a.jsonl",

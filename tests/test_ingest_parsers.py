@@ -30,6 +30,23 @@ def test_markdown_front_matter_key_points_win_and_yaml_dates() -> None:
     assert rec.published_at == datetime(2025, 3, 20, tzinfo=UTC)
 
 
+def test_markdown_bad_dates_name_the_field_and_good_ones_still_parse() -> None:
+    def parse(published: str) -> tuple[list[datetime], list[str]]:
+        text = f"---\nurl: https://m.example/a\ntitle: T\npublished_at: {published}\n---\nB.\n"
+        result = parse_markdown_text(text, "a.md")
+        return [r.published_at for r in result.records], [str(e) for e in result.errors]
+
+    for bad in ("2026-13-01", "2026-03-20T10:00:00+25:00", "!!timestamp 2026-02-30"):
+        value = bad.removeprefix("!!timestamp ")
+        assert parse(bad) == (
+            [],
+            [f"a.md: record 1: field 'published_at': not an ISO 8601 date: {value!r}"],
+        )
+    assert parse("2025-03-20T10:00:00Z") == ([datetime(2025, 3, 20, 10, tzinfo=UTC)], [])
+    assert parse("2025-03-20T12:00:00+02:00") == ([datetime(2025, 3, 20, 10, tzinfo=UTC)], [])
+    assert parse("2025-03-20 10:00:00") == ([datetime(2025, 3, 20, 10, tzinfo=UTC)], [])
+
+
 def test_markdown_without_front_matter_is_refused() -> None:
     result = parse_markdown_text("Just text\n", "plain.md")
     assert "plain.md: no YAML front matter" in str(result.errors[0])

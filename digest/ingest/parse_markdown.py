@@ -11,10 +11,33 @@ from typing import Any
 
 import frontmatter
 import yaml
+from frontmatter.default_handlers import YAMLHandler
 
 from digest.ingest.records import ParseResult
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as strings.
+
+    PyYAML would build ``published_at: 2026-13-01`` into a date itself and fail with a bare
+    "month must be in 1..12"; as a string it reaches record validation, which names the field.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != _TIMESTAMP]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+_FrontMatterLoader.add_constructor(_TIMESTAMP, yaml.SafeLoader.construct_yaml_str)
+
+
+class _FrontMatterHandler(YAMLHandler):
+    def load(self, fm: str, **kwargs: object) -> Any:
+        return yaml.load(fm, Loader=_FrontMatterLoader)
 
 
 def body_paragraphs(body: str) -> list[str]:
@@ -35,7 +58,7 @@ def parse_markdown_text(text: str, file: str) -> ParseResult:
     if not text.lstrip("\ufeff").startswith("---"):
         return ParseResult.failed(file, "no YAML front matter (the file must start with '---')")
     try:
-        meta, body = frontmatter.parse(text.lstrip("\ufeff"))
+        meta, body = frontmatter.parse(text.lstrip("\ufeff"), handler=_FrontMatterHandler())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
