@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ from conftest import DATA, PROJECT, SHARED
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from digest.ingest import load_paths, upsert_articles
+from digest.ingest import load, load_paths, upsert_articles
 from digest.ingest.records import ArticleRecord
 from digest.models import Article, ArticleTopic, Mention, Topic
 
@@ -447,3 +451,89 @@ def test_import_feed_from_http_url(cli: Any, tmp_path: Path) -> None:
         assert missing.exit_code == 2 and "404" in missing.output
     finally:
         server.shutdown()
+
+
+TINY_RSS = (
+    b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><item>'
+    b"<title>Slow news</title><link>https://slow.example/1</link>"
+    b"<description>One point.</description></item></channel></rss>"
+)
+
+
+class _TrickleHandler(BaseHTTPRequestHandler):
+    """/fast sends a feed at once; /slow-body and /slow-head send one byte every 0.1 s."""
+
+    stop: threading.Event
+
+    def do_GET(self) -> None:
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+            f"Content-Length: {len(TINY_RSS) if self.path == '/fast' else 100_000}\r\n\r\n"
+        ).encode()
+        if self.path == "/fast":
+            self.wfile.write(head + TINY_RSS)
+            return
+        if self.path == "/slow-body":
+            self.wfile.write(head)
+            data = TINY_RSS * 1000
+        else:
+            data = head
+        for i in range(len(data)):
+            if self.stop.wait(0.1):
+                return
+            try:
+                self.wfile.write(data[i : i + 1])
+            except OSError:
+                return  # the client gave up, as it should
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[str]:
+    handler = type("Handler", (_TrickleHandler,), {"stop": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        handler.stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_trickling_feed_url_stops_at_the_deadline(
+    cli, engine: Engine, trickle_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(load, "FETCH_DEADLINE", 1.0)
+    ok = cli("articles", "import", f"{trickle_server}/fast", "--now", NOW)
+    assert ok.exit_code == 0, ok.output
+    assert [a.title for a in _articles(engine)] == ["Slow news"]
+
+    started = time.monotonic()
+    slow = cli("articles", "import", f"{trickle_server}/slow-body", "--now", LATER)
+    elapsed = time.monotonic() - started
+    assert slow.exit_code == 2
+    assert f"{trickle_server}/slow-body: fetch failed: no complete response within 1 s" in (
+        slow.stderr
+    )
+    assert 0.9 < elapsed < 5, elapsed  # per-read timeout (30 s) never fired: bytes kept coming
+    assert len(_articles(engine)) == 1
+
+
+def test_trickling_headers_stop_at_the_deadline_and_size_bound_holds(trickle_server: str) -> None:
+    now = datetime(2025, 3, 25, tzinfo=UTC)
+    started = time.monotonic()
+    result = load.fetch_url(f"{trickle_server}/slow-head", now, 10**6, deadline=1.0)
+    assert time.monotonic() - started < 5
+    assert [str(e) for e in result.errors] == [
+        f"{trickle_server}/slow-head: fetch failed: no complete response within 1 s"
+    ]
+    big = load.fetch_url(f"{trickle_server}/fast", now, 50, deadline=1.0)
+    assert [str(e) for e in big.errors] == [
+        f"{trickle_server}/fast: response too large (over 50 bytes)"
+    ]
+    fine = load.fetch_url(f"{trickle_server}/fast", now, 10**6, deadline=1.0)
+    assert [r.url for r in fine.records] == ["https://slow.example/1"] and not fine.errors

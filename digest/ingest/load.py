@@ -2,18 +2,26 @@
 
 Everything is parsed and validated before anything is written, so the caller can refuse a
 whole import when one record is bad. Reads are bounded by ``max_bytes`` (a file or response
-larger than that is refused, never loaded), and URL fetches have a timeout.
+larger than that is refused, never loaded), and URL fetches by a per-read timeout and a
+deadline for the whole response.
 """
 
 from __future__ import annotations
 
+import http.client
 import re
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from digest import __version__
 from digest.ingest.parse_feed import parse_feed_bytes
@@ -26,7 +34,9 @@ JSONL_EXTS = frozenset({".jsonl", ".ndjson"})
 MARKDOWN_EXTS = frozenset({".md", ".markdown"})
 FEED_EXTS = frozenset({".xml", ".rss", ".atom", ".rdf", ".feed"})
 SUPPORTED_EXTS = JSON_EXTS | JSONL_EXTS | MARKDOWN_EXTS | FEED_EXTS
-FETCH_TIMEOUT = 30.0
+FETCH_TIMEOUT = 30.0  # per socket operation (connect, each read)
+FETCH_DEADLINE = 120.0  # the whole response, headers and body
+FETCH_CHUNK = 64 * 1024
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 
 
@@ -145,10 +155,112 @@ def read_file(source: Source, now: datetime, max_bytes: int) -> ParseResult:
     return parse_bytes(data, name, now, _kind_for(source.path))
 
 
+class _Deadline:
+    """A time limit for a whole fetch: when it passes, the watched sockets are shut down.
+
+    The socket timeout bounds each read only, so a server trickling a byte every few seconds
+    would hold an import (and the scheduler's ingest job) forever. Shutting the socket down
+    ends a read blocked anywhere in the status line, headers or body.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._timer.cancel()
+
+    def passed(self) -> bool:
+        return self.expired or time.monotonic() >= self.ends
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # The plain socket method, so an SSL socket's state is not touched from this thread.
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        assert self.sock is not None
+        self.deadline.watch(self.sock)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()  # the TLS handshake is bounded by the per-read timeout only
+        assert self.sock is not None
+        self.deadline.watch(self.sock)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(partial(_HTTPConnection, deadline=self.deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = partial(_HTTPSConnection, deadline=self.deadline)
+        return self.do_open(connection, req, context=self._context)
+
+
 def fetch_url(
-    url: str, now: datetime, max_bytes: int, timeout: float = FETCH_TIMEOUT
+    url: str,
+    now: datetime,
+    max_bytes: int,
+    timeout: float = FETCH_TIMEOUT,
+    deadline: float | None = None,
 ) -> ParseResult:
-    """Fetch a feed (RSS, Atom or JSON Feed) with a timeout and a size bound."""
+    """Fetch a feed (RSS, Atom or JSON Feed) with a timeout, a deadline and a size bound.
+
+    ``timeout`` bounds each socket operation; ``deadline`` (default ``FETCH_DEADLINE``) the
+    whole response, so a server that trickles bytes cannot hold the import.
+    """
+    seconds = FETCH_DEADLINE if deadline is None else deadline
     request = urllib.request.Request(
         url,
         headers={
@@ -157,17 +269,33 @@ def fetch_url(
             "application/json;q=0.9, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5",
         },
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            data = response.read(max_bytes + 1)
-            headers = {k.lower(): v for k, v in response.headers.items()}
-    except urllib.error.HTTPError as exc:
-        return ParseResult.failed(url, f"fetch failed: HTTP {exc.code} {exc.reason}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        return ParseResult.failed(url, f"fetch failed: {reason}")
-    if len(data) > max_bytes:
+    too_slow = f"fetch failed: no complete response within {seconds:g} s"
+    chunks: list[bytes] = []
+    size = 0
+    with _Deadline(seconds) as limit:
+        opener = urllib.request.build_opener(_HTTPHandler(limit), _HTTPSHandler(limit))
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                while size <= max_bytes and not limit.passed():
+                    # read1: return what has arrived, so the deadline is checked as it trickles
+                    chunk = response.read1(min(FETCH_CHUNK, max_bytes + 1 - size))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+        except urllib.error.HTTPError as exc:
+            return ParseResult.failed(url, f"fetch failed: HTTP {exc.code} {exc.reason}")
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            if limit.passed():
+                return ParseResult.failed(url, too_slow)
+            reason = getattr(exc, "reason", None) or exc
+            return ParseResult.failed(url, f"fetch failed: {reason}")
+        if limit.passed():  # a shut-down socket reads as an early end: never parse a cut-off body
+            return ParseResult.failed(url, too_slow)
+    if size > max_bytes:
         return ParseResult.failed(url, f"response too large (over {max_bytes} bytes)")
+    data = b"".join(chunks)
     ctype = headers.get("content-type", "").lower()
     kind = "json" if "json" in ctype or _sniff(data) == "json" else "feed"
     return parse_bytes(data, url, now, kind, headers=headers)
