@@ -268,6 +268,44 @@ def test_jsonl_with_raw_unicode_line_separators_imports(
     assert [a.key_points for a in _articles(engine)] == [["A\u2028B 1"], ["A\u2028B 2"]]
 
 
+def test_duplicates_within_one_import_are_errors_naming_both(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    rows = [
+        _record(url="https://n.example/a", guid="g1", title="First A"),
+        _record(url="https://n.example/b", title="B"),
+        _record(url="https://n.example/a", title="Second A"),
+        _record(url="https://n.example/c", guid="g1", title="Same GUID"),
+    ]
+    path = _write_jsonl(tmp_path / "d.jsonl", rows)
+    other = tmp_path / "e.json"
+    other.write_text(json.dumps([_record(url="https://n.example/b", title="B again")]), "utf-8")
+    dup_url = "d.jsonl: line 3: field 'url': https://n.example/a is a duplicate of line 1"
+    dup_guid = "d.jsonl: line 4: field 'guid': g1 is a duplicate of line 1"
+    dup_file = f"e.json: index 0: field 'url': https://n.example/b is a duplicate of {path}: line 2"
+
+    result = cli("articles", "import", str(path), str(other), "--now", NOW)
+    assert result.exit_code == 2
+    assert dup_url in result.stderr and dup_guid in result.stderr and dup_file in result.stderr
+    assert "3 invalid input(s); nothing imported" in result.stderr
+    assert _count(engine, Article) == 0
+
+    result = cli("articles", "import", str(path), "--now", NOW, "--skip-invalid")
+    assert result.exit_code == 0, result.output
+    assert "Imported 2 articles (2 new, 0 updated, 0 unchanged) from 1 files" in result.stdout
+    assert "Skipped 2 invalid:" in result.stderr
+    assert dup_url in result.stderr and dup_guid in result.stderr
+    assert [(a.url, a.title, a.guid) for a in _articles(engine)] == [
+        ("https://n.example/a", "First A", "g1"),
+        ("https://n.example/b", "B", None),
+    ]
+    # The same items in a later import are an idempotent update, not a duplicate.
+    again = _write_jsonl(tmp_path / "again.jsonl", rows[:2])
+    result = cli("articles", "import", str(again), "--now", LATER)
+    assert result.exit_code == 0, result.output
+    assert "(0 new, 0 updated, 2 unchanged)" in result.stdout
+
+
 def test_dry_run_writes_nothing(cli, engine: Engine) -> None:
     result = cli("articles", "import", str(DATA / "sample-article.json"), "--dry-run", "--now", NOW)
     assert result.exit_code == 0, result.output

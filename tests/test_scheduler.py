@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 from digest.db import session_scope
 from digest.ingest import ArticleRecord, upsert_articles
 from digest.members import add_member
-from digest.models import Delivery, SchedulerState, Subscriber
+from digest.models import Article, Delivery, SchedulerState, Subscriber
 from digest.pipeline import plan
 from digest.schedule import is_stale, latest_due_edition, too_soon
 from digest.scheduler import JOB_TABLE, Jobs, acquire_leadership, release_leadership, status
@@ -367,6 +367,39 @@ def test_ingest_job_reads_configured_sources(
     assert "1 unchanged" in again["counts"]
     with pytest.raises(ValueError, match="sources"):
         sources_from_config([{"name": "nothing"}], tmp_path)
+
+
+def test_ingest_job_keeps_the_first_of_a_repeated_item_and_warns(
+    engine: Engine, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from digest.scheduler import sources_from_config
+
+    def row(n: int, title: str) -> str:
+        return json.dumps(
+            {
+                "url": f"https://feed.example/{n}",
+                "title": title,
+                "published_at": "2026-03-01T08:00:00Z",
+                "key_points": ["A point."],
+            }
+        )
+
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(f"{row(1, 'First')}\n{row(2, 'Two')}\n{row(1, 'Repeat')}\n")
+    other = tmp_path / "other.jsonl"
+    other.write_text(row(3, "Three") + "\n")
+    sources = sources_from_config([{"path": str(feed)}, {"path": str(other)}], tmp_path)
+    with caplog.at_level("WARNING", logger="digest.scheduler"):
+        summary = Jobs(engine, settings, sources, clock=lambda: DAY).run("ingest")
+    assert summary["errors"] == 1 and summary["counts"].startswith("3 new")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"ingest: skipped {feed}: line 3: field 'url': https://feed.example/1 "
+        "is a duplicate of line 1"
+    ]
+    with Session(engine) as session:
+        titles = sorted(a.title for a in session.exec(select(Article)).all())
+    assert titles == ["First", "Three", "Two"]
 
 
 def test_sighup_reloads_the_configuration(

@@ -48,11 +48,43 @@ class ImportBatch:
     errors: list[RecordError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     files: int = 0
+    origins: list[tuple[str, str]] = field(default_factory=list)  # (file, record) per record
 
     def extend(self, result: ParseResult) -> None:
         self.records.extend(result.records)
+        self.origins.extend(result.origins)
         self.errors.extend(result.errors)
         self.warnings.extend(result.warnings)
+
+    def reject_duplicates(self) -> None:
+        """Keep the first record of each URL and GUID; each later one becomes an error.
+
+        Two records for one article in one import are a mistake in the input (which one
+        should win?), so they are refused like any invalid record, naming both places, rather
+        than one silently replacing the other. Across imports a repeat is an ordinary update.
+        """
+        first_url: dict[str, tuple[str, str]] = {}
+        first_guid: dict[str, tuple[str, str]] = {}
+        kept: list[ArticleRecord] = []
+        kept_origins: list[tuple[str, str]] = []
+        for rec, origin in zip(self.records, self.origins, strict=True):
+            if rec.url in first_url:
+                name, value, first = "url", rec.url, first_url[rec.url]
+            elif rec.guid and rec.guid in first_guid:
+                name, value, first = "guid", rec.guid, first_guid[rec.guid]
+            else:
+                first_url[rec.url] = origin
+                if rec.guid:
+                    first_guid[rec.guid] = origin
+                kept.append(rec)
+                kept_origins.append(origin)
+                continue
+            file, record = origin
+            at = first[1] if first[0] == file else f"{first[0]}: {first[1]}"
+            self.errors.append(
+                RecordError(f"{value} is a duplicate of {at}", file=file, record=record, field=name)
+            )
+        self.records, self.origins = kept, kept_origins
 
 
 @dataclass(frozen=True)
@@ -307,7 +339,11 @@ def load_sources(
     max_bytes: int,
     progress: Callable[[int], object] | None = None,
 ) -> ImportBatch:
-    """Read and validate every source; never raises for bad input."""
+    """Read and validate every source; never raises for bad input.
+
+    A record repeating the URL or GUID of an earlier one is an error (see
+    :meth:`ImportBatch.reject_duplicates`); the first stays in ``records``.
+    """
     batch = ImportBatch()
     for source in sources:
         try:
@@ -323,6 +359,7 @@ def load_sources(
         batch.extend(result)
         if progress is not None:
             progress(1)
+    batch.reject_duplicates()
     return batch
 
 

@@ -12,7 +12,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -348,6 +348,8 @@ class ParseResult:
     records: list[ArticleRecord]
     errors: list[RecordError]
     warnings: list[str]
+    # (file, record) of each of ``records``, so a later check can name where a record was.
+    origins: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def empty(cls) -> ParseResult:
@@ -362,4 +364,5 @@ class ParseResult:
         built, errors = build_record(raw)
         if built is not None:
             self.records.append(built)
+            self.origins.append((file, record))
         self.errors.extend(e.located(file, record) for e in errors)

@@ -37,7 +37,11 @@ class ImportCounts:
 
 
 def dedupe(records: Iterable[ArticleRecord]) -> list[ArticleRecord]:
-    """One record per article: a later record with the same URL or GUID replaces the earlier."""
+    """One record per article: a later record with the same URL or GUID replaces the earlier.
+
+    A guard for direct callers only: imports read through ``load_sources`` have already
+    reported such repeats as errors and kept the first.
+    """
     slots: list[ArticleRecord | None] = []
     by_url: dict[str, int] = {}
     by_guid: dict[str, int] = {}
