@@ -59,9 +59,11 @@ class ImportBatch:
     def reject_duplicates(self) -> None:
         """Keep the first record of each URL and GUID; each later one becomes an error.
 
-        Two records for one article in one import are a mistake in the input (which one
-        should win?), so they are refused like any invalid record, naming both places, rather
-        than one silently replacing the other. Across imports a repeat is an ordinary update.
+        Two records for one article in one file are a mistake in the input (which one should
+        win?), so they are refused like any invalid record, naming both places, rather than one
+        silently replacing the other. Across the files or feeds of one import a repeat is
+        common (overlapping feeds): the first is kept, with a warning. Across imports a repeat
+        is an ordinary update.
         """
         first_url: dict[str, tuple[str, str]] = {}
         first_guid: dict[str, tuple[str, str]] = {}
@@ -80,9 +82,16 @@ class ImportBatch:
                 kept_origins.append(origin)
                 continue
             file, record = origin
-            at = first[1] if first[0] == file else f"{first[0]}: {first[1]}"
+            if first[0] != file:  # overlapping feeds (a blog's and its category's) are fine
+                self.warnings.append(
+                    f"{file}: {record}: {name} {value} is also in {first[0]}: {first[1]}; "
+                    "the first is kept"
+                )
+                continue
             self.errors.append(
-                RecordError(f"{value} is a duplicate of {at}", file=file, record=record, field=name)
+                RecordError(
+                    f"{value} is a duplicate of {first[1]}", file=file, record=record, field=name
+                )
             )
         self.records, self.origins = kept, kept_origins
 
