@@ -300,11 +300,14 @@ def read_member_csv(
     quoted name spanning lines does not shift later numbers. Raises ``ImportFileError`` for
     a missing header, a header without ``email``, broken quoting or text that is not UTF-8.
     """
-    reader = csv.reader(stream)
+    # strict: an unmatched quote is an error, not a cell that swallows the rows after it
+    reader = csv.reader(stream, strict=True)
     try:
         header = next(reader, None)
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise ImportFileError(f"{source}: line 1: {exc}") from None
+    except csv.Error as exc:
+        raise ImportFileError(f"{source}: line 1: {_csv_problem(exc)}") from None
+    except UnicodeDecodeError:
+        raise ImportFileError(f"{source}: near line 1: not UTF-8 text") from None
     if header is None:
         raise ImportFileError(f"{source}: empty file; a header row is required")
     names = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
@@ -325,7 +328,7 @@ def read_member_csv(
         except StopIteration:
             return
         except csv.Error as exc:
-            raise ImportFileError(f"{source}: line {start}: {exc}") from None
+            raise ImportFileError(f"{source}: line {start}: {_csv_problem(exc)}") from None
         except UnicodeDecodeError:
             raise ImportFileError(f"{source}: near line {start}: not UTF-8 text") from None
         last_line = reader.line_num
@@ -337,6 +340,30 @@ def read_member_csv(
             yield start, parse_member(row, where), present
         except MemberError as exc:
             yield start, exc, present
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """The csv module's complaint, in words an operator can act on."""
+    if "unexpected end of data" in str(exc):
+        return "a quoted field opened on this line is never closed (unmatched '\"')"
+    return f"not valid CSV: {exc}"
+
+
+def check_utf8(data: bytes, source: str) -> None:
+    """Raise ``ImportFileError`` naming the line and column of the first byte not UTF-8.
+
+    Checked on the whole (size-bounded) file up front: a text stream decodes kilobytes ahead
+    of the CSV reader, so its error would name a line thousands of rows too early.
+    """
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = data[exc.start : exc.end].hex(" ")
+        raise ImportFileError(
+            f"{source}: line {line}: not UTF-8 text (byte {bad} at byte column {column})"
+        ) from None
 
 
 # ---------------------------------------------------------------- writing
@@ -545,6 +572,14 @@ def import_csv_file(
             f"{path.name}: {size} bytes is over the import limit of {max_bytes} bytes "
             "(setting max_import_bytes)"
         )
+    with path.open("rb") as raw:
+        data = raw.read(max_bytes + 1)  # bounded even if the file grew since stat()
+    if len(data) > max_bytes:
+        raise ImportFileError(
+            f"{path.name}: over the import limit of {max_bytes} bytes (setting max_import_bytes)"
+        )
+    check_utf8(data, path.name)
+    del data
     with path.open(encoding="utf-8-sig", newline="") as stream:
         return import_members(
             session,

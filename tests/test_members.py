@@ -296,6 +296,55 @@ def test_import_file_errors(cli, engine: Engine, tmp_path: Path) -> None:
     assert stored(engine) == {}
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (  # the quote would swallow the rows after it into one garbage name
+            'e1@example.org,"Ann,Space,,,\n'
+            "e2@example.org,Bob,Space,,,\n"
+            "e3@example.org,C,Space,,,\n",
+            "members.csv: line 3: a quoted field opened on this line is never closed",
+        ),
+        (  # unterminated at the very end of the file
+            'e1@example.org,Ann,Space,,,\ne2@example.org,"Bob',
+            "members.csv: line 4: a quoted field opened on this line is never closed",
+        ),
+        (
+            'e1@example.org,"Ann"x,Space,,,\ne2@example.org,Bob,Space,,,\n',
+            "members.csv: line 3: not valid CSV: ',' expected after '\"'",
+        ),
+    ],
+)
+def test_import_broken_quoting_rejects_file(
+    cli, engine: Engine, tmp_path: Path, body: str, message: str
+) -> None:
+    path = write(tmp_path, HEADER + "a@example.org,A,Space,,,\n" + body)
+    for flags in ((), ("--skip-invalid",)):
+        result = cli("subscribers", "import", str(path), *flags)
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+        assert "Imported" not in result.output
+        assert stored(engine) == {}
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_import_not_utf8_names_the_true_line(
+    cli, engine: Engine, tmp_path: Path, bom: bytes
+) -> None:
+    rows = [f"m{i}@example.org,Member {i},Space,,,\n".encode() for i in range(2, 3000)]
+    rows[2499] = b"m2501@example.org,N\xe9e,Space,,,\n"  # Latin-1, on line 2501
+    path = tmp_path / "latin.csv"
+    path.write_bytes(bom + HEADER.encode() + b"".join(rows))
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 2
+    assert "latin.csv: line 2501: not UTF-8 text (byte e9 at byte column 20)" in result.output
+    assert stored(engine) == {}
+    path.write_bytes(HEADER.encode() + b"a@example.org,Z\xfc,Space,,,\n")
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 2
+    assert "latin.csv: line 2: not UTF-8 text" in result.output
+
+
 def test_import_many_rows_in_chunks(engine: Engine) -> None:
     lines = [HEADER] + [f"m{i}@example.org,M {i},Space;T{i % 7},,,\n" for i in range(1234)]
     with session_scope(engine) as session:
