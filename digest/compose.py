@@ -69,9 +69,22 @@ def make_message_id(unique: str, domain: str) -> str:
     return f"<{digest}@{domain}>"
 
 
+class UnmailableAddress(ValueError):
+    """An address this module cannot write: not a plain addr-spec, or not ASCII.
+
+    Headers are written in ASCII and mail goes out without SMTPUTF8, so a non-ASCII address
+    (a row stored before addresses were checked for this) fails its message, clearly.
+    """
+
+
 def _check_addr_spec(addr: str, what: str) -> str:
     if not _ADDR_SPEC_RE.match(addr):
-        raise ValueError(f"{what} {addr!r} is not a plain email address")
+        raise UnmailableAddress(f"{what} {addr!r} is not a plain email address")
+    if not addr.isascii():
+        raise UnmailableAddress(
+            f"{what} {addr!r} is not ASCII (a Unicode domain must be stored in its xn-- form; "
+            "a non-ASCII local part needs SMTPUTF8, which is not supported)"
+        )
     return addr
 
 

@@ -22,12 +22,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from digest import catalog, ledger
-from digest.compose import compose_message
+from digest.compose import UnmailableAddress, compose_message
 from digest.content import ArticleView, DigestIssue, MemberView, Rendered
 from digest.db import session_scope
 from digest.dkim import signer_from_settings
 from digest.mailer import SendResult, Transport, begin_send
-from digest.models import Delivery, Subscriber
+from digest.members import get_member
+from digest.models import Delivery
 from digest.render import Renderer
 from digest.schedule import (
     PERIODS,
@@ -608,6 +609,9 @@ class Sender:
             _, data = self.editions.message_for(
                 member, delivery.edition, chosen, delivery.message_id, now
             )
+        except UnmailableAddress as exc:  # an old row's address: this delivery fails, clearly
+            log.warning("delivery %s not composed: %s", delivery.id, exc)
+            return ledger.Outcome(delivery.id, "failed", error=f"address not mailable: {exc}")
         except Exception as exc:  # a template bug fails this delivery, not the whole run
             log.exception("render failed for delivery %s", delivery.id)
             return ledger.Outcome(delivery.id, "failed", error=f"render failed: {exc}")
@@ -764,7 +768,7 @@ def preview(
     again (what the member got, or will get).
     """
     with Session(engine) as session:
-        row = session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()
+        row = get_member(session, email)
         if row is None:
             raise LookupError(f"no such subscriber: {email}")
         member = catalog.member_views(session, [row])[0]

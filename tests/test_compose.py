@@ -9,7 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from digest.compose import compose_message, make_message_id
+from digest.compose import UnmailableAddress, compose_message, make_message_id
 from digest.content import Personal, Rendered
 
 DATE = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -92,6 +92,21 @@ def test_bad_recipient_address_is_refused() -> None:
     for bad in ("ann@example.org\r\nBcc: x@y.z", "no-at-sign", "a b@example.org", ""):
         with pytest.raises(ValueError):
             build(to_email=bad)
+
+
+@pytest.mark.parametrize(
+    ("field", "address"),
+    [
+        ("to_email", "ann@bücher.example"),
+        ("to_email", "josé@example.org"),
+        ("from_address", "Digest <digest@bücher.example>"),
+        ("reply_to", "Desk <josé@example.org>"),
+    ],
+)
+def test_non_ascii_address_is_refused_clearly(field: str, address: str) -> None:
+    """A row stored before addresses were checked must fail its message, not crash encoding."""
+    with pytest.raises(UnmailableAddress, match="is not ASCII"):
+        build(**{field: address})
 
 
 def test_non_ascii_subject_and_name_round_trip() -> None:

@@ -14,7 +14,11 @@ from typing import Any
 
 import pytest
 from lxml import html as lxml_html
+from sqlalchemy import Engine, update
+from sqlmodel import col
 
+from digest.db import session_scope
+from digest.models import Subscriber
 from tests.conftest import CLI, DATA, SMTPServer
 
 SAMPLE_URL_RE = re.compile(r"paralysed-man")
@@ -296,6 +300,30 @@ def test_preview_unknown_member_is_bad_input(cli: CLI) -> None:
     result = cli("preview", "--email", "nobody@example.org")
     assert result.exit_code == 2
     assert "nobody@example.org" in result.output
+
+
+def test_unmailable_old_address_fails_its_delivery_not_the_run(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer, engine: Engine
+) -> None:
+    """A row stored before addresses were checked (Unicode domain): a clear failure each."""
+    setup_basic(cli, tmp_path)
+    with session_scope(engine) as session:
+        session.execute(
+            update(Subscriber)
+            .where(col(Subscriber.email) == "ada@example.org")
+            .values(email="ada@exämple.org")
+        )
+    result = cli("preview", "--email", "Ada@Exämple.org", "--now", RUN1)
+    assert result.exit_code == 1
+    assert "cannot compose a message for Ada@Exämple.org" in result.output
+    assert "'ada@exämple.org' is not ASCII" in result.output
+    result = cli("run", "--now", RUN1)
+    assert result.exit_code == 1
+    assert "sent 1" in result.stdout
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["kolkata@example.org"]]
+    rows = {r["email"]: r for r in deliveries(cli)}
+    assert rows["ada@exämple.org"]["status"] == "failed"
+    assert rows["ada@exämple.org"]["error"].startswith("address not mailable: to_email")
 
 
 def test_stats_counts(cli: CLI, tmp_path: Path, smtp_server: SMTPServer) -> None:

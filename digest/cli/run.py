@@ -12,6 +12,7 @@ import click
 from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app
 from digest.cli.progress import progress_bar
 from digest.clock import fixed_clock
+from digest.compose import UnmailableAddress
 from digest.doctor import template_problems
 from digest.mailer import make_transport
 from digest.pipeline import Editions, PlanReport, SendReport, plan, preview, send_due
@@ -176,6 +177,8 @@ def preview_command(
         result = preview(app.engine, app.settings, editions, email, now, edition)
     except LookupError as exc:
         raise BadInput(str(exc)) from None
+    except UnmailableAddress as exc:  # a stored address no message can be written to
+        raise WorkFailed(f"cannot compose a message for {email}: {exc}") from None
     if result is None:
         click.echo(f"{email}: no articles would be sent right now (empty selection)", err=True)
         return

@@ -26,7 +26,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from digest import catalog, ledger
-from digest.compose import compose_message
+from digest.compose import UnmailableAddress, compose_message
 from digest.content import MemberView, Rendered
 from digest.db import session_scope
 from digest.members import (
@@ -189,18 +189,22 @@ def send_mail(
         ctx.signer, settings.base_url, member, now, settings.effective_unsubscribe_mailto
     )
     message_id = ledger.new_message_id(kind, settings.from_domain)
-    data = compose_message(
-        rendered,
-        from_address=settings.from_address,
-        to_email=member.email,
-        to_name=member.name,
-        message_id=message_id,
-        date=now,
-        list_id=settings.effective_list_id,
-        unsubscribe_url=links.unsubscribe_url,
-        unsubscribe_mailto_url=links.unsubscribe_mailto,
-        reply_to=settings.reply_to,
-    )
+    try:
+        data = compose_message(
+            rendered,
+            from_address=settings.from_address,
+            to_email=member.email,
+            to_name=member.name,
+            message_id=message_id,
+            date=now,
+            list_id=settings.effective_list_id,
+            unsubscribe_url=links.unsubscribe_url,
+            unsubscribe_mailto_url=links.unsubscribe_mailto,
+            reply_to=settings.reply_to,
+        )
+    except UnmailableAddress as exc:  # a row stored before addresses were checked for this
+        log.warning("%s mail to member %s not composed: %s", kind, member.id, exc)
+        return False
     transport = ctx.transport_factory()
     try:
         result = transport.send(parseaddr(settings.from_address)[1], member.email, data, message_id)
