@@ -177,7 +177,12 @@ class ImportReport:
 
 
 def normalize_email(value: str, where: str = "email") -> str:
-    """The stored form of an address: validated, normalised, lowercased (one member per inbox)."""
+    """The stored form of an address: validated, normalised, lowercased (one member per inbox).
+
+    The domain is kept in its ASCII (IDNA) form and a local part must be ASCII: messages are
+    composed with ASCII headers and sent without SMTPUTF8, so any other address could be
+    stored but never mailed.
+    """
     value = (value or "").strip()
     if not value:
         raise MemberError(where, "email", "missing")
@@ -185,15 +190,41 @@ def normalize_email(value: str, where: str = "email") -> str:
         result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise MemberError(where, "email", f"invalid address {value!r}: {exc}") from None
-    return result.normalized.lower()
+    if result.ascii_email is None:
+        raise MemberError(
+            where,
+            "email",
+            f"{value!r} has non-ASCII characters before the '@'; such addresses need "
+            "SMTPUTF8 mail, which is not supported",
+        )
+    return result.ascii_email.lower()
 
 
-def lookup_email(value: str) -> str:
-    """The stored form for a lookup; lenient, so an odd stored address can still be found."""
+def _unicode_form(email: str) -> str | None:
+    """How a stored-form address with an IDNA domain was stored before domains were kept in
+    ASCII (``a@bücher.example``), so such rows are matched and their suppression holds."""
+    if "xn--" not in email.rpartition("@")[2]:
+        return None
     try:
-        return normalize_email(value)
-    except MemberError:
-        return value.strip().lower()
+        form = validate_email(email, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+    return form if form != email else None
+
+
+def lookup_emails(value: str) -> tuple[str, ...]:
+    """The stored forms an address may have, the current one first; lenient, so an odd row
+    (or one stored with a Unicode domain before domains were kept in ASCII) is still found."""
+    value = (value or "").strip()
+    forms = [value.lower()]
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return tuple(forms)
+    forms.insert(0, result.normalized.lower())
+    if result.ascii_email is not None:
+        forms.insert(0, result.ascii_email.lower())
+    return tuple(dict.fromkeys(forms))
 
 
 def clean_name(value: str, where: str = "name") -> str:
@@ -459,12 +490,13 @@ def _write_chunk(
     costs more than the database work, and a 100k-row list would take minutes.
     """
     emails = [record.email for record, _ in chunk]
-    existing = {
-        row.email: row
-        for row in session.execute(
-            select(*_EXISTING_COLUMNS).where(col(Subscriber.email).in_(emails))
-        )
-    }
+    legacy = {form: email for email in emails if (form := _unicode_form(email)) is not None}
+    existing: dict[str, Any] = {}
+    found = session.execute(
+        select(*_EXISTING_COLUMNS).where(col(Subscriber.email).in_([*emails, *legacy]))
+    ).all()
+    for row in sorted(found, key=lambda r: r.email in legacy):  # the ASCII row wins
+        existing.setdefault(legacy.get(row.email, row.email), row)
     current_topics = member_topic_slugs(session, [row.id for row in existing.values()])
     topics: dict[int, Sequence[str]] = {}
     fresh: list[MemberRecord] = []
@@ -484,6 +516,8 @@ def _write_chunk(
             for name in PROFILE_FIELDS
             if name != "topics" and name in present and getattr(row, name) != getattr(record, name)
         }
+        if row.email != record.email:  # stored with a Unicode domain: now mailable
+            changes["email"] = record.email
         if "topics" in present:
             wanted = {topic_slug(t) for t in record.topics}
             if wanted != current_topics.get(row.id, set()):
@@ -595,8 +629,12 @@ def import_csv_file(
 
 
 def get_member(session: Session, email: str) -> Subscriber | None:
-    """The member with this address (however it is cased), or None."""
-    return session.exec(select(Subscriber).where(Subscriber.email == lookup_email(email))).first()
+    """The member with this address (however it is cased or its domain spelled), or None."""
+    forms = lookup_emails(email)
+    found = {
+        m.email: m for m in session.exec(select(Subscriber).where(col(Subscriber.email).in_(forms)))
+    }
+    return next((found[f] for f in forms if f in found), None)
 
 
 def _require(session: Session, email: str) -> Subscriber:
@@ -689,6 +727,9 @@ def add_member(
     if member.status in SUPPRESSED_STATUSES and not reactivate:
         raise SuppressedMember(member.email, member.status)
     changed = _apply_profile(member, record, given)
+    if member.email != record.email:  # stored with a Unicode domain: now mailable
+        member.email = record.email
+        changed = True
     if member.status in SUPPRESSED_STATUSES:
         set_status(session, member.email, status or "active", "reactivated by operator", now)
         changed = True

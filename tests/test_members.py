@@ -457,6 +457,68 @@ def test_add_bad_input(cli, engine: Engine, args: list[str], message: str) -> No
     assert stored(engine) == {}
 
 
+@pytest.mark.parametrize(
+    ("typed", "stored_as"),
+    [
+        ("Ann@xn--BCHER-kva.example", "ann@xn--bcher-kva.example"),
+        ("ann@Bücher.example", "ann@xn--bcher-kva.example"),
+    ],
+)
+def test_domain_is_stored_in_ascii_form(cli, engine: Engine, typed: str, stored_as: str) -> None:
+    """A Unicode domain is kept as IDNA, the form the composer and SMTP can write."""
+    result = cli("subscribers", "add", typed, "--topic", "Space")
+    assert result.exit_code == 0, result.output
+    assert list(stored(engine)) == [stored_as]
+    assert members.normalize_email(typed) == stored_as
+    assert cli("subscribers", "add", "ann@bücher.example", "--send-hour", "9").exit_code == 0
+    assert list(stored(engine)) == [stored_as]  # the same member, however it is spelled
+
+
+def test_non_ascii_local_part_is_refused_everywhere(cli, engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(members.MemberError) as info:
+        members.normalize_email("josé@example.org", "x.csv: line 2")
+    assert info.value.field == "email"
+    assert "non-ASCII characters before the '@'" in str(info.value)
+    result = cli("subscribers", "add", "josé@example.org", "--topic", "Space")
+    assert result.exit_code == 2
+    assert "field 'email': 'josé@example.org' has non-ASCII characters" in result.output
+    path = write(tmp_path, HEADER + "a@example.org,A,Space,,,\nJosé@example.org,J,Space,,,\n")
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 2
+    assert "members.csv: line 3: field 'email': 'José@example.org' has non-ASCII" in result.output
+    assert stored(engine) == {}
+
+
+def _legacy_member(engine: Engine, email: str, status: str) -> None:
+    """A row as stored before domains were kept in ASCII (straight in, past validation)."""
+    with session_scope(engine) as session:
+        member = members._new_member(members.MemberRecord(email=email), status, T0)
+        session.add(member)
+
+
+def test_rows_stored_with_a_unicode_domain_are_still_the_same_member(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    _legacy_member(engine, "gone@bücher.example", "unsubscribed")
+    _legacy_member(engine, "here@bücher.example", "active")
+    path = write(
+        tmp_path,
+        HEADER + "gone@xn--bcher-kva.example,G,Space,,,\nhere@xn--bcher-kva.example,H,Space,,,\n",
+    )
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "(0 new, 1 updated, 1 suppressed left unchanged)" in result.output
+    rows = stored(engine)
+    assert set(rows) == {"gone@bücher.example", "here@xn--bcher-kva.example"}  # repaired
+    assert rows["gone@bücher.example"].status == "unsubscribed"  # the "no" holds
+    assert rows["here@xn--bcher-kva.example"].name == "H"
+    result = cli("subscribers", "add", "gone@xn--bcher-kva.example", "--topic", "Space")
+    assert result.exit_code == 2 and "unsubscribed" in result.output
+    with Session(engine) as session:
+        found = members.get_member(session, "Gone@Bücher.example")
+        assert found is not None and found.email == "gone@bücher.example"
+
+
 def test_add_refuses_to_reactivate_without_flag(cli, engine: Engine) -> None:
     assert cli("subscribers", "add", "a@example.org", "--topic", "Space").exit_code == 0
     assert cli("subscribers", "remove", "a@example.org", "--now", NOW).exit_code == 0

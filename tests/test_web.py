@@ -23,7 +23,7 @@ from digest.db import session_scope
 from digest.ingest.records import ArticleRecord
 from digest.ingest.store import upsert_articles
 from digest.members import add_member, get_member, remove_member, set_status
-from digest.models import Delivery
+from digest.models import Delivery, Subscriber
 from digest.settings import Settings
 from digest.tokens import TokenSigner
 from digest.web import create_app
@@ -357,6 +357,37 @@ def test_subscribe_validation_errors_are_shown(engine: Engine, client: TestClien
     )
     assert answer.status_code == 400
     assert "Choose at least one topic" in answer.text and "Email:" in answer.text
+
+
+def test_subscribe_with_a_non_ascii_address(
+    engine: Engine, client: TestClient, smtp_server: SMTPServer
+) -> None:
+    """A Unicode domain is stored as IDNA and mailed; a non-ASCII local part is a form error;
+    an old row with a Unicode domain gets no mail, but no 500 either."""
+    seed(engine)
+    page = client.get("/subscribe")
+    answer = client.post(
+        "/subscribe",
+        data={"email": "josé@example.org", "topics": "Space", "csrf_token": csrf_of(page.text)},
+    )
+    assert answer.status_code == 400
+    assert "Email: &#39;josé@example.org&#39; has non-ASCII characters" in answer.text
+    with Session(engine) as session:
+        assert get_member(session, "josé@example.org") is None
+
+    subscribe(client, "Ann@Bücher.example", ["Space"])
+    assert status_of(engine, "ann@xn--bcher-kva.example") == "pending"
+    [mail] = smtp_server.handler.to("ann@xn--bcher-kva.example")
+    assert mail.message["To"].addresses[0].addr_spec == "ann@xn--bcher-kva.example"
+
+    with session_scope(engine) as session:
+        old = get_member(session, "ada@example.org")
+        assert old is not None
+        old.email = "ada@exämple.org"  # stored before domains were kept in ASCII
+    subscribe(client, "ada@exämple.org", ["Space"])
+    assert len(smtp_server.messages) == 1
+    with Session(engine) as session:
+        assert len(session.exec(select(Subscriber)).all()) == 3  # no second row for ada
 
 
 def test_subscribe_past_the_rate_limit_answers_429(

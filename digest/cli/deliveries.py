@@ -19,6 +19,7 @@ from digest.cli.common import (
 )
 from digest.db import session_scope
 from digest.ledger import requeue_failed
+from digest.members import lookup_emails
 from digest.models import DELIVERY_STATUSES, Article, Delivery, Subscriber
 
 
@@ -52,7 +53,7 @@ def list_command(
         if edition:
             query = query.where(Delivery.edition == edition)
         if email:
-            query = query.where(Subscriber.email == email.lower())
+            query = query.where(col(Subscriber.email).in_(lookup_emails(email)))
         query = query.order_by(col(Delivery.id).desc())
         if limit:
             query = query.limit(limit)
