@@ -39,7 +39,7 @@ from digest.models import (
     SubscriberTopic,
     Topic,
 )
-from digest.topics import MAX_TOPIC_LENGTH, ensure_topics, topic_slug, unique_topics
+from digest.topics import ensure_topics, topic_length_problem, topic_slug, unique_topics
 
 CHUNK = 500
 MAX_NAME_LENGTH = 200
@@ -245,10 +245,9 @@ def parse_topics(value: str | Iterable[str], where: str = "topics") -> tuple[str
     parts = [value] if isinstance(value, str) else list(value)
     names = unique_topics(piece for part in parts for piece in (part or "").split(";"))
     for name in names:
-        if len(name) > MAX_TOPIC_LENGTH:
-            raise MemberError(
-                where, "topics", f"topic longer than {MAX_TOPIC_LENGTH} characters: {name[:40]!r}…"
-            )
+        problem = topic_length_problem(name)
+        if problem:
+            raise MemberError(where, "topics", problem)
     return tuple(names)
 
 

@@ -10,6 +10,8 @@ from sqlmodel import Session, select
 
 from digest.models import Topic
 
+#: Characters in a topic's name and in its slug (both VARCHAR(200) columns). Case folding
+#: can lengthen a name ("ß" -> "ss", "ﬃ" -> "ffi"), so the slug is checked on its own.
 MAX_TOPIC_LENGTH = 200
 
 
@@ -26,6 +28,43 @@ def topic_slug(name: str) -> str:
     return clean_topic_name(name).casefold()
 
 
+def _shown(name: str) -> str:
+    return repr(name) if len(name) <= 40 else f"{name[:40]!r}…"
+
+
+def topic_length_problem(name: str) -> str | None:
+    """Why ``name`` cannot be stored (its display form or its slug is over the column's
+    limit), or None; the one check every way in shares, so no backend meets an over-long value.
+    """
+    clean = clean_topic_name(name)
+    if len(clean) > MAX_TOPIC_LENGTH:
+        return f"topic longer than {MAX_TOPIC_LENGTH} characters: {_shown(clean)}"
+    folded = len(topic_slug(clean))
+    if folded > MAX_TOPIC_LENGTH:
+        return (
+            f"topic longer than {MAX_TOPIC_LENGTH} characters once case-folded "
+            f"({folded}, as 'ß' becomes 'ss'): {_shown(clean)}"
+        )
+    return None
+
+
+def fit_topic(name: str) -> str:
+    """The cleaned name cut to the longest prefix whose name and slug both fit.
+
+    For sources that must not fail over a long label (feed categories).
+    """
+    clean = clean_topic_name(name)
+    length = 0
+    for end, ch in enumerate(clean):
+        length += len(ch.casefold())  # case folding maps each character on its own
+        if end >= MAX_TOPIC_LENGTH or length > MAX_TOPIC_LENGTH:
+            clean = clean[:end]
+            break
+    while clean and topic_length_problem(clean):  # re-cleaning a cut may differ; be sure
+        clean = clean[:-1]
+    return clean_topic_name(clean)
+
+
 def unique_topics(names: Iterable[str]) -> list[str]:
     """Cleaned display names, first spelling wins, duplicates (by slug) and blanks dropped."""
     seen: dict[str, str] = {}
@@ -39,6 +78,10 @@ def unique_topics(names: Iterable[str]) -> list[str]:
 def ensure_topics(session: Session, names: Iterable[str]) -> list[Topic]:
     """The Topic rows for ``names``, creating the missing ones (first spelling is kept)."""
     wanted = {topic_slug(n): clean_topic_name(n) for n in unique_topics(names)}
+    for name in wanted.values():
+        problem = topic_length_problem(name)
+        if problem:  # callers validate first; this keeps a DataError off every backend
+            raise ValueError(problem)
     if not wanted:
         return []
     existing = {

@@ -306,6 +306,50 @@ def test_duplicates_within_one_import_are_errors_naming_both(
     assert "(0 new, 0 updated, 2 unchanged)" in result.stdout
 
 
+def test_topic_whose_slug_is_too_long_is_a_field_error(cli, engine: Engine, tmp_path: Path) -> None:
+    """'ß' * 200 is 200 characters but its slug ('ss' * 200) is not: an error, not a
+    DataError from PostgreSQL's VARCHAR(200); 'ß' * 100 (a slug of exactly 200) is fine."""
+    rows = [
+        _record(url="https://n.example/1", topics=["ß" * 100]),
+        _record(url="https://n.example/2", topics=["Space", "ß" * 200]),
+        _record(url="https://n.example/3", topics=["ﬃ" * 67]),
+    ]
+    path = _write_jsonl(tmp_path / "long.jsonl", rows)
+    result = cli("articles", "import", str(path), "--now", NOW)
+    assert result.exit_code == 2
+    assert (
+        "long.jsonl: line 2: field 'topics': topic longer than 200 characters once case-folded"
+        in result.stderr
+    )
+    assert "long.jsonl: line 3: field 'topics'" in result.stderr  # 'ﬃ' folds to 'ffi'
+    assert _count(engine, Article) == 0 and _count(engine, Topic) == 0
+
+    result = cli("articles", "import", str(path), "--now", NOW, "--skip-invalid")
+    assert result.exit_code == 0, result.output
+    assert [a.url for a in _articles(engine)] == ["https://n.example/1"]
+    with Session(engine) as session:
+        assert session.exec(select(Topic.slug)).all() == ["ss" * 100]
+
+
+def test_feed_category_too_long_once_case_folded_is_cut_not_fatal(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    feed = tmp_path / "long.xml"
+    feed.write_text(
+        f"""<?xml version="1.0"?><rss version="2.0"><channel><title>F</title>
+        <item><title>A</title><link>https://f.example/1</link>
+        <category>{"ß" * 200}</category><category>{"ﬃ" * 150}</category>
+        <category>Space</category><description>One.</description></item>
+        </channel></rss>""",
+        encoding="utf-8",
+    )
+    result = cli("articles", "import", str(feed), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    with Session(engine) as session:
+        topics = dict(session.exec(select(Topic.slug, Topic.name)).all())
+    assert topics == {"ss" * 100: "ß" * 100, "ffi" * 66: "ﬃ" * 66, "space": "Space"}
+
+
 def test_dry_run_writes_nothing(cli, engine: Engine) -> None:
     result = cli("articles", "import", str(DATA / "sample-article.json"), "--dry-run", "--now", NOW)
     assert result.exit_code == 0, result.output

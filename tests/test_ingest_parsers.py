@@ -10,6 +10,7 @@ from digest.ingest.parse_feed import parse_feed_bytes
 from digest.ingest.parse_json import parse_json_text
 from digest.ingest.parse_markdown import body_paragraphs, parse_markdown_text
 from digest.ingest.records import build_record
+from digest.topics import MAX_TOPIC_LENGTH, fit_topic, topic_length_problem, topic_slug
 
 NOW = datetime(2025, 3, 25, tzinfo=UTC)
 
@@ -143,6 +144,28 @@ def test_feed_entry_without_date_uses_now_and_categories_become_topics() -> None
     assert rec.topics == ("Space",)
     assert rec.key_points == ("Para one", "Para two")
     assert str(result.errors[0]) == "f.xml: entry 2: missing link"
+
+
+def test_topic_names_and_slugs_both_fit_their_columns() -> None:
+    assert topic_length_problem("ß" * 100) is None
+    assert "once case-folded (201" in (topic_length_problem("ß" * 100 + "x") or "")
+    assert "longer than 200 characters:" in (topic_length_problem("x" * 201) or "")
+    for raw in ("ß" * 200, "ﬃ" * 150, "x" * 500, "a " * 150, "ß" * 99 + "ﬃ"):
+        name = fit_topic(raw)
+        assert name and topic_length_problem(name) is None
+        assert len(topic_slug(name)) >= MAX_TOPIC_LENGTH - 2  # cut no shorter than it must
+    built, errors = build_record(
+        {
+            "url": "https://n.example/1",
+            "title": "T",
+            "published_at": "2025-03-20",
+            "key_points": ["P"],
+            "topics": ["ok", "ß" * 150],
+        }
+    )
+    assert built is None
+    assert [e.field for e in errors] == ["topics"]
+    assert "'ßßß" in errors[0].message  # the topic is named
 
 
 def test_garbage_is_not_a_feed() -> None:

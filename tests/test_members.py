@@ -345,6 +345,30 @@ def test_import_not_utf8_names_the_true_line(
     assert "latin.csv: line 2: not UTF-8 text" in result.output
 
 
+def test_topic_too_long_once_case_folded_is_a_field_error(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    """The slug column holds 200 characters; 'ß' * 101 folds to 202 ('ss' each)."""
+    long = "ß" * 101
+    path = write(tmp_path, HEADER + f"a@example.org,A,{'ß' * 100},,,\nb@example.org,B,{long},,,\n")
+    for flags in ((), ("--skip-invalid",)):
+        result = cli("subscribers", "import", str(path), *flags)
+        if not flags:
+            assert result.exit_code == 2
+            assert stored(engine) == {}
+    assert result.exit_code == 0, result.output
+    assert (
+        "members.csv: line 3: field 'topics': topic longer than 200 characters once case-folded"
+        in result.output
+    )
+    assert list(stored(engine)) == ["a@example.org"]
+    assert topics_of(engine, "a@example.org") == {"ss" * 100}
+    result = cli("subscribers", "add", "c@example.org", "--topic", f"Space;{long}")
+    assert result.exit_code == 2
+    assert "add: field 'topics': topic longer than 200 characters once case-folded" in result.output
+    assert "c@example.org" not in stored(engine)
+
+
 def test_import_many_rows_in_chunks(engine: Engine) -> None:
     lines = [HEADER] + [f"m{i}@example.org,M {i},Space;T{i % 7},,,\n" for i in range(1234)]
     with session_scope(engine) as session:

@@ -29,7 +29,7 @@ from digest.ingest.records import (
     is_web_url,
     one_line,
 )
-from digest.topics import MAX_TOPIC_LENGTH
+from digest.topics import fit_topic
 
 
 def _text(detail: Any, value: str) -> str:
@@ -67,9 +67,9 @@ def _topics(entry: Any) -> list[str]:
     for tag in entry.get("tags") or []:
         term = (tag.get("term") or tag.get("label") or "") if hasattr(tag, "get") else ""
         if isinstance(term, str):
-            name = one_line(term)
+            name = fit_topic(one_line(term))  # a long category is cut, not the feed failed
             if name:
-                names.append(name[:MAX_TOPIC_LENGTH])
+                names.append(name)
     return names[:MAX_TOPICS]
 
 

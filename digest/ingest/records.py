@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from digest.clock import parse_instant
-from digest.topics import MAX_TOPIC_LENGTH, unique_topics
+from digest.topics import topic_length_problem, unique_topics
 
 MAX_TITLE = 500
 MAX_KEY_POINT = 5000
@@ -265,8 +265,9 @@ class _Checker:
             self.fail("topics", f"more than {MAX_TOPICS} topics")
             return ()
         for name in names:
-            if len(name) > MAX_TOPIC_LENGTH:
-                self.fail("topics", f"topic longer than {MAX_TOPIC_LENGTH} characters")
+            problem = topic_length_problem(name)
+            if problem:
+                self.fail("topics", problem)
                 return ()
         return tuple(names)
 
