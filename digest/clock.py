@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
 
@@ -25,3 +26,13 @@ def parse_instant(value: str) -> datetime:
 
 def fixed_clock(instant: datetime) -> Clock:
     return lambda: instant
+
+
+def running_clock(start: datetime, tick: Callable[[], float] = time.monotonic) -> Clock:
+    """A clock that reads ``start`` now and runs at real speed from there.
+
+    ``digest run --now T`` replays T, but its sending still lasts real minutes: the leases
+    on its claims must be renewed as they run out, and retries come due, as for a worker.
+    """
+    origin = tick()
+    return lambda: start + timedelta(seconds=tick() - origin)

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, insert, update
 from sqlmodel import Session, col, select
 
 from digest import ledger
-from digest.clock import fixed_clock
+from digest.clock import fixed_clock, running_clock
 from digest.db import session_scope
 from digest.ingest import ArticleRecord, upsert_articles
 from digest.mailer import SMTPTransport
@@ -324,6 +324,33 @@ def test_worker_sigterm_finishes_in_flight_and_releases_claims(
     with Session(engine) as session:
         waiting = session.exec(select(Delivery).where(Delivery.status == "planned")).all()
     assert all(d.worker_id is None and d.attempts == 0 for d in waiting)
+
+
+def test_run_stopped_by_sigterm_records_what_went_and_gives_back_the_rest(
+    engine: Engine, settings: Settings
+) -> None:
+    now = datetime.now(UTC)
+    seed(engine, 60, now)
+    handler = FaultHandler()
+    with fault_server(handler) as (host, port):
+        env = _env(settings, host, port, DIGEST_RATE_PER_SECOND="10", DIGEST_CLAIM_SIZE="20")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "digest", "-q", "run", "--force", "--now", now.isoformat()],
+            env=env,
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while handler.total < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=30)
+    assert run.returncode == 1, err.decode()
+    counts = statuses(engine)
+    assert "sending" not in counts and set(handler.received.values()) == {1}
+    assert counts["sent"] == handler.total and counts["planned"] == 60 - handler.total
+    assert b"stopped before everything was sent" in err
 
 
 def test_rate_limit_and_pushback_pace_real_sends(engine: Engine, settings: Settings) -> None:
@@ -686,3 +713,10 @@ def test_an_edition_failing_after_the_next_was_planned_leaves_its_articles_owed(
     assert by_day["daily:2026-11-27"][0] == "skipped"
     sent = [i for d in rows if d.status == "sent" for i in d.article_ids]
     assert sorted(sent) == [1, 2]
+
+
+def test_running_clock_starts_at_the_given_instant_and_runs() -> None:
+    """`digest run --now T` replays T, while its leases and retries see real time pass."""
+    ticks = iter([10.0, 10.0, 12.5])
+    clock = running_clock(NOW, lambda: next(ticks))
+    assert clock() == NOW and clock() == NOW + timedelta(seconds=2.5)

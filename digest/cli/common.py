@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -89,3 +94,24 @@ def print_json_lines(rows: Iterable[dict[str, Any]]) -> None:
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+@contextmanager
+def stop_on_signals(what: str) -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT set the event instead of killing the process mid-message.
+
+    The sender checks it between messages: what is in flight is finished and recorded, and
+    claims not yet attempted are given back. The previous handlers return afterwards.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("digest").info("received %s: %s", signal.Signals(signum).name, what)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

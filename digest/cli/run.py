@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app
+from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app, stop_on_signals
 from digest.cli.progress import progress_bar
-from digest.clock import fixed_clock
+from digest.clock import running_clock
 from digest.compose import UnmailableAddress
 from digest.doctor import template_problems
 from digest.mailer import make_transport
@@ -136,16 +136,25 @@ def run_command(
         click.echo("dry run: nothing written, nothing sent", err=True)
         click.echo(_summary(report, None), err=as_json)
         return
-    with progress_bar("sending", report.planned, app.quiet, "msg") as bar:
+    with (
+        stop_on_signals("finishing messages in flight") as stop,
+        progress_bar("sending", report.planned, app.quiet, "msg") as bar,
+    ):
         sent = send_due(
             app.engine,
             app.settings,
             lambda: make_transport(app.settings),
             editions,
-            fixed_clock(now),
+            running_clock(now),
             progress=bar,
+            should_stop=stop.is_set,
         )
     click.echo(_summary(report, sent))
+    if stop.is_set():
+        raise WorkFailed(
+            f"stopped before everything was sent ({sent.released} claims given back); "
+            "what is left stays planned for the next run"
+        )
     if sent.paused_reason:
         click.echo(f"sending paused: {sent.paused_reason}", err=True)
     for error in sent.errors[:20]:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from types import FrameType
 
 import click
 
-from digest.cli.common import App, BadInput, WorkFailed, pass_app
+from digest.cli.common import App, BadInput, WorkFailed, pass_app, stop_on_signals
 from digest.clock import system_clock
 from digest.mailer import make_transport
 from digest.pipeline import Editions, Sender, worker_name
@@ -36,13 +33,6 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
         editions = Editions(settings)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: finishing messages in flight", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     name = worker_id or worker_name()
     sender = Sender(
         app.engine,
@@ -54,7 +44,7 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
     )
     log.info("worker %s started with up to %d connections", name, settings.smtp_pool_size)
     totals = {"sent": 0, "retry": 0, "failed": 0}
-    try:
+    with stop_on_signals("finishing messages in flight") as stop:
         while not stop.is_set():
             report = sender.run(should_stop=stop.is_set)
             for key in totals:
@@ -70,9 +60,6 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
                 break
             if report.claimed == 0:
                 stop.wait(settings.poll_seconds)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     click.echo(
         f"worker {name}: sent {totals['sent']}, retry {totals['retry']}, failed {totals['failed']}"
     )
