@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, create_engine
 from sqlmodel import Session, select
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from digest import pipeline
@@ -70,6 +71,9 @@ def seed(engine: Engine) -> dict[str, int]:
             )
             ids[email] = result.member.id
     return ids
+
+
+URLENCODED = "application/x-www-form-urlencoded"
 
 
 def web_settings(settings: Settings, **changes: object) -> Settings:
@@ -603,6 +607,51 @@ def test_security_headers(engine: Engine, client: TestClient) -> None:
     assert answer.headers["referrer-policy"] == "no-referrer"
     cookie = answer.headers["set-cookie"].lower()
     assert "httponly" in cookie and "secure" in cookie and "samesite=lax" in cookie
+
+
+def test_cookies_are_secure_on_an_https_site_behind_a_silent_proxy(
+    engine: Engine, settings: Settings, clock: Clock
+) -> None:
+    """TLS ends at a proxy that sends no X-Forwarded-Proto: base_url says the site is https."""
+    for base_url, secure in (("https://news.example.org", True), ("http://127.0.0.1:8000", False)):
+        app = create_app(web_settings(settings, base_url=base_url), engine, clock=clock)
+        with TestClient(app, base_url="http://127.0.0.1:8000") as plain:
+            cookie = plain.get("/subscribe").headers["set-cookie"].lower()
+        assert ("secure" in cookie) is secure and "httponly" in cookie
+
+
+def test_request_bodies_are_bounded(engine: Engine, client: TestClient) -> None:
+    """A body over 64 KB is refused with 413 before it is read, declared or streamed."""
+    seed(engine)
+    big = b"email=" + b"a" * (200 * 1024)
+    declared = client.post("/unsubscribe/nope", content=big, headers={"content-type": URLENCODED})
+    assert declared.status_code == 413 and "Too large" in declared.text
+    assert declared.headers["x-content-type-options"] == "nosniff"
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(200):
+            yield b"a" * 1024
+
+    streamed = client.post("/subscribe", content=chunks(), headers={"content-type": URLENCODED})
+    assert streamed.status_code == 413
+    small = client.post("/unsubscribe/nope", data={"email": "x"})
+    assert small.status_code == 400  # an ordinary bad token, read and refused as before
+
+
+def test_a_server_error_page_carries_the_security_headers(
+    engine: Engine, settings: Settings, clock: Clock
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the store went away")
+
+    app = create_app(web_settings(settings), engine, clock=clock)
+    app.router.routes.insert(0, Route("/boom", broken))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        answer = test_client.get("/boom")
+    assert answer.status_code == 500 and "store went away" not in answer.text
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "no-store"
 
 
 def test_app_needs_a_secret_key(engine: Engine, settings: Settings) -> None:

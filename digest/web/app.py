@@ -86,6 +86,44 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+#: The largest request body read: every form here is a few fields (a preferences form with
+#: every topic ticked is well under 16 KB). Larger bodies are refused before they are read.
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes with 413, by Content-Length or as they stream.
+
+    Forms are parsed before their tokens are checked, so without a bound anyone could make
+    the process hold a body of any size in memory.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        # a declared length is the body's length (the server frames it); chunked bodies count
+        seen = 0 if declared is None else int(declared) if declared.isdigit() else self.limit + 1
+
+        async def bounded() -> Message:
+            # raised where the endpoint reads the body, so the app's 413 page answers
+            nonlocal seen
+            if seen > self.limit:
+                raise HTTPException(413)
+            message = await receive()
+            if declared is None:
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
 async def _invalid_token(request: Request, exc: Exception) -> Response:
     ctx = web_context(request)
     reason = exc.reason if isinstance(exc, InvalidToken) else ""
@@ -140,11 +178,12 @@ async def _login_required(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    titles = {404: "Not found", 405: "Method not allowed"}
+    titles = {404: "Not found", 405: "Method not allowed", 413: "Too large"}
+    texts = {413: "What was sent is larger than any form here takes."}
     return web_context(request).message(
         request,
         titles.get(status, "Error"),
-        "There is nothing here.",
+        texts.get(status, "There is nothing here."),
         status,
         headers=getattr(exc, "headers", None),
     )
@@ -152,9 +191,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return web_context(request).message(
+    response = web_context(request).message(
         request, "Something went wrong", "Please try again in a moment.", 500
     )
+    # Starlette sends this page from outside the middleware stack: add the headers here
+    for name, value in DEFAULT_HEADERS.items():
+        response.headers.setdefault(name.decode(), value.decode())
+    return response
 
 
 async def _home(request: Request) -> Response:
@@ -215,5 +258,6 @@ def create_app(
         },
     )
     app.state.web = ctx
+    app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)
     return app

@@ -85,14 +85,17 @@ def set_cookie(
     samesite: str = "lax",
     max_age: int | None = None,
 ) -> None:
-    """HttpOnly always; Secure whenever the request came over https (proxy headers count)."""
+    """HttpOnly always; Secure when the site is https (``base_url``) or the request came over
+    https: behind a TLS proxy that does not say so (X-Forwarded-Proto), the first still holds.
+    """
+    base_url = request.app.state.web.settings.base_url
     response.set_cookie(
         name,
         value,
         max_age=max_age,
         path=path,
         httponly=True,
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" or base_url.startswith("https://"),
         samesite=samesite,  # type: ignore[arg-type]
     )
 
