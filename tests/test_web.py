@@ -23,13 +23,15 @@ from digest import pipeline
 from digest.db import session_scope
 from digest.ingest.records import ArticleRecord
 from digest.ingest.store import upsert_articles
+from digest.mailer import SMTPTransport
 from digest.members import add_member, get_member, remove_member, set_status
 from digest.models import Delivery, Subscriber
 from digest.settings import Settings
 from digest.tokens import TokenSigner
 from digest.web import create_app
 from digest.web.ops import record_tick
-from tests.conftest import SMTPServer
+from digest.web.security import RateLimiter
+from tests.conftest import SMTPServer, free_port
 
 NOW = datetime(2025, 3, 25, 8, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
@@ -367,7 +369,7 @@ def test_subscribe_with_a_non_ascii_address(
     engine: Engine, client: TestClient, smtp_server: SMTPServer
 ) -> None:
     """A Unicode domain is stored as IDNA and mailed; a non-ASCII local part is a form error;
-    an old row with a Unicode domain gets no mail, but no 500 either."""
+    an old row with a Unicode domain gets no mail and a "not sent" page, not a 500."""
     seed(engine)
     page = client.get("/subscribe")
     answer = client.post(
@@ -388,7 +390,10 @@ def test_subscribe_with_a_non_ascii_address(
         old = get_member(session, "ada@example.org")
         assert old is not None
         old.email = "ada@exämple.org"  # stored before domains were kept in ASCII
-    subscribe(client, "ada@exämple.org", ["Space"])
+    page = client.get("/subscribe")
+    form = {"email": "ada@exämple.org", "topics": "Space", "csrf_token": csrf_of(page.text)}
+    answer = client.post("/subscribe", data=form)
+    assert answer.status_code == 503 and "could not send the message" in answer.text
     assert len(smtp_server.messages) == 1
     with Session(engine) as session:
         assert len(session.exec(select(Subscriber)).all()) == 3  # no second row for ada
@@ -570,6 +575,34 @@ def test_preview_is_the_member_message_and_test_copy_is_not_a_delivery(
     unsub = next(link for link in links_in(mail.data) if link.startswith("/unsubscribe/"))
     client.post(unsub, data={"List-Unsubscribe": "One-Click"})
     assert status_of(engine, "ada@example.org") == "active"
+    # a session's test copies are bounded
+    client.app.state.web.test_copy_limiter = RateLimiter(1, 3600)
+    form = {"email": "ada@example.org", "to": "qa@example.net", "csrf_token": csrf}
+    assert client.post("/editor/test-send", data=form).status_code == 200
+    again = client.post("/editor/test-send", data=form)
+    assert again.status_code == 429 and "Too many test copies" in again.text
+    assert len(smtp_server.handler.to("qa@example.net")) == 2
+
+
+def test_subscribe_mails_to_one_address_are_bounded_and_failures_said(
+    engine: Engine, settings: Settings, clock: Clock, client: TestClient, smtp_server: SMTPServer
+) -> None:
+    """Many requests for one address (from many client addresses) send it three mails a day;
+    a mail the server did not take is said, not reported as sent."""
+    seed(engine)
+    for _ in range(3):
+        assert "We have sent a message" in subscribe(client, "victim@example.net", ["Space"])
+    assert "We have sent a message" in subscribe(client, "victim@example.net", ["Space"])
+    assert len(smtp_server.handler.to("victim@example.net")) == 3
+
+    closed = SMTPTransport("127.0.0.1", free_port(), "none", "", "", 1.0)
+    app = create_app(web_settings(settings), engine, clock=clock, transport_factory=lambda: closed)
+    with TestClient(app, base_url="https://news.example.org") as down:
+        page = down.get("/subscribe")
+        form = {"email": "carol@example.org", "topics": ["Space"], "csrf_token": csrf_of(page.text)}
+        answer = down.post("/subscribe", data=form)
+    assert answer.status_code == 503 and "We could not send the message" in answer.text
+    assert "We have sent" not in answer.text
 
 
 # ---------------------------------------------------------------- operators

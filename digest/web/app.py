@@ -232,6 +232,8 @@ def create_app(
             settings.subscribe_rate_limit, settings.subscribe_rate_window_seconds
         ),
         login_limiter=RateLimiter(10, 300),
+        address_limiter=RateLimiter(3, 24 * 3600),
+        test_copy_limiter=RateLimiter(30, 3600),
         pages=page_environment(settings.templates_dir),
         mails=mail_environment(settings.templates_dir),
     )

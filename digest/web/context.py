@@ -67,6 +67,10 @@ class WebContext:
     editor: EditorAuth
     subscribe_limiter: RateLimiter
     login_limiter: RateLimiter
+    # mails one address may be sent from the subscribe form: many client addresses asking
+    # for one victim's address must not turn the form into a mail cannon
+    address_limiter: RateLimiter
+    test_copy_limiter: RateLimiter
     pages: jinja2.Environment
     mails: jinja2.Environment
 

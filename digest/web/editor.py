@@ -401,6 +401,15 @@ async def test_send(request: Request) -> Response:
         to = normalize_email(str(form.get("to") or ""))
     except MemberError as exc:
         return ctx.message(request, "Bad address", exc.message, 400)
+    wait = ctx.test_copy_limiter.hit(f"editor:{nonce}")
+    if wait is not None:
+        return ctx.message(
+            request,
+            "Too many test copies",
+            "This session has sent its share of test copies for the hour. Try again later.",
+            status_code=429,
+            headers={"Retry-After": str(int(wait))},
+        )
     req = PreviewRequest.from_params(form)
     try:
         ok, subject, reply = await run_in_threadpool(send_test_copy, ctx, req, to)

@@ -283,14 +283,18 @@ async def subscribe_form(request: Request) -> Response:
     return _subscribe_page(request, ctx, topics)
 
 
-def request_subscription(ctx: WebContext, email: str, profile: Profile) -> str:
-    """Create or find the member and mail them; returns what was sent (for logs and tests).
+def request_subscription(ctx: WebContext, email: str, profile: Profile) -> tuple[str, bool]:
+    """Create or find the member and mail them; returns what was sent and whether the server
+    took it (False when it refused, or when the address has had its share of mails today).
 
     New and pending members get a confirmation link; unsubscribed or bounced ones too (only
     their own click reactivates them); active or paused members get a preferences link and
     nothing about them changes, so a stranger cannot alter their subscription.
     """
     now = ctx.clock()
+    if ctx.address_limiter.hit(email) is not None:
+        log.warning("subscribe: %s has had its share of mails today; none sent", email)
+        return "limited", True  # answered like a sent mail: nothing to learn about the address
     with session_scope(ctx.engine) as session:
         member = get_member(session, email)
         if member is None:
@@ -310,8 +314,7 @@ def request_subscription(ctx: WebContext, email: str, profile: Profile) -> str:
         view = member_view(session, member)
     if view.status in ("active", "paused"):
         rendered = render_manage_mail(ctx, view, preferences_url(ctx, view.id, view.email, now))
-        send_mail(ctx, view, rendered, "manage", now)
-        return "preferences"
+        return "preferences", send_mail(ctx, view, rendered, "manage", now)
     token = ctx.signer.make(view.id, view.email, "confirm", now)
     url = (
         f"{ctx.settings.base_url.rstrip('/')}/confirm/{token}?p={seal_profile(ctx, token, profile)}"
@@ -329,8 +332,7 @@ def request_subscription(ctx: WebContext, email: str, profile: Profile) -> str:
     rendered = ctx.editions.renderer.render_confirmation(
         site_name=ctx.settings.site_name, confirm_url=url, member=asked
     )
-    send_mail(ctx, view, rendered, "confirm", now)
-    return "confirm"
+    return "confirm", send_mail(ctx, view, rendered, "confirm", now)
 
 
 async def subscribe(request: Request) -> Response:
@@ -357,7 +359,15 @@ async def subscribe(request: Request) -> Response:
     errors += more
     if errors or profile is None:
         return _subscribe_page(request, ctx, topics, errors, form, status_code=400)
-    await run_in_threadpool(request_subscription, ctx, email, profile)
+    _, sent = await run_in_threadpool(request_subscription, ctx, email, profile)
+    if not sent:  # the same answer whatever the address's state: it reveals nothing
+        return ctx.message(
+            request,
+            "Not sent yet",
+            "We could not send the message just now. Please try again in a few minutes.",
+            status_code=503,
+            headers={"Retry-After": "300"},
+        )
     return ctx.message(
         request,
         "Check your inbox",
