@@ -82,6 +82,10 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+#: PostgreSQL advisory lock key for schema changes ("digest" and 3).
+SCHEMA_LOCK = 0x6469676573740003
+
+
 def upgrade_schema(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Apply migrations up to ``revision``; returns (before, after)."""
     from alembic import command
@@ -89,6 +93,8 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> tuple[str | None, 
     before = current_revision(engine)
     config = alembic_config(engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # processes starting on a fresh store take turns
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
     return before, current_revision(engine)

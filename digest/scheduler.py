@@ -314,6 +314,7 @@ class Service:
     def _stop_jobs(self, wait: bool) -> None:
         global _ACTIVE
         if self.scheduler is not None:
+            self.scheduler.pause()  # no job is submitted while the pool shuts down
             self.scheduler.shutdown(wait=wait)
             self.scheduler = None
         _ACTIVE = None

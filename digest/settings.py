@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -43,6 +44,21 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 
 class SettingsError(ValueError):
     """A setting is missing, malformed or in the wrong place; the message names it."""
+
+
+#: Settings that must be above zero: intervals, sizes, leases, timeouts, limits of work.
+_POSITIVE = (
+    "tick_seconds", "ingest_interval_minutes", "scheduler_lease_seconds", "lease_seconds",
+    "poll_seconds", "smtp_timeout", "batch_size", "claim_size", "smtp_pool_size",
+    "max_attempts", "retry_base_seconds", "max_import_bytes", "max_age_days",
+    "preferences_link_days", "confirm_link_days", "editor_session_hours", "html_size_budget",
+    "subscribe_rate_window_seconds", "pause_seconds",
+)  # fmt: skip
+#: Settings where zero means "no limit" or "off", but a negative value means nothing.
+_NOT_NEGATIVE = (
+    "rate_per_second", "rate_per_hour", "max_consecutive_errors", "max_lateness_hours",
+    "subscribe_rate_limit",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,14 @@ class Settings:
             raise SettingsError(f"weekly_day must be one of {', '.join(WEEKDAYS)}")
         if self.max_items < 1:
             raise SettingsError("max_items must be at least 1")
+        for key in _POSITIVE:
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):  # a zero or negative tick spins
+                raise SettingsError(f"{key} must be above zero, not {value!r}")
+        for key in _NOT_NEGATIVE:
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise SettingsError(f"{key} must be zero or more, not {value!r}")
 
     @property
     def weekly_weekday(self) -> int:

@@ -75,3 +75,30 @@ def test_db_upgrade_command(cli: CLI, db_url: str) -> None:
     assert "from 0001 to" in result.stdout
     assert cli("db", "upgrade").stdout.strip().endswith(f"already at {head_revision(engine)}")
     assert cli("db", "status").exit_code == 0
+
+
+def test_processes_starting_together_on_a_fresh_store_all_get_the_schema(db_url: str) -> None:
+    """Four workers started at once on an empty database: one creates it, the rest wait."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        engine = make_engine(db_url)
+        try:
+            create_schema(engine)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=start, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "schema creation deadlocked"
+    assert errors == []
+    engine = make_engine(db_url)
+    assert current_revision(engine) == head_revision(engine)
+    engine.dispose()

@@ -70,3 +70,31 @@ def test_max_lateness_as_a_duration(tmp_path: Path) -> None:
     config.write_text('max_lateness = "soon"\n')
     with pytest.raises(SettingsError, match="max_lateness"):
         load_settings(config, env={})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("DIGEST_TICK_SECONDS", "-7", "tick_seconds must be above zero"),
+        ("DIGEST_INGEST_INTERVAL_MINUTES", "0", "ingest_interval_minutes must be above zero"),
+        ("DIGEST_CLAIM_SIZE", "0", "claim_size must be above zero"),
+        ("DIGEST_LEASE_SECONDS", "-1", "lease_seconds must be above zero"),
+        ("DIGEST_POLL_SECONDS", "nan", "poll_seconds must be above zero"),
+        ("DIGEST_RATE_PER_SECOND", "-1", "rate_per_second must be zero or more"),
+    ],
+)
+def test_intervals_and_sizes_must_be_above_zero(key: str, value: str, message: str) -> None:
+    """A zero or negative tick made the scheduler spin and grow without bound."""
+    with pytest.raises(SettingsError, match=message):
+        load_settings(env={key: value})
+    assert load_settings(env={"DIGEST_RATE_PER_SECOND": "0"}).rate_per_second == 0  # off
+
+
+def test_service_flags_refuse_zero_and_negative_values() -> None:
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    for args in (["scheduler", "--tick", "-7"], ["worker", "--once", "--pool-size", "0"]):
+        result = CliRunner().invoke(main, args, env={"DIGEST_SECRET_KEY": "x" * 32})
+        assert result.exit_code == 2 and "is not in the range" in result.output

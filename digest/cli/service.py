@@ -63,7 +63,9 @@ def _install_signals(service: Service, extra_stop: list[Any] | None = None) -> N
 
 
 _tick_option = click.option(
-    "--tick", type=float, help="Seconds between planning/sending runs [tick_seconds]."
+    "--tick",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between planning/sending runs [tick_seconds].",
 )
 
 

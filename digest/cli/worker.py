@@ -20,7 +20,11 @@ log = logging.getLogger("digest.worker")
     is_flag=True,
     help="Send what is ready, then exit (1 if any failed or wait for a retry).",
 )
-@click.option("--pool-size", type=int, help="Most SMTP connections (overrides smtp_pool_size).")
+@click.option(
+    "--pool-size",
+    type=click.IntRange(min=1),
+    help="Most SMTP connections (overrides smtp_pool_size).",
+)
 @click.option("--worker-id", help="Name in the ledger's claims [host:pid].")
 @pass_app
 def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str | None) -> None:
