@@ -315,8 +315,8 @@ class Claimed:
     status: str = "sending"
 
 
-@lru_cache(maxsize=4)
-def _claim_statements(dialect: str) -> tuple[tuple[Any, ...], Any]:
+@lru_cache(maxsize=8)
+def _claim_statements(dialect: str, only: bool = False) -> tuple[tuple[Any, ...], Any]:
     """The claim's SELECTs and UPDATE, built once: the sender claims every few messages.
 
     Ready rows come in two kinds, each read through the (status, next_attempt_at) index, so no
@@ -340,6 +340,8 @@ def _claim_statements(dialect: str) -> tuple[tuple[Any, ...], Any]:
     columns = (c.id, c.subscriber_id, c.edition, c.message_id, c.article_ids, c.attempts)
     selects = []
     for kind, order in kinds:
+        if only:  # `digest run --email`: these members' deliveries, no one else's
+            kind = and_(kind, c.subscriber_id.in_(bindparam("c_only", expanding=True)))
         query = sa_select(*columns).where(kind).order_by(*order).limit(bindparam("c_limit"))
         if dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -359,19 +361,27 @@ def _claim_statements(dialect: str) -> tuple[tuple[Any, ...], Any]:
 
 
 def claim(
-    engine: Engine, worker_id: str, now: datetime, limit: int, lease: timedelta
+    engine: Engine,
+    worker_id: str,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    subscriber_ids: Sequence[int] | None = None,
 ) -> list[Claimed]:
     """Take up to ``limit`` deliveries that are ready, in one transaction.
 
     Ready: planned or retry whose next attempt is due, or sending whose lease has expired.
     PostgreSQL skips rows other workers hold locked; SQLite's BEGIN IMMEDIATE serialises claims.
+    ``subscriber_ids``: only these members' deliveries.
     """
-    selects, mark = _claim_statements(engine.dialect.name)
+    selects, mark = _claim_statements(engine.dialect.name, subscriber_ids is not None)
     until = now + lease
     with engine.begin() as conn:  # Core, not the ORM: two SELECTs and one UPDATE per claim
         found: list[Any] = []
         for query in selects:
-            params = {"c_now": now, "c_limit": limit - len(found)}
+            params: dict[str, Any] = {"c_now": now, "c_limit": limit - len(found)}
+            if subscriber_ids is not None:
+                params["c_only"] = list(subscriber_ids)
             found += conn.execute(query, params).mappings().all()
             if len(found) >= limit:
                 break

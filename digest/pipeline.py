@@ -376,10 +376,12 @@ class Sender:
         worker_id: str | None = None,
         limiter: RateLimiter | None = None,
         breaker: CircuitBreaker | None = None,
+        subscriber_ids: Sequence[int] | None = None,
     ) -> None:
         self.engine, self.settings, self.editions = engine, settings, editions
         self.transports, self.clock = transports, clock
         self.worker_id = worker_id or worker_name()
+        self.subscriber_ids = subscriber_ids  # None: everyone's ready deliveries
         self.limiter = limiter or RateLimiter(settings.rate_per_second, settings.rate_per_hour)
         self.breaker = breaker or CircuitBreaker(settings.max_consecutive_errors)
         self.sender = _envelope_sender(settings.from_address)
@@ -494,7 +496,12 @@ class Sender:
             while not stop():
                 with self._writing:
                     claimed = ledger.claim(
-                        self.engine, worker_id, self.clock(), self.settings.claim_size, self.lease
+                        self.engine,
+                        worker_id,
+                        self.clock(),
+                        self.settings.claim_size,
+                        self.lease,
+                        self.subscriber_ids,
                     )
                 if not claimed:
                     return
@@ -683,9 +690,19 @@ def send_due(
     worker_id: str | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    subscriber_ids: Sequence[int] | None = None,
 ) -> SendReport:
-    """Send every ready delivery once (the in-process engine of ``digest run``)."""
-    sender = Sender(engine, settings, editions, transports, clock, worker_id=worker_id)
+    """Send every ready delivery once (the in-process engine of ``digest run``); with
+    ``subscriber_ids``, only those members' deliveries."""
+    sender = Sender(
+        engine,
+        settings,
+        editions,
+        transports,
+        clock,
+        worker_id=worker_id,
+        subscriber_ids=subscriber_ids,
+    )
     return sender.run(progress=progress, should_stop=should_stop)
 
 

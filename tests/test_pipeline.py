@@ -73,6 +73,22 @@ def setup_basic(cli: CLI, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
+def test_run_for_one_member_sends_only_theirs(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    """`digest run --email` plans and sends that member's edition: others' planned ones wait."""
+    setup_basic(cli, tmp_path)
+    assert cli("plan", "--now", RUN1).exit_code == 0  # ada and kolkata planned
+    result = cli("run", "--now", RUN1, "--email", "kolkata@example.org")
+    assert result.exit_code == 0, result.output
+    assert [m.rcpt_tos[0] for m in smtp_server.messages] == ["kolkata@example.org"]
+    rows = {r["email"]: r["status"] for r in deliveries(cli)}
+    assert rows["kolkata@example.org"] == "sent" and rows["ada@example.org"] == "planned"
+    nobody = cli("run", "--now", RUN1, "--email", "nobody@example.org")
+    assert nobody.exit_code == 2 and "no such subscriber: nobody@example.org" in nobody.output
+    assert cli("plan", "--now", RUN1, "--email", "nobody@example.org").exit_code == 2
+
+
 def test_run_sends_one_digest_per_due_member_and_records_it(
     cli: CLI, tmp_path: Path, smtp_server: SMTPServer
 ) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import click
+from sqlmodel import Session
 
 from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app, stop_on_signals
 from digest.cli.progress import progress_bar
@@ -15,6 +16,7 @@ from digest.clock import running_clock
 from digest.compose import UnmailableAddress
 from digest.doctor import template_problems
 from digest.mailer import make_transport
+from digest.members import get_member
 from digest.pipeline import Editions, PlanReport, SendReport, plan, preview, send_due
 
 
@@ -86,6 +88,16 @@ def _plan(
         )
 
 
+def _member_ids(app: App, emails: tuple[str, ...]) -> list[int]:
+    """The members ``--email`` names; an address that is nobody's is bad input."""
+    with Session(app.engine) as session:
+        found = {e: get_member(session, e) for e in emails}
+    missing = [e for e, m in found.items() if m is None]
+    if missing:
+        raise BadInput(f"no such subscriber: {', '.join(missing)}")
+    return [m.id for m in found.values() if m is not None and m.id is not None]
+
+
 _force_option = click.option(
     "--force",
     is_flag=True,
@@ -107,6 +119,8 @@ def plan_command(
     app: App, now: datetime, dry_run: bool, as_json: bool, force: bool, emails: tuple[str, ...]
 ) -> None:
     """Plan the editions due at NOW without sending them."""
+    if emails:
+        _member_ids(app, emails)
     report = _plan(app, now, dry_run, emails, force)
     if dry_run:
         _print_plan_items(report, as_json)
@@ -130,6 +144,7 @@ def run_command(
     Exits 1 if any delivery failed or is waiting to be retried.
     """
     editions = _editions(app, check_templates=True)
+    only = _member_ids(app, emails) if emails else None
     report = _plan(app, now, dry_run, emails, force)
     if dry_run:
         _print_plan_items(report, as_json)
@@ -148,6 +163,7 @@ def run_command(
             running_clock(now),
             progress=bar,
             should_stop=stop.is_set,
+            subscriber_ids=only,
         )
     click.echo(_summary(report, sent))
     if stop.is_set():
