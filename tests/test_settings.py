@@ -98,3 +98,23 @@ def test_service_flags_refuse_zero_and_negative_values() -> None:
     for args in (["scheduler", "--tick", "-7"], ["worker", "--once", "--pool-size", "0"]):
         result = CliRunner().invoke(main, args, env={"DIGEST_SECRET_KEY": "x" * 32})
         assert result.exit_code == 2 and "is not in the range" in result.output
+
+
+def test_an_unreachable_store_is_one_line_not_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DIGEST_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nothing",
+        "DIGEST_SECRET_KEY": "x" * 32,
+    }
+    for args in (["status"], ["worker", "--once"], ["run", "--dry-run"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "digest", *args], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 1, done.stderr
+        assert "Error: the store is not reachable: " in done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 2
