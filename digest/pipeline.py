@@ -454,7 +454,8 @@ class Sender:
                 f"last: {self.breaker.last_error}"
             )
             log.error("sending paused: %s", report.paused_reason)
-        log.info(
+        log.log(
+            logging.INFO if report.claimed else logging.DEBUG,  # an idle worker's poll: quiet
             "sent %d, retry %d, failed %d (%d bounced), released %d, over %d SMTP connection(s)",
             report.sent,
             report.retry,

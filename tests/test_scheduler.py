@@ -557,3 +557,24 @@ def test_an_article_fetched_while_a_plan_runs_reaches_the_next_edition(
         editions = {d.edition: d.article_ids for d in session.exec(select(Delivery))}
     assert late.id not in editions["daily:2026-11-24"]
     assert editions["daily:2026-11-25"] == [late.id]
+
+
+def test_serve_exits_1_when_its_web_app_cannot_start(engine: Engine, settings: Settings) -> None:
+    """A taken port is not half a service: systemd's Restart=on-failure must see it fail."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "digest", "serve", "--port", str(port), "--tick", "1"],
+            env=_env(settings),
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"the web app could not start on 127.0.0.1:{port}" in done.stderr
+    assert "web app on http" not in done.stderr

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -13,7 +14,7 @@ from typing import Any
 
 import click
 
-from digest.cli.common import App, BadInput, json_option, now_option, pass_app
+from digest.cli.common import App, BadInput, WorkFailed, json_option, now_option, pass_app
 from digest.scheduler import Service, Source, sources_from_config, status
 from digest.settings import Settings, SettingsError, config_sources, load_settings
 
@@ -112,6 +113,12 @@ def serve_command(app: App, tick: float | None, host: str | None, port: int | No
 
     _install_signals(service, [stop_web])
     thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:  # e.g. the port is taken: no half a service for systemd to keep
+        server.should_exit = True
+        raise WorkFailed(f"the web app could not start on {config.host}:{config.port}")
     log.info("web app on http://%s:%s", config.host, config.port)
     code = service.run()
     server.should_exit = True
