@@ -75,6 +75,8 @@ def test_db_upgrade_command(cli: CLI, db_url: str) -> None:
     assert "from 0001 to" in result.stdout
     assert cli("db", "upgrade").stdout.strip().endswith(f"already at {head_revision(engine)}")
     assert cli("db", "status").exit_code == 0
+    bogus = cli("db", "upgrade", "--revision", "bogus")
+    assert bogus.exit_code == 2 and "--revision bogus: Can't locate revision" in bogus.output
 
 
 def test_processes_starting_together_on_a_fresh_store_all_get_the_schema(db_url: str) -> None:

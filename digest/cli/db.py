@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from digest.cli.common import App, pass_app
+from digest.cli.common import App, BadInput, pass_app
 from digest.db import current_revision, head_revision, ping, upgrade_schema
 
 
@@ -18,8 +18,13 @@ def db_group() -> None:
 @pass_app
 def upgrade_command(app: App, revision: str) -> None:
     """Apply the schema migrations (safe to run repeatedly; back up the database first)."""
+    from alembic.util.exc import CommandError
+
     engine = app.raw_engine
-    before, after = upgrade_schema(engine, revision)
+    try:
+        before, after = upgrade_schema(engine, revision)
+    except CommandError as exc:  # an unknown revision, or one that is not ahead
+        raise BadInput(f"--revision {revision}: {exc}") from None
     where = engine.url.render_as_string(hide_password=True)
     if before == after:
         click.echo(f"{where}: schema already at {after}")
