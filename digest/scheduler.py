@@ -26,6 +26,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, func, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, col, select
 
 from digest import catalog, pipeline
@@ -326,7 +327,11 @@ class Service:
             while not self.stopping.is_set():
                 if self._reload_requested.is_set():
                     self._do_reload()
-                won = acquire_leadership(self.engine, self.holder, self.clock(), self.lease)
+                try:
+                    won = acquire_leadership(self.engine, self.holder, self.clock(), self.lease)
+                except (OperationalError, InterfaceError) as exc:  # an outage: wait it out
+                    log.error("scheduler %s: store not reachable (%s)", self.holder, exc.orig)
+                    won = False
                 if won and not self.leading:
                     self.leading = True
                     _on_takeover(self.engine, self.holder, self.clock())
@@ -340,7 +345,10 @@ class Service:
             log.info("scheduler %s stopping: finishing jobs in flight", self.holder)
             self._stop_jobs(wait=True)
             if self.leading:
-                release_leadership(self.engine, self.holder, self.clock())
+                try:
+                    release_leadership(self.engine, self.holder, self.clock())
+                except (OperationalError, InterfaceError) as exc:  # the lease will expire
+                    log.error("scheduler %s: lease not released (%s)", self.holder, exc.orig)
             self.leading = False
         log.info("scheduler %s stopped", self.holder)
         return 0

@@ -11,6 +11,7 @@ import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -578,3 +579,72 @@ def test_serve_exits_1_when_its_web_app_cannot_start(engine: Engine, settings: S
     assert done.returncode == 1
     assert f"the web app could not start on 127.0.0.1:{port}" in done.stderr
     assert "web app on http" not in done.stderr
+
+
+def test_the_scheduler_waits_out_a_store_outage(
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The lease read fails twice (the store is down): the service logs it and keeps trying,
+    then leads once the store answers, instead of dying and leaving nobody to send."""
+    import threading
+
+    from sqlalchemy.exc import OperationalError
+
+    from digest import scheduler as scheduler_module
+    from digest.scheduler import Service
+
+    real = scheduler_module.acquire_leadership
+    outage = iter([True, True])
+
+    def flaky(*args: Any, **kwargs: Any) -> bool:
+        if next(outage, False):
+            raise OperationalError("SELECT", {}, ConnectionRefusedError("connection refused"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scheduler_module, "acquire_leadership", flaky)
+    service = Service(
+        engine, settings.replace(scheduler_lease_seconds=0.6), [], tick_seconds=60, holder="h:1"
+    )
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(service.run()))
+    with caplog.at_level("ERROR", logger="digest.scheduler"):
+        runner.start()
+        deadline = time.monotonic() + 20
+        while not service.leading and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.leading
+        service.stop()
+        runner.join(timeout=30)
+    assert codes == [0]
+    outages = [r for r in caplog.records if "store not reachable" in r.getMessage()]
+    assert len(outages) == 2
+
+
+def test_a_worker_waits_out_a_store_outage(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed claim (the store is down) is logged and retried after pause_seconds; the
+    worker does not exit. Here the second round stops it, as SIGTERM would."""
+    from sqlalchemy.exc import OperationalError
+
+    from digest.pipeline import Sender, SendReport
+
+    rounds: list[int] = []
+
+    def flaky(self: Sender, **kwargs: Any) -> SendReport:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise OperationalError("SELECT", {}, ConnectionRefusedError("connection refused"))
+        os.kill(os.getpid(), signal.SIGTERM)  # handled: the worker finishes and exits 0
+        return SendReport()
+
+    monkeypatch.setattr(Sender, "run", flaky)
+    cli.env["DIGEST_PAUSE_SECONDS"] = "1"
+    with caplog.at_level("ERROR", logger="digest.worker"):
+        result = cli("worker")
+    assert result.exit_code == 0, result.output
+    assert len(rounds) == 2
+    assert any("store is not reachable" in r.getMessage() for r in caplog.records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import click
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digest.cli.common import App, BadInput, WorkFailed, pass_app, stop_on_signals
 from digest.clock import system_clock
@@ -50,7 +51,16 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
     totals = {"sent": 0, "retry": 0, "failed": 0}
     with stop_on_signals("finishing messages in flight") as stop:
         while not stop.is_set():
-            report = sender.run(should_stop=stop.is_set)
+            try:
+                report = sender.run(should_stop=stop.is_set)
+            except (OperationalError, InterfaceError) as exc:
+                if once:
+                    raise
+                # an outage: what was in flight is recorded or its lease expires; wait it out
+                log.error("the store is not reachable (%s); retrying in %ss", exc.orig,
+                          settings.pause_seconds)  # fmt: skip
+                stop.wait(settings.pause_seconds)
+                continue
             for key in totals:
                 totals[key] += getattr(report, key)
             if report.paused_reason:
