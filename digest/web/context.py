@@ -109,6 +109,10 @@ class WebContext:
             headers=headers,
         )
 
+    def too_many(self, request: Request, title: str, text: str, wait: float) -> HTMLResponse:
+        """A rate limit's refusal: 429 with the seconds until the next try would pass."""
+        return self.message(request, title, text, 429, headers={"Retry-After": str(int(wait))})
+
 
 def web_context(request: Request) -> WebContext:
     ctx: WebContext = request.app.state.web

@@ -84,13 +84,7 @@ async def login(request: Request) -> Response:
         ctx.editor.require(request)
     wait = ctx.login_limiter.hit(client_address(request))
     if wait is not None:
-        return ctx.message(
-            request,
-            "Too many attempts",
-            "Try again in a few minutes.",
-            429,
-            headers={"Retry-After": str(int(wait))},
-        )
+        return ctx.too_many(request, "Too many attempts", "Try again in a few minutes.", wait)
     form = await request.form()
     ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
     if not ctx.editor.check_password(str(form.get("password") or "")):
@@ -403,12 +397,11 @@ async def test_send(request: Request) -> Response:
         return ctx.message(request, "Bad address", exc.message, 400)
     wait = ctx.test_copy_limiter.hit(f"editor:{nonce}")
     if wait is not None:
-        return ctx.message(
+        return ctx.too_many(
             request,
             "Too many test copies",
             "This session has sent its share of test copies for the hour. Try again later.",
-            status_code=429,
-            headers={"Retry-After": str(int(wait))},
+            wait,
         )
     req = PreviewRequest.from_params(form)
     try:

@@ -339,12 +339,11 @@ async def subscribe(request: Request) -> Response:
     ctx = web_context(request)
     wait = ctx.subscribe_limiter.hit(client_address(request))
     if wait is not None:
-        return ctx.message(
+        return ctx.too_many(
             request,
             "Too many requests",
             "Too many subscription requests from your address. Please try again later.",
-            status_code=429,
-            headers={"Retry-After": str(int(wait))},
+            wait,
         )
     form = await request.form()
     ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
