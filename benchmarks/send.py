@@ -339,8 +339,8 @@ def measure_baseline(engine: Engine, settings: Any, port: int, sample: int) -> d
     from premailer import Premailer
 
     from digest import catalog
+    from digest.editions import Editions
     from digest.models import Delivery, Subscriber
-    from digest.pipeline import Editions
     from digest.render import personal_values
 
     editions = Editions(settings)
@@ -530,7 +530,7 @@ def measure_planning(
 
 def _plan_store(path: str, members: int, port: int) -> dict[str, Any]:
     from digest.db import make_engine
-    from digest.pipeline import plan
+    from digest.plan import plan
 
     engine = make_engine(f"sqlite:///{path}")
     settings = bench_settings(Path(path), port)
@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
                 src.backup(dst)
             base_engine = bench_settings(base_path, sink.port)
             from digest.db import make_engine
-            from digest.pipeline import plan
+            from digest.plan import plan
 
             be = make_engine(base_engine.database_url)
             plan(be, base_engine, NOW, force=True)

@@ -17,15 +17,12 @@ from sqlalchemy import Connection, Engine, bindparam, text
 from sqlmodel import Session, col, select
 
 from digest.content import ArticleView, MemberView, MentionView
-from digest.db import driver_params, driver_statement
+from digest.db import chunks as _chunks
+from digest.db import dense_range, driver_params, driver_statement, id_filters
 from digest.models import Article, ArticleTopic, Mention, Subscriber, SubscriberTopic, Topic
+from digest.topics import clean_topic_name, topic_length_problem, topic_slug, unique_topics
 
 CHUNK = 500
-
-
-def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[Sequence[int]]:
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]
 
 
 def _topics_of(
@@ -115,31 +112,6 @@ def articles_by_id(session: Session, ids: Iterable[int]) -> dict[int, ArticleVie
     for chunk in _chunks(wanted):
         found.extend(session.exec(select(Article).where(col(Article.id).in_(chunk))).all())
     return _article_views(session, found)
-
-
-def id_filters(column: Any, ids: Iterable[int]) -> list[Any]:
-    """Conditions that together cover ``ids``: one range when they are dense, else IN chunks.
-
-    A batch of members is a run of consecutive ids, so one ``BETWEEN`` uses the index as a
-    range scan instead of hundreds of point lookups; the range can hold other ids, so callers
-    keep only the rows they asked for.
-    """
-    wanted = sorted(set(ids))
-    if not wanted:
-        return []
-    span = dense_range(wanted)
-    if span is not None:
-        return [column.between(*span)]
-    return [column.in_(chunk) for chunk in _chunks(wanted)]
-
-
-def dense_range(ids: Iterable[int]) -> tuple[int, int] | None:
-    """(lowest, highest) when ``ids`` are dense enough to read as one range, else None."""
-    wanted = ids if isinstance(ids, list) else sorted(set(ids))
-    if not wanted:
-        return None
-    low, high = wanted[0], wanted[-1]
-    return (low, high) if high - low < 2 * len(wanted) else None
 
 
 MemberTopics = tuple[tuple[str, ...], frozenset[str]]  # display names (by name), slugs
@@ -325,3 +297,95 @@ def member_batches(
             found = topics.of_members(conn, ids)
         last_id = ids[-1]
         yield [_view(row, found.get(row[0], _NO_TOPICS)) for row in rows]
+
+
+def list_articles(
+    session: Session,
+    *,
+    topic: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Stored articles, newest first seen first, as JSON-ready rows (``digest articles list``):
+    topics by name, mentions in the article's order."""
+    query = select(Article)
+    if topic is not None:
+        query = query.where(
+            col(Article.id).in_(
+                select(ArticleTopic.article_id)
+                .join(Topic, col(Topic.id) == col(ArticleTopic.topic_id))
+                .where(col(Topic.slug) == topic_slug(topic))
+            )
+        )
+    if since is not None:
+        query = query.where(col(Article.first_seen_at) >= since)
+    query = query.order_by(col(Article.first_seen_at).desc(), col(Article.id).desc())
+    if limit is not None:
+        query = query.limit(limit)
+    articles = list(session.exec(query))
+    ids = [a.id for a in articles]
+    topics: dict[int, list[str]] = defaultdict(list)
+    mentions: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for part in _chunks(ids):
+        topic_rows = session.exec(
+            select(ArticleTopic.article_id, Topic.name)
+            .join(Topic, col(Topic.id) == col(ArticleTopic.topic_id))
+            .where(col(ArticleTopic.article_id).in_(part))
+            .order_by(col(Topic.name))
+        )
+        for article_id, name in topic_rows:
+            topics[article_id].append(name)
+        mention_rows = session.exec(
+            select(Mention)
+            .where(col(Mention.article_id).in_(part))
+            .order_by(col(Mention.article_id), col(Mention.position))
+        )
+        for m in mention_rows:
+            mentions[m.article_id].append(
+                {"name": m.name, "description": m.description, "url": m.url}
+            )
+    return [
+        {
+            "url": a.url,
+            "title": a.title,
+            "topics": topics.get(a.id, []),  # type: ignore[arg-type]
+            "first_seen_at": a.first_seen_at.isoformat(),
+            "published_at": a.published_at.isoformat(),
+            "key_points": list(a.key_points),
+            "mentions": mentions.get(a.id, []),  # type: ignore[arg-type]
+            "guid": a.guid,
+        }
+        for a in articles
+    ]
+
+
+# ------------------------------------------------------------------ topics
+
+
+def ensure_topics(session: Session, names: Iterable[str]) -> list[Topic]:
+    """The Topic rows for ``names``, creating the missing ones (first spelling is kept)."""
+    wanted = {topic_slug(n): clean_topic_name(n) for n in unique_topics(names)}
+    for name in wanted.values():
+        problem = topic_length_problem(name)
+        if problem:  # callers validate first; this keeps a DataError off every backend
+            raise ValueError(problem)
+    if not wanted:
+        return []
+    existing = {
+        t.slug: t
+        for t in session.exec(select(Topic).where(Topic.slug.in_(wanted)))  # type: ignore[attr-defined]
+    }
+    for slug, name in wanted.items():
+        if slug not in existing:
+            topic = Topic(slug=slug, name=name)
+            session.add(topic)
+            existing[slug] = topic
+    session.flush()
+    return [existing[slug] for slug in wanted]
+
+
+def all_topics(session: Session) -> list[Topic]:
+    """Every topic, by name (case-insensitively), for forms and filters."""
+    topics = list(session.exec(select(Topic)).all())
+    topics.sort(key=lambda t: t.name.casefold())
+    return topics

@@ -8,7 +8,7 @@ row locks (``FOR UPDATE SKIP LOCKED``) instead; see ``ledger.claim``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,10 +137,6 @@ def ping(engine: Engine) -> bool:
         return conn.execute(text("SELECT 1")).scalar() == 1
 
 
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
 def driver_statement(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...] | None]:
     """``statement`` as the driver takes it: its SQL for ``dialect``, and the order of its
     parameters when the driver's style is positional (None: by name).
@@ -154,3 +150,37 @@ def driver_statement(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...]
 def driver_params(order: tuple[str, ...] | None, values: dict[str, Any]) -> Any:
     """``values`` in the shape ``driver_statement``'s driver wants."""
     return values if order is None else tuple(values[name] for name in order)
+
+
+#: Ids per IN list: well under every backend's parameter limit.
+CHUNK = 500
+
+
+def chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[Sequence[int]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def id_filters(column: Any, ids: Iterable[int]) -> list[Any]:
+    """Conditions that together cover ``ids``: one range when they are dense, else IN chunks.
+
+    A batch of members is a run of consecutive ids, so one ``BETWEEN`` uses the index as a
+    range scan instead of hundreds of point lookups; the range can hold other ids, so callers
+    keep only the rows they asked for.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    span = dense_range(wanted)
+    if span is not None:
+        return [column.between(*span)]
+    return [column.in_(chunk) for chunk in chunks(wanted)]
+
+
+def dense_range(ids: Iterable[int]) -> tuple[int, int] | None:
+    """(lowest, highest) when ``ids`` are dense enough to read as one range, else None."""
+    wanted = ids if isinstance(ids, list) else sorted(set(ids))
+    if not wanted:
+        return None
+    low, high = wanted[0], wanted[-1]
+    return (low, high) if high - low < 2 * len(wanted) else None

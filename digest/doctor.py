@@ -187,9 +187,14 @@ def template_problems(templates_dir: str | Path) -> list[str]:
     renderer = Renderer(templates_dir)
     for what, call in (
         ("digest", lambda: renderer.render_digest(sample_issue(3), cache=False)),
-        ("confirmation", lambda: renderer.render_confirmation(
-            site_name="Sample", confirm_url="https://example.org/confirm/x", member=_member()
-        )),
+        ("confirmation", lambda: renderer.render_notice("confirm", {
+            "site_name": "Sample", "confirm_url": "https://example.org/confirm/x",
+            "member": _member(),
+        })),
+        ("already subscribed", lambda: renderer.render_notice("manage", {
+            "site_name": "Sample", "preferences_url": "https://example.org/preferences/x",
+            "member": _member(),
+        })),
     ):  # fmt: skip
         try:
             call()

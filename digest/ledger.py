@@ -34,9 +34,16 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from digest.catalog import id_filters
-from digest.db import driver_params, driver_statement, session_scope
-from digest.models import WINDOW_TAKING_STATUSES, Delivery, Subscriber, UTCDateTime
+from digest.db import chunks, driver_params, driver_statement, id_filters, session_scope
+from digest.models import DELIVERY_STATUSES as DELIVERY_STATUSES
+from digest.models import FAILED as FAILED
+from digest.models import PLANNED as PLANNED
+from digest.models import RETRY as RETRY
+from digest.models import SENDING as SENDING
+from digest.models import SENT as SENT
+from digest.models import SKIPPED as SKIPPED
+from digest.models import UNFINISHED_STATUSES as UNFINISHED_STATUSES
+from digest.models import WINDOW_TAKING_STATUSES, Article, Delivery, Subscriber, UTCDateTime
 
 CHUNK = 500
 
@@ -100,8 +107,8 @@ def lock_planning(session: Session) -> None:
 def member_history(session: Session, member_ids: Sequence[int]) -> dict[int, History]:
     """Each member's edition history: one grouped query per id range (or chunk) of members."""
     taken = col(Delivery.status).in_(WINDOW_TAKING_STATUSES)
-    untaken = col(Delivery.status).in_(("failed", "skipped"))
-    failed = col(Delivery.status) == "failed"
+    untaken = col(Delivery.status).in_((FAILED, SKIPPED))
+    failed = col(Delivery.status) == FAILED
     wanted = set(member_ids)
     out: dict[int, History] = {}
     holes: dict[int, datetime] = {}  # members with a failed window older than a taken end
@@ -152,7 +159,7 @@ def _owed(
             Delivery.article_ids,
         ).where(
             col(Delivery.subscriber_id).in_(list(candidates)),
-            col(Delivery.status).in_((*WINDOW_TAKING_STATUSES, "failed")),
+            col(Delivery.status).in_((*WINDOW_TAKING_STATUSES, FAILED)),
         )
     ).all()
     by_member: dict[int, list[Any]] = {}
@@ -160,12 +167,11 @@ def _owed(
         by_member.setdefault(row[0], []).append(row)
     for member_id, history in by_member.items():
         dated = [r for r in history if r[2] is not None and r[3] is not None]
-        windows = [(_aware(r[2]), _aware(r[3]), r[4] or ()) for r in dated if r[1] != "failed"]
+        windows = [(_aware(r[2]), _aware(r[3]), r[4] or ()) for r in dated if r[1] != FAILED]
         uncovered = [
             _aware(r[2])
             for r in dated
-            if r[1] == "failed"
-            and not any(start <= _aware(r[2]) < end for start, end, _ in windows)
+            if r[1] == FAILED and not any(start <= _aware(r[2]) < end for start, end, _ in windows)
         ]
         if not uncovered:
             continue
@@ -175,13 +181,30 @@ def _owed(
     return out
 
 
-def last_window_ends(session: Session, member_ids: Sequence[int]) -> dict[int, datetime]:
-    """Each member's end of the last window that counts as taken."""
-    return {
-        m: h.last_window_end
-        for m, h in member_history(session, member_ids).items()
-        if h.last_window_end is not None
-    }
+@dataclass(frozen=True)
+class RecordedEdition:
+    """What a delivery row says about the message it is: its edition, id and articles."""
+
+    edition: str
+    message_id: str
+    article_ids: tuple[int, ...]
+
+
+def member_edition(
+    session: Session, member_id: int, edition: str | None = None
+) -> RecordedEdition | None:
+    """The member's recorded ``edition``, or (None) their oldest edition not finished yet."""
+    query = select(Delivery.edition, Delivery.message_id, Delivery.article_ids).where(
+        Delivery.subscriber_id == member_id
+    )
+    if edition is not None:
+        query = query.where(Delivery.edition == edition)
+    else:
+        query = query.where(col(Delivery.status).in_(UNFINISHED_STATUSES))
+    row = session.exec(query.order_by(col(Delivery.id))).first()
+    if row is None:
+        return None
+    return RecordedEdition(row[0], row[1], tuple(row[2] or ()))
 
 
 def existing_editions(session: Session, pairs: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
@@ -271,7 +294,7 @@ def insert_rows(session: Session, rows: Sequence[PlannedRow], domain: str, now: 
             "article_ids": r.article_ids,
             "attempts": 0,
             "error": r.error,
-            "next_attempt_at": now if r.status == "planned" else None,
+            "next_attempt_at": now if r.status == PLANNED else None,
             "planned_at": now,
             "updated_at": now,
         }
@@ -312,7 +335,21 @@ class Claimed:
     attempts: int
     worker_id: str
     lease_until: datetime
-    status: str = "sending"
+    status: str = SENDING
+
+
+def _ready_kinds(now: Any) -> tuple[Any, Any]:
+    """What "ready to send at ``now``" means, as the two conditions a claim reads in turn:
+    the few (expired leases, due retries, undated planned rows), then the many (planned rows
+    whose time has come, in due order)."""
+    c = Delivery.__table__.c  # type: ignore[attr-defined]
+    few = or_(
+        and_(c.status == SENDING, c.lease_until < now),
+        and_(c.status == RETRY, or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now)),
+        and_(c.status == PLANNED, c.next_attempt_at.is_(None)),
+    )
+    many = and_(c.status == PLANNED, c.next_attempt_at <= now)
+    return few, many
 
 
 @lru_cache(maxsize=8)
@@ -328,15 +365,8 @@ def _claim_statements(dialect: str, only: bool = False) -> tuple[tuple[Any, ...]
     c = Delivery.__table__.c  # type: ignore[attr-defined]
     when = UTCDateTime()
     now = bindparam("c_now", type_=when)
-    few = or_(
-        and_(c.status == "sending", c.lease_until < now),
-        and_(c.status == "retry", or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now)),
-        and_(c.status == "planned", c.next_attempt_at.is_(None)),
-    )
-    kinds = (
-        (few, (c.id,)),
-        (and_(c.status == "planned", c.next_attempt_at <= now), (c.next_attempt_at, c.id)),
-    )
+    few, many = _ready_kinds(now)
+    kinds = ((few, (c.id,)), (many, (c.next_attempt_at, c.id)))
     columns = (c.id, c.subscriber_id, c.edition, c.message_id, c.article_ids, c.attempts)
     selects = []
     for kind, order in kinds:
@@ -350,7 +380,7 @@ def _claim_statements(dialect: str, only: bool = False) -> tuple[tuple[Any, ...]
         update(Delivery)
         .where(col(Delivery.id).in_(bindparam("c_ids", expanding=True)))
         .values(
-            status="sending",
+            status=SENDING,
             worker_id=bindparam("c_worker"),
             lease_until=bindparam("c_until", type_=when),
             attempts=col(Delivery.attempts) + 1,
@@ -418,7 +448,7 @@ def renew(
     if not delivery_ids:
         return set()
     c = Delivery.__table__.c  # type: ignore[attr-defined]
-    mine = and_(c.id.in_(delivery_ids), c.worker_id == worker_id, c.status == "sending")
+    mine = and_(c.id.in_(delivery_ids), c.worker_id == worker_id, c.status == SENDING)
     with engine.begin() as conn:
         conn.execute(update(Delivery).where(mine).values(lease_until=now + lease, updated_at=now))
         return set(conn.execute(sa_select(c.id).where(mine)).scalars())
@@ -454,7 +484,7 @@ def _record_statement() -> Any:
         .where(
             col(Delivery.id) == bindparam("b_id"),
             col(Delivery.worker_id) == bindparam("b_worker"),
-            col(Delivery.status) == "sending",
+            col(Delivery.status) == SENDING,
         )
         .values(
             status=bindparam("b_status"),
@@ -539,7 +569,7 @@ class Recorder:
             b_error=o.error,
             b_next=stamp(o.next_attempt_at) if o.next_attempt_at is not None else None,
             b_now=stamped,
-            b_sent_at=stamped if o.status == "sent" else None,
+            b_sent_at=stamped if o.status == SENT else None,
             b_size=o.size_bytes,
         )
         return driver_params(self._order, values)
@@ -572,7 +602,7 @@ def record(
             "b_error": o.error,
             "b_next": o.next_attempt_at,
             "b_now": now,
-            "b_sent_at": now if o.status == "sent" else None,
+            "b_sent_at": now if o.status == SENT else None,
             "b_size": o.size_bytes,
         }
         for o in outcomes
@@ -611,10 +641,10 @@ def release(engine: Engine, delivery_ids: Sequence[int], worker_id: str, now: da
             .where(
                 col(Delivery.id).in_(delivery_ids),
                 col(Delivery.worker_id) == worker_id,
-                col(Delivery.status) == "sending",
+                col(Delivery.status) == SENDING,
             )
             .values(
-                status="planned",
+                status=PLANNED,
                 lease_until=None,
                 worker_id=None,
                 attempts=Delivery.attempts - 1,
@@ -647,7 +677,7 @@ def requeue_failed(
     Articles that reached the member in a later edition meanwhile are dropped from the
     re-queued one (an article never reaches a member twice); if none is left it is skipped.
     """
-    query = select(Delivery).where(Delivery.status == "failed")
+    query = select(Delivery).where(Delivery.status == FAILED)
     if edition is not None:
         query = query.where(Delivery.edition == edition)
     if delivery_id is not None:
@@ -666,11 +696,11 @@ def requeue_failed(
         remaining = [i for i in delivery.article_ids if i not in taken]
         delivery.updated_at = now
         if not remaining:
-            delivery.status = "skipped"
+            delivery.status = SKIPPED
             delivery.error = "re-queue: its articles reached the member in a later edition"
             skipped += 1
         else:
-            delivery.status = "planned"
+            delivery.status = PLANNED
             delivery.article_ids = remaining
             delivery.attempts = 0
             delivery.next_attempt_at = now
@@ -681,3 +711,151 @@ def requeue_failed(
         session.add(delivery)
     session.flush()
     return RequeueReport(requeued, skipped)
+
+
+# ------------------------------------------------------------------ reading the ledger
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One delivery as operators list it: who, which edition, what became of it."""
+
+    id: int
+    email: str
+    edition: str
+    status: str
+    message_id: str
+    articles: tuple[str, ...]  # URLs, in the edition's order
+    error: str | None
+    smtp_code: int | None
+    attempts: int
+    planned_at: datetime
+    sent_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "edition": self.edition,
+            "status": self.status,
+            "message_id": self.message_id,
+            "articles": list(self.articles),
+            "error": self.error,
+            "smtp_code": self.smtp_code,
+            "attempts": self.attempts,
+            "planned_at": self.planned_at.isoformat(),
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+        }
+
+
+def list_deliveries(
+    session: Session,
+    *,
+    status: str | None = None,
+    edition: str | None = None,
+    emails: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[DeliveryRow]:
+    """Deliveries, newest first; ``emails`` are the stored forms of one member's address."""
+    query = select(Delivery, Subscriber.email).join(
+        Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id)
+    )
+    if status:
+        query = query.where(Delivery.status == status)
+    if edition:
+        query = query.where(Delivery.edition == edition)
+    if emails is not None:
+        query = query.where(col(Subscriber.email).in_(list(emails)))
+    query = query.order_by(col(Delivery.id).desc())
+    if limit:
+        query = query.limit(limit)
+    rows = session.exec(query).all()
+    ids = sorted({i for d, _ in rows for i in d.article_ids})
+    urls: dict[int, str] = {}
+    for part in chunks(ids):
+        found = session.exec(select(Article.id, Article.url).where(col(Article.id).in_(part)))
+        urls.update((article_id, url) for article_id, url in found)
+    return [
+        DeliveryRow(
+            id=d.id or 0,
+            email=email,
+            edition=d.edition,
+            status=d.status,
+            message_id=d.message_id,
+            articles=tuple(urls[i] for i in d.article_ids if i in urls),
+            error=d.error,
+            smtp_code=d.smtp_code,
+            attempts=d.attempts,
+            planned_at=d.planned_at,
+            sent_at=d.sent_at,
+        )
+        for d, email in rows
+    ]
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    """How many deliveries are in each state (every state, zeros included)."""
+    found = dict(
+        session.exec(select(Delivery.status, func.count()).group_by(col(Delivery.status))).all()
+    )
+    return {status: int(found.get(status, 0)) for status in DELIVERY_STATUSES}
+
+
+def queue_depth(counts: dict[str, int]) -> int:
+    """Deliveries not finished yet (planned, waiting for a retry, being sent)."""
+    return sum(counts.get(status, 0) for status in UNFINISHED_STATUSES)
+
+
+def ready_count(session: Session, now: datetime) -> int:
+    """Deliveries a worker could claim at ``now`` (the claim's own definition of ready)."""
+    few, many = _ready_kinds(type_coerce(now, UTCDateTime()))
+    return int(session.exec(select(func.count()).where(or_(few, many))).one())
+
+
+def sent_between(session: Session, start: datetime, end: datetime) -> int:
+    """Messages sent in ``(start, end]``."""
+    return int(
+        session.exec(
+            select(func.count()).where(
+                Delivery.status == SENT, col(Delivery.sent_at) > start, col(Delivery.sent_at) <= end
+            )
+        ).one()
+    )
+
+
+def stats(session: Session, now: datetime) -> dict[str, Any]:
+    """``digest deliveries stats``: counts by status and edition, the last hour's sends and
+    the oldest delivery still waiting."""
+    by_status = counts_by_status(session)
+    editions: dict[str, dict[str, int]] = {}
+    for edition, status, count in session.exec(
+        select(Delivery.edition, Delivery.status, func.count())
+        .group_by(Delivery.edition, Delivery.status)
+        .order_by(Delivery.edition)
+    ).all():
+        editions.setdefault(edition, {})[status] = count
+    sent_last_hour = sent_between(session, now - timedelta(hours=1), now)
+    oldest = session.exec(
+        select(func.min(Delivery.planned_at)).where(col(Delivery.status).in_((PLANNED, RETRY)))
+    ).one()
+    if isinstance(oldest, datetime):
+        oldest = _aware(oldest)
+    return {
+        "by_status": by_status,
+        "by_edition": editions,
+        "sent_last_hour": sent_last_hour,
+        "send_rate_per_minute": round(sent_last_hour / 60, 2),
+        "oldest_waiting_planned_at": oldest.isoformat() if oldest else None,
+        "total": sum(by_status.values()),
+    }
+
+
+def first_sent(session: Session) -> tuple[str, str] | None:
+    """(address, edition) of the first delivery sent, if any: what the demo points to."""
+    row = session.exec(
+        select(Subscriber.email, Delivery.edition)
+        .join(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
+        .where(Delivery.status == SENT)
+        .order_by(col(Delivery.id))
+    ).first()
+    return (row[0], row[1]) if row else None

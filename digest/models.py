@@ -17,14 +17,17 @@ from sqlmodel import Field, SQLModel
 MEMBER_STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
 #: Statuses an import never overrides: the member said no, or the address is dead.
 SUPPRESSED_STATUSES = frozenset({"unsubscribed", "bounced"})
-DELIVERY_STATUSES = ("planned", "sending", "sent", "retry", "failed", "skipped")
+#: A delivery's states (the ledger's words): planned -> sending -> sent | retry | failed;
+#: skipped for editions deliberately not sent. Everything else says ``ledger.SENT`` etc.
+PLANNED, SENDING, SENT, RETRY, FAILED, SKIPPED = (
+    "planned", "sending", "sent", "retry", "failed", "skipped",
+)  # fmt: skip
+DELIVERY_STATUSES = (PLANNED, SENDING, SENT, RETRY, FAILED, SKIPPED)
 #: Deliveries whose window counts as taken: their articles are not offered again.
-WINDOW_TAKING_STATUSES = ("planned", "sending", "sent", "retry")
+WINDOW_TAKING_STATUSES = (PLANNED, SENDING, SENT, RETRY)
+#: Deliveries not finished yet: the queue.
+UNFINISHED_STATUSES = (PLANNED, RETRY, SENDING)
 FREQUENCIES = ("daily", "weekly")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -660,26 +660,25 @@ class Renderer:
             self._sections = SectionCache(mjml_to_html)
             self._cards.clear()
 
-    # -- confirmation
+    # -- notices
 
-    def render_confirmation(
-        self, *, site_name: str, confirm_url: str, member: MemberView
-    ) -> Rendered:
-        """The double opt-in mail; rare, so rendered from scratch each time."""
-        context = {
-            "brand": self.brand,
-            "site_name": site_name,
-            "confirm_url": confirm_url,
-            "member": MemberContext(
+    def render_notice(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        """A notice (``email/<name>.mjml.j2``, ``.txt.j2`` and ``_subject.txt.j2``): the
+        confirmation and "already subscribed" mails. Rare, so rendered from scratch each time;
+        the templates see ``brand``, ``site_name`` and ``context`` (a ``member`` in it is
+        reduced to ``MemberContext``)."""
+        values: dict[str, Any] = {"brand": self.brand, **context}
+        member = values.get("member")
+        if isinstance(member, MemberView):
+            values["member"] = MemberContext(
                 name=clean_line(member.name),
                 email=clean_line(member.email),
                 topics=member.topics,
                 frequency=member.frequency,
-            ),
-        }
+            )
         get = self.env.get_template
         return Rendered(
-            subject=clean_subject(get("email/confirm_subject.txt.j2").render(context)),
-            html=mjml_to_html(get("email/confirm.mjml.j2").render(context)),
-            text=get("email/confirm.txt.j2").render(context),
+            subject=clean_subject(get(f"email/{name}_subject.txt.j2").render(values)),
+            html=mjml_to_html(get(f"email/{name}.mjml.j2").render(values)),
+            text=get(f"email/{name}.txt.j2").render(values),
         )

@@ -73,6 +73,30 @@ def latest_due_edition(
     return edition
 
 
+def current_edition(
+    frequency: str,
+    timezone: str,
+    send_hour: int,
+    now: datetime,
+    weekly_weekday: int = 0,
+    *,
+    force: bool = False,
+) -> Edition:
+    """The edition a member is due for at ``now``.
+
+    ``force`` takes this period's edition whatever the send hour (``digest run --force``,
+    previews): today's for daily members, this week's for weekly ones, due no later than now.
+    """
+    if not force:
+        return latest_due_edition(frequency, timezone, send_hour, now, weekly_weekday)
+    tz = zone(timezone)
+    today = now.astimezone(tz).date()
+    if frequency == "weekly":
+        today -= timedelta(days=(today.weekday() - weekly_weekday) % 7)
+    edition = edition_for_day(frequency, today, send_hour, tz)
+    return Edition(edition.key, edition.frequency, edition.local_date, min(edition.due_at, now))
+
+
 def is_stale(edition: Edition, timezone: str, now: datetime, max_lateness: timedelta) -> bool:
     """Too late to send: past ``max_lateness``, or (when that is zero) past its local day."""
     if max_lateness > timedelta(0):

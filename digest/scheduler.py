@@ -24,17 +24,20 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
-from digest import catalog, pipeline
+from digest import catalog, ledger
 from digest.clock import Clock, system_clock
 from digest.db import session_scope
+from digest.editions import Editions
 from digest.ingest import load_paths, upsert_articles
 from digest.mailer import make_transport
-from digest.models import Delivery, SchedulerState
+from digest.models import SchedulerState
+from digest.plan import plan
+from digest.send import Sender
 from digest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,11 +167,11 @@ class Jobs:
         self.clock = clock
         self.stop = stop or threading.Event()
         self.transports = transports
-        self.editions = pipeline.Editions(settings)
+        self.editions = Editions(settings)
 
     def reconfigure(self, settings: Settings, sources: list[Source]) -> None:
         self.settings, self.sources = settings, sources
-        self.editions = pipeline.Editions(settings)
+        self.editions = Editions(settings)
 
     def run(self, name: str) -> dict[str, Any]:
         now = self.clock()
@@ -199,23 +202,17 @@ class Jobs:
         return {"sources": len(self.sources), "counts": str(counts), "errors": len(batch.errors)}
 
     def job_plan(self) -> dict[str, Any]:
-        report = pipeline.plan(self.engine, self.settings, self.clock())
-        return {
-            "members": report.members,
-            "planned": report.planned,
-            "skipped_empty": report.skipped_empty,
-            "skipped_stale": report.skipped_stale,
-        }
+        return dict(plan(self.engine, self.settings, self.clock()).summary())
 
     def job_send(self) -> dict[str, Any]:
         settings = self.settings
-        sender = pipeline.Sender(
+        sender = Sender(
             self.engine, settings, self.editions, lambda: self.transports(settings), self.clock
         )
         report = sender.run(should_stop=self.stop.is_set)
         if report.paused_reason:
             raise RuntimeError(f"sending paused: {report.paused_reason}")
-        return {"sent": report.sent, "retry": report.retry, "failed": report.failed}
+        return dict(report.summary())
 
 
 #: The jobs of the service running in this process; APScheduler stores a reference to
@@ -375,13 +372,7 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
     """What ``digest status`` prints: active scheduler, jobs' next runs, queue, last tick/error."""
     with Session(engine) as session:
         state = session.get(SchedulerState, LEADER)
-        queue = dict(
-            session.exec(
-                select(Delivery.status, func.count())
-                .where(col(Delivery.status).in_(("planned", "retry", "sending")))
-                .group_by(Delivery.status)
-            ).all()
-        )
+        counts = ledger.counts_by_status(session)
     jobs: dict[str, str | None] = {}
     from sqlalchemy import inspect
 
@@ -397,7 +388,7 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
         "pid": state.pid if state else None,
         "lease_until": state.lease_until.isoformat() if state and state.lease_until else None,
         "jobs": jobs,
-        "queue": {s: queue.get(s, 0) for s in ("planned", "retry", "sending")},
+        "queue": {s: counts[s] for s in ledger.UNFINISHED_STATUSES},
         "last_tick_at": state.last_tick_at.isoformat() if state and state.last_tick_at else None,
         "runs": json.loads(state.last_tick_report) if state and state.last_tick_report else {},
         "last_error": state.last_error if state else None,

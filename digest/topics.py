@@ -1,14 +1,13 @@
-"""Topic names: one topic however it is cased or spaced ("Stem Cells" == " stem  cells")."""
+"""Topic names: one topic however it is cased or spaced ("Stem Cells" == " stem  cells").
+
+Pure rules only; topic rows are read and created by ``digest.catalog``.
+"""
 
 from __future__ import annotations
 
 import functools
 import unicodedata
 from collections.abc import Iterable
-
-from sqlmodel import Session, select
-
-from digest.models import Topic
 
 #: Characters in a topic's name and in its slug (both VARCHAR(200) columns). Case folding
 #: can lengthen a name ("ß" -> "ss", "ﬃ" -> "ffi"), so the slug is checked on its own.
@@ -73,25 +72,3 @@ def unique_topics(names: Iterable[str]) -> list[str]:
         if name:
             seen.setdefault(name.casefold(), name)
     return list(seen.values())
-
-
-def ensure_topics(session: Session, names: Iterable[str]) -> list[Topic]:
-    """The Topic rows for ``names``, creating the missing ones (first spelling is kept)."""
-    wanted = {topic_slug(n): clean_topic_name(n) for n in unique_topics(names)}
-    for name in wanted.values():
-        problem = topic_length_problem(name)
-        if problem:  # callers validate first; this keeps a DataError off every backend
-            raise ValueError(problem)
-    if not wanted:
-        return []
-    existing = {
-        t.slug: t
-        for t in session.exec(select(Topic).where(Topic.slug.in_(wanted)))  # type: ignore[attr-defined]
-    }
-    for slug, name in wanted.items():
-        if slug not in existing:
-            topic = Topic(slug=slug, name=name)
-            session.add(topic)
-            existing[slug] = topic
-    session.flush()
-    return [existing[slug] for slug in wanted]

@@ -137,8 +137,8 @@ def digest_rendered(renderer: Renderer) -> Rendered:
 
 @pytest.fixture(scope="module")
 def confirm_rendered(renderer: Renderer) -> Rendered:
-    return renderer.render_confirmation(
-        site_name="Science Digest", confirm_url=CONFIRM_URL, member=member()
+    return renderer.render_notice(
+        "confirm", {"site_name": "Science Digest", "confirm_url": CONFIRM_URL, "member": member()}
     )
 
 
@@ -171,7 +171,7 @@ def pick(kind: str, digest_rendered: Rendered, confirm_rendered: Rendered) -> Re
     if kind == "confirmation":
         return confirm_rendered
     if kind == "test copy":
-        from digest.web.editor import TEST_PREFIX
+        from digest.outbound import TEST_PREFIX
 
         return dataclasses.replace(digest_rendered, subject=TEST_PREFIX + digest_rendered.subject)
     return digest_rendered
@@ -290,8 +290,9 @@ def test_accessible_structure(renderer: Renderer) -> None:
     for r in (renderer, branded):
         for page in (
             r.render_digest(typical_issue()).html,
-            r.render_confirmation(
-                site_name="Science Digest", confirm_url=CONFIRM_URL, member=member()
+            r.render_notice(
+                "confirm",
+                {"site_name": "Science Digest", "confirm_url": CONFIRM_URL, "member": member()},
             ).html,
         ):
             doc = lxml.html.document_fromstring(page)

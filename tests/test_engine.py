@@ -19,14 +19,16 @@ from sqlalchemy import Engine, func, insert, update
 from sqlmodel import Session, col, select
 
 from digest import ledger
+from digest.catalog import ensure_topics
 from digest.clock import fixed_clock, running_clock
 from digest.db import session_scope
+from digest.editions import Editions
 from digest.ingest import ArticleRecord, upsert_articles
 from digest.mailer import SMTPTransport
 from digest.models import Delivery, Subscriber, SubscriberTopic
-from digest.pipeline import Editions, Sender, plan
+from digest.plan import plan
+from digest.send import Sender
 from digest.settings import Settings
-from digest.topics import ensure_topics
 from tests.conftest import PG_URL, PROJECT, TEST_SECRET, SMTPServer, free_port
 from tests.smtp_faults import FaultHandler, FaultRule, fault_server
 
@@ -527,7 +529,7 @@ def test_a_message_handed_over_is_recorded_when_the_lane_dies_rendering_the_next
 
 
 def test_pace_opens_a_lane_only_when_waiting_for_the_server_dominates() -> None:
-    from digest.pipeline import _Pace
+    from digest.send import _Pace
 
     now = [0.0]
     pace = _Pace(clock=lambda: now[0])

@@ -147,7 +147,8 @@ def test_last_window_end_ignores_failed_and_skipped(engine: Engine) -> None:
         )
         session.exec(select(Delivery)).one().status = "failed"
     with Session(engine) as session:
-        assert ledger.last_window_ends(session, [member_id]) == {}
+        history = ledger.member_history(session, [member_id])
+        assert history[member_id].last_window_end is None
 
 
 def test_backoff_grows_and_is_bounded() -> None:

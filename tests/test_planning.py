@@ -16,14 +16,15 @@ import pytest
 from sqlalchemy import Engine, insert
 from sqlmodel import Session, col, select
 
-from digest import catalog, ledger, pipeline
+from digest import catalog, ledger
+from digest import plan as planning
+from digest.catalog import ensure_topics
 from digest.content import ArticleView, MemberView
 from digest.db import session_scope
 from digest.ingest import ArticleRecord, upsert_articles
 from digest.models import Delivery, Subscriber, SubscriberTopic, Topic
 from digest.selection import Limits, select_articles
 from digest.settings import Settings
-from digest.topics import ensure_topics
 
 NOW = datetime(2026, 11, 24, 12, 30, tzinfo=UTC)
 TOPICS = ["apple", "Banana", "Ökologie", "zebra", "Space", "Stem Cells", "space probes", "Z"]
@@ -159,10 +160,10 @@ def test_plan_selects_what_the_scan_selects(
     seed_random(engine, seed)
     settings = settings.replace(batch_size=50, max_items=4)
     reports: list[Any] = []
-    for index in (pipeline.CandidateIndex, ScanIndex):
-        monkeypatch.setattr(pipeline, "CandidateIndex", index)
+    for index in (planning.CandidateIndex, ScanIndex):
+        monkeypatch.setattr(planning, "CandidateIndex", index)
         for now in (NOW, NOW + timedelta(hours=9)):
-            reports.append(pipeline.plan(engine, settings, now, dry_run=True, force=force))
+            reports.append(planning.plan(engine, settings, now, dry_run=True, force=force))
     indexed, scanned = reports[:2], reports[2:]
     assert indexed == scanned
     items = [item for report in indexed for item in report.items]

@@ -291,8 +291,8 @@ def test_template_change_invalidates_cache(tmp_path: Path) -> None:
 
 def test_confirmation(renderer: Renderer) -> None:
     url = "https://news.example.org/confirm/abc.def?x=1&y=2"
-    out = renderer.render_confirmation(
-        site_name="Science Digest", confirm_url=url, member=member("Zoë <b>")
+    out = renderer.render_notice(
+        "confirm", {"site_name": "Science Digest", "confirm_url": url, "member": member("Zoë <b>")}
     )
     assert out.subject == "Confirm your subscription to Science Digest"
     assert out.html.lower().startswith("<!doctype html>")

@@ -21,9 +21,9 @@ from sqlmodel import Session, select
 
 from digest.db import session_scope
 from digest.ingest import ArticleRecord, upsert_articles
-from digest.members import add_member
+from digest.members import MemberRecord, add_member
 from digest.models import Article, Delivery, SchedulerState, Subscriber
-from digest.pipeline import plan
+from digest.plan import plan
 from digest.schedule import is_stale, latest_due_edition, too_soon
 from digest.scheduler import JOB_TABLE, Jobs, acquire_leadership, release_leadership, status
 from digest.settings import Settings
@@ -141,12 +141,8 @@ def test_two_days_down_sends_nothing_stale_and_records_it(
     with session_scope(engine) as session:
         add_member(
             session,
-            "ada@example.org",
+            MemberRecord("ada@example.org", "Ada", ("Space",), timezone="UTC", send_hour=7),
             DAY - timedelta(days=5),
-            name="Ada",
-            topics=["Space"],
-            timezone="UTC",
-            send_hour=7,
         )
     seed_member_and_article(engine, DAY + timedelta(hours=5), "first")
     assert plan(engine, settings, DAY + timedelta(hours=7, minutes=5)).planned == 1
@@ -447,12 +443,8 @@ def test_planner_across_dst_changes_one_edition_per_local_day(
         for i, zone in enumerate(ZONES):
             add_member(
                 session,
-                f"m{i}@example.org",
+                MemberRecord(f"m{i}@example.org", f"M{i}", ("Space",), timezone=zone, send_hour=7),
                 start - timedelta(days=1),
-                name=f"M{i}",
-                topics=["Space"],
-                timezone=zone,
-                send_hour=7,
             )
     now, step = start, timedelta(minutes=30)
     while now < start + timedelta(days=12):
@@ -630,7 +622,7 @@ def test_a_worker_waits_out_a_store_outage(
     worker does not exit. Here the second round stops it, as SIGTERM would."""
     from sqlalchemy.exc import OperationalError
 
-    from digest.pipeline import Sender, SendReport
+    from digest.send import Sender, SendReport
 
     rounds: list[int] = []
 

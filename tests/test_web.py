@@ -19,13 +19,13 @@ from sqlmodel import Session, select
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from digest import pipeline
 from digest.db import session_scope
 from digest.ingest.records import ArticleRecord
 from digest.ingest.store import upsert_articles
 from digest.mailer import SMTPTransport
-from digest.members import add_member, get_member, remove_member, set_status
+from digest.members import MemberRecord, add_member, get_member, remove_member, set_status
 from digest.models import Delivery, Subscriber
+from digest.plan import plan
 from digest.settings import Settings
 from digest.tokens import TokenSigner
 from digest.web import create_app
@@ -68,9 +68,8 @@ def seed(engine: Engine) -> dict[str, int]:
     with session_scope(engine) as session:
         upsert_articles(session, records, NOW - timedelta(hours=2))
         for email, topics in (("ada@example.org", ["Stem Cells"]), ("bob@example.org", ["Space"])):
-            result = add_member(
-                session, email, NOW - timedelta(days=2), name=email[:3].title(), topics=topics
-            )
+            record = MemberRecord(email, email[:3].title(), tuple(topics))
+            result = add_member(session, record, NOW - timedelta(days=2))
             ids[email] = result.member.id
     return ids
 
@@ -441,7 +440,7 @@ def test_preferences_change_topics_rhythm_and_the_next_plan_follows(
     assert answer.status_code == 200 and "saved" in answer.text
     assert member_topics(engine, "ada@example.org") == {"Space", "Nervous System"}
 
-    report = pipeline.plan(
+    report = plan(
         engine, settings, NOW, dry_run=True, force=True, emails=["ada@example.org"]
     )
     [item] = report.items
@@ -618,7 +617,7 @@ def test_healthz_and_metrics(engine: Engine, client: TestClient, settings: Setti
     assert 'digest_members{status="active"} 2' in metrics.text
     assert "digest_queue_depth 0" in metrics.text
     assert "digest_send_rate_per_second 0" in metrics.text
-    pipeline.plan(engine, settings, NOW, force=True)
+    plan(engine, settings, NOW, force=True)
     record_tick(NOW)
     metrics = client.get("/metrics").text
     assert "digest_queue_depth 2" in metrics

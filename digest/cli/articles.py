@@ -7,17 +7,15 @@ digest. ``--skip-invalid`` imports the good records and lists the bad ones.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime
-from typing import Any
 
 import click
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
+from digest.catalog import list_articles
 from digest.cli.common import (
     App,
     BadInput,
-    iso,
     json_option,
     now_option,
     pass_app,
@@ -27,8 +25,6 @@ from digest.cli.progress import progress_bar
 from digest.clock import parse_instant
 from digest.db import session_scope
 from digest.ingest import expand_paths, load_sources, upsert_articles
-from digest.models import Article, ArticleTopic, Mention, Topic
-from digest.topics import topic_slug
 
 
 @click.group("articles")
@@ -82,61 +78,6 @@ def import_command(
             click.echo(f"  {error}", err=True)
 
 
-def _rows(
-    session: Session, topic: str | None, since: datetime | None, limit: int | None
-) -> list[dict[str, Any]]:
-    query = select(Article)
-    if topic is not None:
-        query = query.where(
-            col(Article.id).in_(
-                select(ArticleTopic.article_id)
-                .join(Topic, col(Topic.id) == col(ArticleTopic.topic_id))
-                .where(col(Topic.slug) == topic_slug(topic))
-            )
-        )
-    if since is not None:
-        query = query.where(col(Article.first_seen_at) >= since)
-    query = query.order_by(col(Article.first_seen_at).desc(), col(Article.id).desc())
-    if limit is not None:
-        query = query.limit(limit)
-    articles = list(session.exec(query))
-    ids = [a.id for a in articles]
-    topics: dict[int, list[str]] = defaultdict(list)
-    mentions: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for start in range(0, len(ids), 500):
-        part = ids[start : start + 500]
-        topic_rows = session.exec(
-            select(ArticleTopic.article_id, Topic.name)
-            .join(Topic, col(Topic.id) == col(ArticleTopic.topic_id))
-            .where(col(ArticleTopic.article_id).in_(part))
-            .order_by(col(Topic.name))
-        )
-        for article_id, name in topic_rows:
-            topics[article_id].append(name)
-        mention_rows = session.exec(
-            select(Mention)
-            .where(col(Mention.article_id).in_(part))
-            .order_by(col(Mention.article_id), col(Mention.position))
-        )
-        for m in mention_rows:
-            mentions[m.article_id].append(
-                {"name": m.name, "description": m.description, "url": m.url}
-            )
-    return [
-        {
-            "url": a.url,
-            "title": a.title,
-            "topics": topics.get(a.id, []),  # type: ignore[arg-type]
-            "first_seen_at": iso(a.first_seen_at),
-            "published_at": iso(a.published_at),
-            "key_points": list(a.key_points),
-            "mentions": mentions.get(a.id, []),  # type: ignore[arg-type]
-            "guid": a.guid,
-        }
-        for a in articles
-    ]
-
-
 def _parse_since(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> datetime | None:
@@ -159,7 +100,7 @@ def list_command(
 ) -> None:
     """List articles, newest first seen first."""
     with Session(app.engine) as session:
-        rows = _rows(session, topic, since, limit)
+        rows = list_articles(session, topic=topic, since=since, limit=limit)
     if as_json:
         print_json_lines(rows)
         return

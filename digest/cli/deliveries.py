@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import click
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
+from digest import ledger
 from digest.cli.common import (
     App,
     BadInput,
-    iso,
     json_option,
     now_option,
     pass_app,
     print_json_lines,
 )
 from digest.db import session_scope
-from digest.ledger import requeue_failed
 from digest.members import lookup_emails
-from digest.models import DELIVERY_STATUSES, Article, Delivery, Subscriber
 
 
 @click.group("deliveries")
@@ -29,7 +26,7 @@ def deliveries_group() -> None:
 
 
 @deliveries_group.command("list")
-@click.option("--status", type=click.Choice(DELIVERY_STATUSES), help="Only this status.")
+@click.option("--status", type=click.Choice(ledger.DELIVERY_STATUSES), help="Only this status.")
 @click.option("--edition", help="Only this edition key, e.g. daily:2026-11-24.")
 @click.option("--email", help="Only this member.")
 @click.option("--limit", type=int, default=None, help="At most N rows (newest first).")
@@ -45,43 +42,14 @@ def list_command(
 ) -> None:
     """List deliveries, newest first, with their articles and any failure reason."""
     with Session(app.engine) as session:
-        query = select(Delivery, Subscriber.email).join(
-            Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id)
+        rows = ledger.list_deliveries(
+            session,
+            status=status,
+            edition=edition,
+            emails=lookup_emails(email) if email else None,
+            limit=limit,
         )
-        if status:
-            query = query.where(Delivery.status == status)
-        if edition:
-            query = query.where(Delivery.edition == edition)
-        if email:
-            query = query.where(col(Subscriber.email).in_(lookup_emails(email)))
-        query = query.order_by(col(Delivery.id).desc())
-        if limit:
-            query = query.limit(limit)
-        rows = session.exec(query).all()
-        ids = {i for d, _ in rows for i in d.article_ids}
-        urls = (
-            dict(
-                session.exec(select(Article.id, Article.url).where(col(Article.id).in_(ids))).all()
-            )
-            if ids
-            else {}
-        )
-        records = [
-            {
-                "id": d.id,
-                "email": addr,
-                "edition": d.edition,
-                "status": d.status,
-                "message_id": d.message_id,
-                "articles": [urls[i] for i in d.article_ids if i in urls],
-                "error": d.error,
-                "smtp_code": d.smtp_code,
-                "attempts": d.attempts,
-                "planned_at": iso(d.planned_at),
-                "sent_at": iso(d.sent_at),
-            }
-            for d, addr in rows
-        ]
+    records = [row.as_json() for row in rows]
     if as_json:
         print_json_lines(records)
         return
@@ -103,38 +71,9 @@ def list_command(
 def stats_command(app: App, now: datetime, as_json: bool) -> None:
     """Counts by status and by edition, recent send rate, and the oldest waiting delivery."""
     with Session(app.engine) as session:
-        by_status = dict(
-            session.exec(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
-        )
-        by_edition = session.exec(
-            select(Delivery.edition, Delivery.status, func.count())
-            .group_by(Delivery.edition, Delivery.status)
-            .order_by(Delivery.edition)
-        ).all()
-        hour_ago = now - timedelta(hours=1)
-        sent_last_hour = session.exec(
-            select(func.count()).where(
-                Delivery.status == "sent",
-                col(Delivery.sent_at) > hour_ago,
-                col(Delivery.sent_at) <= now,
-            )
-        ).one()
-        oldest = session.exec(
-            select(func.min(Delivery.planned_at)).where(
-                col(Delivery.status).in_(("planned", "retry"))
-            )
-        ).one()
-    editions: dict[str, dict[str, int]] = {}
-    for edition, status, count in by_edition:
-        editions.setdefault(edition, {})[status] = count
-    stats = {
-        "by_status": {s: by_status.get(s, 0) for s in DELIVERY_STATUSES},
-        "by_edition": editions,
-        "sent_last_hour": sent_last_hour,
-        "send_rate_per_minute": round(sent_last_hour / 60, 2),
-        "oldest_waiting_planned_at": iso(oldest),
-        "total": sum(by_status.values()),
-    }
+        stats = ledger.stats(session, now)
+    editions: dict[str, dict[str, int]] = stats["by_edition"]
+    sent_last_hour = stats["sent_last_hour"]
     if as_json:
         print_json_lines([stats])
         return
@@ -161,7 +100,7 @@ def retry_command(
     if not (edition or delivery_id or everything):
         raise BadInput("say which: --edition KEY, --id N or --all")
     with session_scope(app.engine) as session:
-        report = requeue_failed(session, now, edition=edition, delivery_id=delivery_id)
+        report = ledger.requeue_failed(session, now, edition=edition, delivery_id=delivery_id)
     click.echo(
         f"re-queued {report.requeued} failed deliveries"
         + (f"; {report.skipped} skipped (their articles went out later)" if report.skipped else "")

@@ -9,16 +9,18 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app
 from digest.clock import fixed_clock
 from digest.db import session_scope
+from digest.editions import Editions
 from digest.ingest import load_paths, upsert_articles
+from digest.ledger import first_sent
 from digest.mailer import SMTPTransport
 from digest.members import import_csv_file
-from digest.models import Delivery, Subscriber
-from digest.pipeline import Editions, plan, send_due
+from digest.plan import plan
+from digest.send import send_due
 from digest.settings import PROJECT_ROOT
 from digest.sink import SinkServer
 
@@ -83,12 +85,7 @@ def demo_command(app: App, now: datetime) -> None:
         click.echo(f"  {path}")
     key = "" if app.settings.secret_key else f"DIGEST_SECRET_KEY={shlex.quote(secret)} "
     with Session(engine) as session:
-        row = session.exec(
-            select(Subscriber.email, Delivery.edition)
-            .join(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
-            .where(Delivery.status == "sent")
-            .order_by(col(Delivery.id))
-        ).first()
+        row = first_sent(session)
     click.echo("open an .eml file in a mail client, or list and preview what was sent:")
     click.echo("  digest deliveries list")
     if row is not None:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from tqdm import tqdm
 
-from digest.pipeline import Progress
+from digest.plan import Progress
 
 
 @contextmanager

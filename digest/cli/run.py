@@ -10,14 +10,18 @@ from pathlib import Path
 import click
 from sqlmodel import Session
 
+from digest import ledger
 from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app, stop_on_signals
 from digest.cli.progress import progress_bar
 from digest.clock import running_clock
 from digest.compose import UnmailableAddress
 from digest.doctor import template_problems
+from digest.editions import Editions
 from digest.mailer import make_transport
 from digest.members import get_member
-from digest.pipeline import Editions, PlanReport, SendReport, plan, preview, send_due
+from digest.plan import PlanReport, plan
+from digest.preview import preview
+from digest.send import SendReport, send_due
 
 
 def _editions(app: App, check_templates: bool = False) -> Editions:
@@ -49,7 +53,7 @@ def _print_plan_items(report: PlanReport, as_json: bool) -> None:
                 )
             )
             continue
-        if item.status != "planned":
+        if item.status != ledger.PLANNED:
             click.echo(f"{item.email}  {item.edition}  skipped ({item.reason})")
             continue
         click.echo(f"{item.email}  {item.edition}  {len(item.articles)} articles")
@@ -153,7 +157,7 @@ def run_command(
         return
     with (
         stop_on_signals("finishing messages in flight") as stop,
-        progress_bar("sending", report.planned, app.quiet, "msg") as bar,
+        progress_bar("sending digests", report.planned, app.quiet, "msg") as bar,
     ):
         sent = send_due(
             app.engine,
@@ -199,7 +203,7 @@ def preview_command(
     """Render exactly what a member would get now, through the sending code path; record nothing."""
     editions = _editions(app)
     try:
-        result = preview(app.engine, app.settings, editions, email, now, edition)
+        result = preview(app.engine, app.settings, editions, now, email=email, edition=edition)
     except LookupError as exc:
         raise BadInput(str(exc)) from None
     except UnmailableAddress as exc:  # a stored address no message can be written to

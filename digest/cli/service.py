@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from digest import ledger
 from digest.cli.common import App, BadInput, WorkFailed, json_option, now_option, pass_app
 from digest.scheduler import Service, Source, sources_from_config, status
 from digest.settings import Settings, SettingsError, config_sources, load_settings
@@ -147,7 +148,8 @@ def status_command(app: App, now: datetime, as_json: bool) -> None:
         click.echo("  (none yet: start `digest scheduler`)")
     queue = info["queue"]
     click.echo(
-        f"queue: {queue['planned']} planned, {queue['retry']} to retry, {queue['sending']} sending"
+        f"queue: {queue[ledger.PLANNED]} planned, {queue[ledger.RETRY]} to retry, "
+        f"{queue[ledger.SENDING]} sending"
     )
     click.echo(f"last tick: {info['last_tick_at'] or '-'}")
     click.echo(f"last error: {info['last_error'] or '-'} {info['last_error_at'] or ''}".rstrip())

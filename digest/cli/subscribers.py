@@ -89,6 +89,13 @@ def import_command(
     click.echo(prefix + report.summary())
 
 
+def _worded(error: members.MemberError) -> str:
+    """A member field error in this command's words (its options, not the record's fields)."""
+    if error.field == "topics" and "at least one" in error.message:
+        return f"{error.where}: field 'topics': a new member needs at least one --topic"
+    return str(error)
+
+
 def _split_topics(values: tuple[str, ...]) -> list[str] | None:
     return list(values) if values else None
 
@@ -134,21 +141,26 @@ def add_command(
 ) -> None:
     """Add a member, or update the given fields of an existing one."""
     try:
+        record, given = members.parse_changes(
+            email,
+            "add",
+            name=name,
+            topics=_split_topics(topics),
+            frequency=frequency,
+            timezone=timezone,
+            send_hour=send_hour,
+        )
         with session_scope(app.engine) as session:
             result = members.add_member(
-                session,
-                email,
-                now,
-                name=name,
-                topics=_split_topics(topics),
-                frequency=frequency,
-                timezone=timezone,
-                send_hour=send_hour,
-                status=status,
-                reactivate=reactivate,
+                session, record, now, given=given, status=status, reactivate=reactivate
             )
-    except (members.MemberError, members.SuppressedMember) as exc:
-        raise BadInput(str(exc)) from None
+    except members.MemberError as exc:
+        raise BadInput(_worded(exc)) from None
+    except members.SuppressedMember as exc:
+        raise BadInput(
+            f"{exc.email} is {exc.status}; refusing to reactivate (pass --reactivate if they "
+            "asked to be subscribed again)"
+        ) from None
     row = result.member
     if as_json:
         print_json_lines([row.as_json()])

@@ -9,8 +9,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digest.cli.common import App, BadInput, WorkFailed, pass_app, stop_on_signals
 from digest.clock import system_clock
+from digest.editions import Editions
 from digest.mailer import make_transport
-from digest.pipeline import Editions, Sender, worker_name
+from digest.send import Sender, SendReport, worker_name
 
 log = logging.getLogger("digest.worker")
 
@@ -48,7 +49,7 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
         worker_id=name,
     )
     log.info("worker %s started with up to %d connections", name, settings.smtp_pool_size)
-    totals = {"sent": 0, "retry": 0, "failed": 0}
+    totals = SendReport()
     with stop_on_signals("finishing messages in flight") as stop:
         while not stop.is_set():
             try:
@@ -61,8 +62,7 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
                           settings.pause_seconds)  # fmt: skip
                 stop.wait(settings.pause_seconds)
                 continue
-            for key in totals:
-                totals[key] += getattr(report, key)
+            totals.add(report)
             if report.paused_reason:
                 if once:
                     raise WorkFailed(f"sending paused: {report.paused_reason}")
@@ -74,11 +74,9 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
                 break
             if report.claimed == 0:
                 stop.wait(settings.poll_seconds)
-    click.echo(
-        f"worker {name}: sent {totals['sent']}, retry {totals['retry']}, failed {totals['failed']}"
-    )
-    if once and (totals["retry"] or totals["failed"]):  # as `digest run`: the work did not all go
-        raise WorkFailed(f"{totals['failed']} deliveries failed, {totals['retry']} to retry later")
+    click.echo(f"worker {name}: sent {totals.sent}, retry {totals.retry}, failed {totals.failed}")
+    if once and (totals.retry or totals.failed):  # as `digest run`: the work did not all go
+        raise WorkFailed(f"{totals.failed} deliveries failed, {totals.retry} to retry later")
 
 
 COMMANDS = [worker_command]

@@ -15,9 +15,10 @@ from datetime import datetime
 from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
+from digest.catalog import ensure_topics
 from digest.ingest.records import ArticleRecord
 from digest.models import Article, ArticleTopic, Mention
-from digest.topics import ensure_topics, topic_slug
+from digest.topics import topic_slug
 
 CHUNK = 500
 

@@ -21,8 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.clock import system_clock
 from digest.db import make_engine
+from digest.editions import Editions
 from digest.mailer import make_transport
-from digest.pipeline import Editions
+from digest.members import Membership
+from digest.outbound import Outbound
 from digest.settings import Settings
 from digest.tokens import InvalidToken, TokenSigner
 from digest.web import editor, members, ops
@@ -30,7 +32,6 @@ from digest.web.context import (
     BUILTIN_TEMPLATES,
     TransportFactory,
     WebContext,
-    mail_environment,
     page_environment,
     web_context,
 )
@@ -219,23 +220,31 @@ def create_app(
             "DIGEST_SECRET_KEY is not set: the web app signs every link, form and session"
         )
     engine = engine or make_engine(settings.database_url)
+    clock = clock or system_clock
+    transports = transport_factory or (lambda: make_transport(settings))
+    signer = TokenSigner(settings.secret_key)
+    editions = Editions(settings)
+    outbound = Outbound(editions, transports)
+    # mails one address may be sent from the subscribe form: many client addresses asking
+    # for one victim's address must not turn the form into a mail cannon
+    per_address = RateLimiter(3, 24 * 3600)
     ctx = WebContext(
         settings=settings,
         engine=engine,
-        clock=clock or system_clock,
-        transport_factory=transport_factory or (lambda: make_transport(settings)),
-        signer=TokenSigner(settings.secret_key),
-        editions=Editions(settings),
+        clock=clock,
+        transport_factory=transports,
+        signer=signer,
+        editions=editions,
+        outbound=outbound,
+        membership=Membership(engine, settings, signer, outbound, clock, per_address.hit),
         csrf=CSRF(settings.secret_key),
         editor=EditorAuth(settings),
         subscribe_limiter=RateLimiter(
             settings.subscribe_rate_limit, settings.subscribe_rate_window_seconds
         ),
         login_limiter=RateLimiter(10, 300),
-        address_limiter=RateLimiter(3, 24 * 3600),
         test_copy_limiter=RateLimiter(30, 3600),
         pages=page_environment(settings.templates_dir),
-        mails=mail_environment(settings.templates_dir),
     )
     routes = [
         Route("/", _home, methods=["GET"]),

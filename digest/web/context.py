@@ -13,9 +13,10 @@ from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from digest.editions import Editions
 from digest.mailer import Transport
-from digest.pipeline import Editions
-from digest.render import make_environment
+from digest.members import Membership
+from digest.outbound import Outbound
 from digest.settings import PROJECT_ROOT, Settings
 from digest.tokens import TokenSigner
 from digest.web.security import CSRF, EditorAuth, RateLimiter
@@ -43,18 +44,6 @@ def page_environment(templates_dir: str | Path) -> jinja2.Environment:
     return env
 
 
-def mail_environment(templates_dir: str | Path) -> jinja2.Environment:
-    """The email environment (MJML autoescape rules), able to find ``web/mail/*`` templates."""
-    env = make_environment(templates_dir)
-    env.loader = jinja2.ChoiceLoader(
-        [
-            jinja2.FileSystemLoader(str(templates_dir)),
-            jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)),
-        ]
-    )
-    return env
-
-
 @dataclass
 class WebContext:
     settings: Settings
@@ -63,16 +52,14 @@ class WebContext:
     transport_factory: TransportFactory
     signer: TokenSigner
     editions: Editions
+    outbound: Outbound
+    membership: Membership
     csrf: CSRF
     editor: EditorAuth
     subscribe_limiter: RateLimiter
     login_limiter: RateLimiter
-    # mails one address may be sent from the subscribe form: many client addresses asking
-    # for one victim's address must not turn the form into a mail cannon
-    address_limiter: RateLimiter
     test_copy_limiter: RateLimiter
     pages: jinja2.Environment
-    mails: jinja2.Environment
 
     def page(
         self,

@@ -1,21 +1,17 @@
 """Editor pages: the upcoming issue, previews as a member or a topic set, and test copies.
 
 Everything here is behind the editor session. Previews go through ``Editions.message_for``
-(``pipeline.preview`` for a member), the call sending uses, so what an editor sees is what a
+(``digest.preview``), the call sending uses, so what an editor sees is what a
 member gets. A test copy goes through the configured transport but is never a delivery: no
 ledger row is read for writing or written, so what members will get does not change.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from email import message_from_bytes, policy
-from email.message import EmailMessage
-from email.utils import parseaddr
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
 from sqlmodel import Session
@@ -25,14 +21,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from digest import catalog, ledger, pipeline
-from digest.content import ArticleView, DigestIssue, MemberView, Rendered
+from digest.catalog import all_topics
 from digest.members import MemberError, normalize_email
 from digest.models import FREQUENCIES
-from digest.render import Renderer
+from digest.outbound import Sent
+from digest.plan import PlanItem, PlanReport, plan
+from digest.preview import Preview, preview
 from digest.topics import topic_slug
 from digest.web.context import WebContext, web_context
-from digest.web.members import all_topics
 from digest.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -45,8 +41,6 @@ from digest.web.security import (
 )
 
 log = logging.getLogger(__name__)
-
-TEST_PREFIX = "[TEST] "
 
 
 # ------------------------------------------------------------------ login
@@ -136,15 +130,15 @@ class TopicCount:
 
 @dataclass(frozen=True)
 class Upcoming:
-    items: list[pipeline.PlanItem]
+    items: list[PlanItem]
     counts: list[TopicCount]
-    report: pipeline.PlanReport
+    report: PlanReport
     topics: list[tuple[str, str]]  # (slug, name) of every topic, for the filter
 
 
 def upcoming(ctx: WebContext, topic: str | None) -> Upcoming:
     """The dry-run plan of each active member's next edition (this period's, hour or not)."""
-    report = pipeline.plan(ctx.engine, ctx.settings, ctx.clock(), dry_run=True, force=True)
+    report = plan(ctx.engine, ctx.settings, ctx.clock(), dry_run=True, force=True)
     members: dict[str, set[str]] = defaultdict(set)
     articles: dict[str, set[int]] = defaultdict(set)
     names: dict[str, str] = {}
@@ -202,61 +196,21 @@ class PreviewRequest:
         return [("frequency", self.frequency), *(("topics", t) for t in self.topics)]
 
 
-@dataclass(frozen=True)
-class PreviewResult:
-    member: MemberView
-    edition: str
-    articles: tuple[ArticleView, ...]
-    rendered: Rendered
-    message: bytes
-
-    @property
-    def parsed(self) -> EmailMessage:
-        return cast(EmailMessage, message_from_bytes(self.message, policy=policy.default))
-
-
-def topic_set_member(ctx: WebContext, topics: tuple[str, ...], frequency: str) -> MemberView:
-    """A stand-in member with these topics; id 0 exists nowhere, so its links open nothing."""
-    return MemberView(
-        id=0,
-        email=f"preview@{ctx.settings.from_domain}",
-        name="",
-        status="active",
-        frequency=frequency,
-        timezone="UTC",
-        send_hour=0,
-        topics=topics,
-        topic_slugs=frozenset(topic_slug(t) for t in topics),
+def build_preview(ctx: WebContext, req: PreviewRequest) -> Preview | None:
+    """A member's next issue (exactly ``digest preview``), or a topic set's; None if empty."""
+    return preview(
+        ctx.engine,
+        ctx.settings,
+        ctx.editions,
+        ctx.clock(),
+        email=req.email or None,
+        topics=req.topics,
+        frequency=req.frequency,
     )
 
 
-def build_preview(ctx: WebContext, req: PreviewRequest) -> PreviewResult | None:
-    """A member's next issue (exactly ``digest preview``), or a topic set's; None if empty."""
-    now = ctx.clock()
-    if req.email:
-        found = pipeline.preview(ctx.engine, ctx.settings, ctx.editions, req.email, now)
-        if found is None:
-            return None
-        return PreviewResult(
-            found.member, found.edition, found.articles, found.rendered, found.message
-        )
-    member = topic_set_member(ctx, req.topics, req.frequency)
-    limits = pipeline.limits_from(ctx.settings)
-    with Session(ctx.engine) as session:
-        candidates = catalog.candidate_articles(session, now, now - limits.max_age)
-    edition = pipeline.current_edition(member, now, ctx.settings, force=True)
-    row = pipeline.plan_member(member, edition, None, candidates, now, limits)
-    by_id = {a.id: a for a in candidates}
-    articles = tuple(by_id[i] for i in row.article_ids)
-    if not articles:
-        return None
-    message_id = ledger.new_message_id(f"preview.{edition.key}", ctx.settings.from_domain)
-    rendered, data = ctx.editions.message_for(member, edition.key, articles, message_id, now)
-    return PreviewResult(member, edition.key, articles, rendered, data)
-
-
 def _preview_or_message(
-    request: Request, ctx: WebContext, result: PreviewResult | None | Exception
+    request: Request, ctx: WebContext, result: Preview | None | Exception
 ) -> Response | None:
     if isinstance(result, LookupError):
         return ctx.message(request, "No such member", str(result), 404)
@@ -270,7 +224,7 @@ def _preview_or_message(
     return None
 
 
-async def _preview(ctx: WebContext, req: PreviewRequest) -> PreviewResult | None | Exception:
+async def _preview(ctx: WebContext, req: PreviewRequest) -> Preview | None | Exception:
     if not req.email and not req.topics:
         return LookupError("Choose a member or at least one topic.")
     try:
@@ -296,7 +250,7 @@ async def preview_page(request: Request) -> Response:
     refusal = _preview_or_message(request, ctx, result)
     if refusal is not None:
         return refusal
-    assert isinstance(result, PreviewResult)
+    assert isinstance(result, Preview)
     parsed = result.parsed
     headers = [(k, str(v)) for k, v in parsed.items()]
     topics = await run_in_threadpool(_topic_names, ctx)
@@ -335,7 +289,7 @@ async def preview_html(request: Request) -> Response:
     refusal = _preview_or_message(request, ctx, result)
     if refusal is not None:
         return refusal
-    assert isinstance(result, PreviewResult)
+    assert isinstance(result, Preview)
     return HTMLResponse(
         result.rendered.html,
         headers={"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"},
@@ -345,45 +299,12 @@ async def preview_html(request: Request) -> Response:
 # ------------------------------------------------------------------ test copy
 
 
-class _TestSubject:
-    """Wraps the renderer so the subject says it is a test; everything else is unchanged."""
-
-    def __init__(self, inner: Renderer) -> None:
-        self._inner = inner
-
-    def render_digest(self, issue: DigestIssue, cache: bool = True) -> Rendered:
-        rendered = self._inner.render_digest(issue, cache)
-        return dataclasses.replace(rendered, subject=TEST_PREFIX + rendered.subject)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def send_test_copy(ctx: WebContext, req: PreviewRequest, to: str) -> tuple[bool, str, str]:
-    """Send the previewed issue to ``to``; returns (accepted, subject, server reply).
-
-    The copy's personal links are made for ``to``, not for the member, so a forwarded test
-    cannot change the member's subscription (their tokens do not match the stored address).
-    """
-    preview = build_preview(ctx, req)
-    if preview is None:
+def send_test_copy(ctx: WebContext, req: PreviewRequest, to: str) -> Sent:
+    """Send the previewed issue to ``to`` through the outbound door; never a delivery."""
+    found = build_preview(ctx, req)
+    if found is None:
         raise LookupError("This issue would be empty right now; nothing to send.")
-    now = ctx.clock()
-    editions = pipeline.Editions(
-        ctx.settings, renderer=cast(Renderer, _TestSubject(ctx.editions.renderer))
-    )
-    member = dataclasses.replace(preview.member, email=to)
-    message_id = ledger.new_message_id(f"test.{preview.edition}", ctx.settings.from_domain)
-    rendered, data = editions.message_for(
-        member, preview.edition, preview.articles, message_id, now
-    )
-    transport = ctx.transport_factory()
-    try:
-        result = transport.send(parseaddr(ctx.settings.from_address)[1], to, data, message_id)
-    finally:
-        transport.close()
-    log.info("test copy of %s to %s: %s %s", preview.edition, to, result.code, result.reply)
-    return result.ok, rendered.subject, f"{result.code or ''} {result.reply}".strip()
+    return ctx.outbound.test_copy(found, to, ctx.clock())
 
 
 async def test_send(request: Request) -> Response:
@@ -405,15 +326,18 @@ async def test_send(request: Request) -> Response:
         )
     req = PreviewRequest.from_params(form)
     try:
-        ok, subject, reply = await run_in_threadpool(send_test_copy, ctx, req, to)
+        sent = await run_in_threadpool(send_test_copy, ctx, req, to)
     except LookupError as exc:
         return ctx.message(request, "Nothing sent", str(exc), 404)
-    if not ok:
-        return ctx.message(request, "Test copy not sent", f"The mail server said: {reply}", 502)
+    if not sent.ok:
+        return ctx.message(
+            request, "Test copy not sent", f"The mail server said: {sent.server_said}", 502
+        )
     return ctx.message(
         request,
         "Test copy sent",
-        f"“{subject}” was sent to {to} ({reply}). It is not recorded as a delivery.",
+        f"“{sent.subject}” was sent to {to} ({sent.server_said}). "
+        "It is not recorded as a delivery.",
         link=("/editor/preview?" + urlencode(req.query()), "Back"),
     )
 

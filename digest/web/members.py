@@ -1,48 +1,36 @@
 """Member pages: subscribe (double opt-in), confirm, preferences and unsubscribe.
 
-Members never log in: every page is opened by a signed link bound to the member and the
-purpose. A GET never changes anything (link scanners open links); changes are POSTs carrying
-a CSRF token bound to the page's own link token, except the RFC 8058 one-click unsubscribe,
-whose only credential is the unsubscribe token itself.
+HTTP handlers only: the rules and the steps live in ``digest.members`` (``Membership``); here
+forms are read, CSRF is checked and outcomes become pages. A GET never changes anything (link
+scanners open links); changes are POSTs carrying a CSRF token bound to the page's own link
+token, except the RFC 8058 one-click unsubscribe, whose only credential is the unsubscribe
+token itself.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from email.utils import parseaddr
+from collections.abc import Iterable
 from functools import cache
-from typing import Any
 from zoneinfo import available_timezones
 
-from itsdangerous import BadSignature, URLSafeSerializer
-from sqlmodel import Session, select
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from digest import catalog, ledger
-from digest.compose import UnmailableAddress, compose_message
-from digest.content import MemberView, Rendered
-from digest.db import session_scope
+from digest.catalog import all_topics
+from digest.content import MemberView
 from digest.members import (
+    SUPPRESSED_STATUSES,
     MemberError,
-    add_member,
-    clean_name,
-    get_member,
+    MemberRecord,
+    SuppressedMember,
     normalize_email,
-    parse_frequency,
-    parse_send_hour,
-    parse_timezone,
-    set_status,
+    parse_profile,
 )
-from digest.models import FREQUENCIES, SUPPRESSED_STATUSES, Subscriber, Topic
-from digest.render import clean_subject, mjml_to_html
-from digest.tokens import InvalidToken, TokenData, member_links
+from digest.models import FREQUENCIES, Topic
 from digest.topics import topic_slug
 from digest.web.context import WebContext, web_context
 from digest.web.security import (
@@ -54,12 +42,8 @@ from digest.web.security import (
     set_cookie,
 )
 
-log = logging.getLogger(__name__)
-
 ONE_CLICK = "One-Click"
-
-
-# ------------------------------------------------------------------ shared pieces
+_FIELDS = ("email", "name", "frequency", "timezone", "send_hour")
 
 
 @cache
@@ -69,168 +53,31 @@ def timezone_names() -> tuple[str, ...]:
     return ("UTC", *sorted(names))
 
 
-def all_topics(session: Session) -> list[Topic]:
-    topics = list(session.exec(select(Topic)).all())
-    topics.sort(key=lambda t: t.name.casefold())
+def _topics(ctx: WebContext) -> list[Topic]:
+    with Session(ctx.engine) as session:
+        topics = all_topics(session)
+        session.expunge_all()
     return topics
 
 
-@dataclass(frozen=True)
-class Profile:
-    """What a visitor asked for: validated, topics as stored display names."""
-
-    name: str
-    topics: tuple[str, ...]
-    frequency: str
-    timezone: str
-    send_hour: int
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "n": self.name,
-            "t": list(self.topics),
-            "f": self.frequency,
-            "z": self.timezone,
-            "h": self.send_hour,
-        }
-
-    @classmethod
-    def from_json(cls, data: Any) -> Profile:
-        if not isinstance(data, dict):
-            raise ValueError("malformed profile")
-        return cls(
-            name=clean_name(str(data.get("n", ""))),
-            topics=tuple(str(t) for t in data.get("t", [])),
-            frequency=parse_frequency(str(data.get("f", ""))),
-            timezone=parse_timezone(str(data.get("z", ""))),
-            send_hour=parse_send_hour(int(data.get("h", 7))),
-        )
+def worded(errors: Iterable[MemberError]) -> list[str]:
+    """Field errors as the forms show them."""
+    out = []
+    for error in errors:
+        if error.field == "topics":
+            out.append("Choose at least one topic.")
+        else:
+            out.append(f"{error.field.replace('_', ' ').capitalize()}: {error.message}.")
+    return out
 
 
-def parse_profile(form: FormData, topics: list[Topic]) -> tuple[Profile | None, list[str]]:
-    """Validate a subscribe/preferences form; topics must be ones that exist."""
-    errors: list[str] = []
-    by_slug = {t.slug: t.name for t in topics}
-    chosen = [
-        by_slug[s]
-        for s in dict.fromkeys(topic_slug(str(v)) for v in form.getlist("topics"))
-        if s in by_slug
-    ]
-    if not chosen:
-        errors.append("Choose at least one topic.")
-    values: dict[str, Any] = {}
-    for key, parse in (
-        ("name", clean_name),
-        ("frequency", parse_frequency),
-        ("timezone", parse_timezone),
-        ("send_hour", parse_send_hour),
-    ):
-        try:
-            values[key] = parse(str(form.get(key) or ""))
-        except MemberError as exc:
-            errors.append(f"{key.replace('_', ' ').capitalize()}: {exc.message}.")
-    if errors:
-        return None, errors
-    return Profile(topics=tuple(chosen), **values), []
-
-
-def member_by_token(
-    session: Session, ctx: WebContext, token: str, purpose: str, max_age: timedelta | None
-) -> tuple[Subscriber, TokenData]:
-    """The member a link is for; InvalidToken (a 400 page) if forged, expired or not theirs."""
-    now = ctx.clock()
-    data = ctx.signer.decode(token, purpose, now, max_age)
-    member = session.get(Subscriber, data.member_id)
-    if member is None:
-        raise InvalidToken("no such member")
-    ctx.signer.verify_for(token, purpose, data.member_id, member.email, now, max_age)
-    return member, data
-
-
-def member_view(session: Session, member: Subscriber) -> MemberView:
-    return catalog.member_views(session, [member])[0]
-
-
-def _days(days: int) -> timedelta:
-    return timedelta(days=max(1, days))
-
-
-def _profile_serializer(ctx: WebContext) -> URLSafeSerializer:
-    return URLSafeSerializer(ctx.settings.secret_key, salt="digest.confirm-profile")
-
-
-def _token_tag(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
-
-
-def seal_profile(ctx: WebContext, token: str, profile: Profile) -> str:
-    """The requested profile, signed and bound to one confirm token (applied on confirm)."""
-    return _profile_serializer(ctx).dumps({"k": _token_tag(token), **profile.as_json()})
-
-
-def open_profile(ctx: WebContext, token: str, sealed: str | None) -> Profile | None:
-    if not sealed:
-        return None
-    try:
-        data = _profile_serializer(ctx).loads(sealed)
-        if not isinstance(data, dict) or data.get("k") != _token_tag(token):
-            raise InvalidToken("profile belongs to another link")
-        return Profile.from_json(data)
-    except (BadSignature, ValueError, TypeError):
-        raise InvalidToken("altered confirmation link") from None
-
-
-def send_mail(
-    ctx: WebContext, member: MemberView, rendered: Rendered, kind: str, now: datetime
-) -> bool:
-    """One transactional mail (not a delivery: never in the ledger); True if accepted."""
-    settings = ctx.settings
-    links = member_links(
-        ctx.signer, settings.base_url, member, now, settings.effective_unsubscribe_mailto
-    )
-    message_id = ledger.new_message_id(kind, settings.from_domain)
-    try:
-        data = compose_message(
-            rendered,
-            from_address=settings.from_address,
-            to_email=member.email,
-            to_name=member.name,
-            message_id=message_id,
-            date=now,
-            list_id=settings.effective_list_id,
-            unsubscribe_url=links.unsubscribe_url,
-            unsubscribe_mailto_url=links.unsubscribe_mailto,
-            reply_to=settings.reply_to,
-        )
-    except UnmailableAddress as exc:  # a row stored before addresses were checked for this
-        log.warning("%s mail to member %s not composed: %s", kind, member.id, exc)
-        return False
-    transport = ctx.transport_factory()
-    try:
-        result = transport.send(parseaddr(settings.from_address)[1], member.email, data, message_id)
-    finally:
-        transport.close()
-    if not result.ok:
-        log.warning(
-            "%s mail to member %s not sent: %s %s", kind, member.id, result.code, result.reply
-        )
-    return result.ok
-
-
-def preferences_url(ctx: WebContext, member_id: int, email: str, now: datetime) -> str:
-    token = ctx.signer.make(member_id, email, "preferences", now)
-    return f"{ctx.settings.base_url.rstrip('/')}/preferences/{token}"
-
-
-def render_manage_mail(ctx: WebContext, member: MemberView, url: str) -> Rendered:
-    """The "you are already subscribed" mail with a preferences link (MJML like the digest)."""
-    context = {"site_name": ctx.settings.site_name, "preferences_url": url, "member": member}
-    get = ctx.mails.get_template
-    return Rendered(
-        subject=clean_subject(get("web/mail/manage_subject.txt.j2").render(context)),
-        html=mjml_to_html(get("web/mail/manage.mjml.j2").render(context)),
-        text=get("web/mail/manage.txt.j2").render(context),
-    )
+def read_profile(
+    form: FormData, email: str, topics: list[Topic]
+) -> tuple[MemberRecord | None, list[MemberError]]:
+    """The subscribe or preferences form as a validated record (or its errors)."""
+    values = {key: str(form.get(key) or "") for key in _FIELDS}
+    ticked = [topic_slug(str(v)) for v in form.getlist("topics")]
+    return parse_profile(email, values, ticked, {t.slug: t.name for t in topics})
 
 
 # ------------------------------------------------------------------ subscribe
@@ -253,12 +100,7 @@ def _subscribe_page(
             "topics": topics,
             "chosen": chosen,
             "errors": errors or [],
-            "form": {
-                k: str(form.get(k) or "")
-                for k in ("email", "name", "frequency", "timezone", "send_hour")
-            }
-            if form
-            else {},
+            "form": {k: str(form.get(k) or "") for k in _FIELDS} if form else {},
             "frequencies": FREQUENCIES,
             "timezones": timezone_names(),
             "csrf_token": ctx.csrf.token(binding),
@@ -270,69 +112,10 @@ def _subscribe_page(
     return response
 
 
-def _topics(ctx: WebContext) -> list[Topic]:
-    with Session(ctx.engine) as session:
-        topics = all_topics(session)
-        session.expunge_all()
-    return topics
-
-
 async def subscribe_form(request: Request) -> Response:
     ctx = web_context(request)
     topics = await run_in_threadpool(_topics, ctx)
     return _subscribe_page(request, ctx, topics)
-
-
-def request_subscription(ctx: WebContext, email: str, profile: Profile) -> tuple[str, bool]:
-    """Create or find the member and mail them; returns what was sent and whether the server
-    took it (False when it refused, or when the address has had its share of mails today).
-
-    New and pending members get a confirmation link; unsubscribed or bounced ones too (only
-    their own click reactivates them); active or paused members get a preferences link and
-    nothing about them changes, so a stranger cannot alter their subscription.
-    """
-    now = ctx.clock()
-    if ctx.address_limiter.hit(email) is not None:
-        log.warning("subscribe: %s has had its share of mails today; none sent", email)
-        return "limited", True  # answered like a sent mail: nothing to learn about the address
-    with session_scope(ctx.engine) as session:
-        member = get_member(session, email)
-        if member is None:
-            add_member(
-                session,
-                email,
-                now,
-                name=profile.name,
-                topics=profile.topics,
-                frequency=profile.frequency,
-                timezone=profile.timezone,
-                send_hour=profile.send_hour,
-                status="pending",
-            )
-            member = get_member(session, email)
-            assert member is not None
-        view = member_view(session, member)
-    if view.status in ("active", "paused"):
-        rendered = render_manage_mail(ctx, view, preferences_url(ctx, view.id, view.email, now))
-        return "preferences", send_mail(ctx, view, rendered, "manage", now)
-    token = ctx.signer.make(view.id, view.email, "confirm", now)
-    url = (
-        f"{ctx.settings.base_url.rstrip('/')}/confirm/{token}?p={seal_profile(ctx, token, profile)}"
-    )
-    asked = MemberView(
-        id=view.id,
-        email=view.email,
-        name=profile.name or view.name,
-        status=view.status,
-        frequency=profile.frequency,
-        timezone=profile.timezone,
-        send_hour=profile.send_hour,
-        topics=profile.topics,
-    )
-    rendered = ctx.editions.renderer.render_confirmation(
-        site_name=ctx.settings.site_name, confirm_url=url, member=asked
-    )
-    return "confirm", send_mail(ctx, view, rendered, "confirm", now)
 
 
 async def subscribe(request: Request) -> Response:
@@ -348,18 +131,18 @@ async def subscribe(request: Request) -> Response:
     form = await request.form()
     ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
     topics = await run_in_threadpool(_topics, ctx)
-    errors: list[str] = []
+    errors: list[MemberError] = []
     email = ""
     try:
         email = normalize_email(str(form.get("email") or ""))
     except MemberError as exc:
-        errors.append(f"Email: {exc.message}.")
-    profile, more = parse_profile(form, topics)
+        errors.append(exc)
+    record, more = read_profile(form, email, topics)
     errors += more
-    if errors or profile is None:
-        return _subscribe_page(request, ctx, topics, errors, form, status_code=400)
-    _, sent = await run_in_threadpool(request_subscription, ctx, email, profile)
-    if not sent:  # the same answer whatever the address's state: it reveals nothing
+    if errors or record is None:
+        return _subscribe_page(request, ctx, topics, worded(errors), form, status_code=400)
+    requested = await run_in_threadpool(ctx.membership.request, record)
+    if not requested.sent:  # the same answer whatever the address's state: it reveals nothing
         return ctx.message(
             request,
             "Not sent yet",
@@ -378,81 +161,37 @@ async def subscribe(request: Request) -> Response:
 # ------------------------------------------------------------------ confirm
 
 
-def _confirm_state(
-    ctx: WebContext, token: str, sealed: str | None
-) -> tuple[MemberView, Profile, TokenData, Subscriber]:
-    max_age = _days(ctx.settings.confirm_link_days)
-    with Session(ctx.engine) as session:
-        member, data = member_by_token(session, ctx, token, "confirm", max_age)
-        view = member_view(session, member)
-        session.expunge(member)
-    profile = open_profile(ctx, token, sealed) or Profile(
-        view.name, view.topics, view.frequency, view.timezone, view.send_hour
+def _manage_link(ctx: WebContext, view: MemberView) -> tuple[str, str]:
+    return (
+        ctx.membership.preferences_url(view.id, view.email, ctx.clock()),
+        "Manage your subscription",
     )
-    return view, profile, data, member
-
-
-def _stale_for_suppressed(member: Subscriber, data: TokenData) -> bool:
-    """A confirm link older than the unsubscribe/bounce must not undo it."""
-    return data.issued_at < member.updated_at.replace(microsecond=0)
 
 
 async def confirm_page(request: Request) -> Response:
     ctx = web_context(request)
     token = request.path_params["token"]
     sealed = request.query_params.get("p")
-    view, profile, data, member = await run_in_threadpool(_confirm_state, ctx, token, sealed)
-    if view.status in ("active", "paused"):
-        url = preferences_url(ctx, view.id, view.email, ctx.clock())
+    state = await run_in_threadpool(ctx.membership.confirmation, token, sealed)
+    view = state.member
+    if state.already:
         return ctx.message(
             request,
             "Already subscribed",
             f"{view.email} is already subscribed.",
-            link=(url, "Manage your subscription"),
+            link=_manage_link(ctx, view),
         )
-    if view.status in SUPPRESSED_STATUSES and _stale_for_suppressed(member, data):
-        raise InvalidToken("stale")
     return ctx.page(
         request,
         "confirm.html",
         {
             "member": view,
-            "profile": profile,
+            "profile": state.asked,
             "sealed": sealed or "",
             "token": token,
             "csrf_token": ctx.csrf.token(f"confirm:{token}"),
         },
     )
-
-
-def confirm_subscription(ctx: WebContext, token: str, sealed: str | None) -> MemberView:
-    """Activate the member with the profile they asked for; repeated, it changes nothing."""
-    now = ctx.clock()
-    max_age = _days(ctx.settings.confirm_link_days)
-    profile = open_profile(ctx, token, sealed)
-    with session_scope(ctx.engine) as session:
-        member, data = member_by_token(session, ctx, token, "confirm", max_age)
-        if member.status in ("active", "paused"):
-            return member_view(session, member)
-        if member.status in SUPPRESSED_STATUSES and _stale_for_suppressed(member, data):
-            raise InvalidToken("stale")
-        email = member.email
-        if profile is not None:
-            add_member(
-                session,
-                email,
-                now,
-                name=profile.name or None,
-                topics=profile.topics,
-                frequency=profile.frequency,
-                timezone=profile.timezone,
-                send_hour=profile.send_hour,
-                reactivate=True,
-            )
-        set_status(session, email, "active", "confirmed by the member (double opt-in)", now)
-        member = get_member(session, email)
-        assert member is not None
-        return member_view(session, member)
 
 
 async def confirm(request: Request) -> Response:
@@ -461,14 +200,13 @@ async def confirm(request: Request) -> Response:
     form = await request.form()
     ctx.csrf.check(f"confirm:{token}", str(form.get(CSRF_FIELD) or ""))
     sealed = str(form.get("p") or "") or None
-    view = await run_in_threadpool(confirm_subscription, ctx, token, sealed)
-    url = preferences_url(ctx, view.id, view.email, ctx.clock())
+    view = await run_in_threadpool(ctx.membership.confirm, token, sealed)
     return ctx.message(
         request,
         "You are subscribed",
         f"Thank you: {view.email} will get {ctx.settings.site_name} ({view.frequency}, on "
         f"{', '.join(view.topics)}).",
-        link=(url, "Manage your subscription"),
+        link=_manage_link(ctx, view),
     )
 
 
@@ -476,13 +214,7 @@ async def confirm(request: Request) -> Response:
 
 
 def _prefs_state(ctx: WebContext, token: str) -> tuple[MemberView, list[Topic]]:
-    max_age = _days(ctx.settings.preferences_link_days)
-    with Session(ctx.engine) as session:
-        member, _ = member_by_token(session, ctx, token, "preferences", max_age)
-        view = member_view(session, member)
-        topics = all_topics(session)
-        session.expunge_all()
-    return view, topics
+    return ctx.membership.preferences(token), _topics(ctx)
 
 
 def _prefs_page(
@@ -530,40 +262,6 @@ async def preferences_page(request: Request) -> Response:
     return _prefs_page(request, ctx, token, view, topics, notice=notice)
 
 
-def apply_preferences(ctx: WebContext, token: str, action: str, profile: Profile | None) -> str:
-    """Save, pause, resume or unsubscribe for the link's member; returns the notice key."""
-    now = ctx.clock()
-    max_age = _days(ctx.settings.preferences_link_days)
-    with session_scope(ctx.engine) as session:
-        member, _ = member_by_token(session, ctx, token, "preferences", max_age)
-        email = member.email
-        if action == "unsubscribe":
-            if member.status not in SUPPRESSED_STATUSES:
-                set_status(session, email, "unsubscribed", "unsubscribed on preferences page", now)
-            return "unsubscribed"
-        if member.status in SUPPRESSED_STATUSES:
-            raise PermissionError(member.status)
-        if action == "pause":
-            if member.status != "paused":
-                set_status(session, email, "paused", "paused by the member", now)
-            return "paused"
-        if action == "resume":
-            if member.status != "active":
-                set_status(session, email, "active", "resumed by the member", now)
-            return "resumed"
-        assert profile is not None
-        add_member(
-            session,
-            email,
-            now,
-            topics=profile.topics,
-            frequency=profile.frequency,
-            timezone=profile.timezone,
-            send_hour=profile.send_hour,
-        )
-        return "saved"
-
-
 async def preferences(request: Request) -> Response:
     ctx = web_context(request)
     token = request.path_params["token"]
@@ -572,15 +270,15 @@ async def preferences(request: Request) -> Response:
     action = str(form.get("action") or "save")
     if action not in ("save", "pause", "resume", "unsubscribe"):
         return ctx.message(request, "Unknown action", "Use the buttons on the page.", 400)
-    profile = None
+    record = None
     if action == "save":
         view, topics = await run_in_threadpool(_prefs_state, ctx, token)
-        profile, errors = parse_profile(form, topics)
-        if profile is None:
-            return _prefs_page(request, ctx, token, view, topics, errors, status_code=400)
+        record, errors = read_profile(form, view.email, topics)
+        if record is None:
+            return _prefs_page(request, ctx, token, view, topics, worded(errors), status_code=400)
     try:
-        done = await run_in_threadpool(apply_preferences, ctx, token, action, profile)
-    except PermissionError:
+        done = await run_in_threadpool(ctx.membership.change, token, action, record)
+    except SuppressedMember:
         return ctx.message(
             request,
             "You are unsubscribed",
@@ -594,26 +292,10 @@ async def preferences(request: Request) -> Response:
 # ------------------------------------------------------------------ unsubscribe
 
 
-def _unsub_state(ctx: WebContext, token: str) -> MemberView:
-    with Session(ctx.engine) as session:
-        member, _ = member_by_token(session, ctx, token, "unsubscribe", None)
-        return member_view(session, member)
-
-
-def unsubscribe_member(ctx: WebContext, token: str, how: str) -> MemberView:
-    """Unsubscribe the link's member; idempotent, and a bounce stays a bounce."""
-    now = ctx.clock()
-    with session_scope(ctx.engine) as session:
-        member, _ = member_by_token(session, ctx, token, "unsubscribe", None)
-        if member.status not in SUPPRESSED_STATUSES:
-            set_status(session, member.email, "unsubscribed", how, now)
-        return member_view(session, member)
-
-
 async def unsubscribe_page(request: Request) -> Response:
     ctx = web_context(request)
     token = request.path_params["token"]
-    view = await run_in_threadpool(_unsub_state, ctx, token)
+    view = await run_in_threadpool(ctx.membership.unsubscribing, token)
     return ctx.page(
         request,
         "unsubscribe.html",
@@ -633,7 +315,7 @@ async def unsubscribe(request: Request) -> Response:
             "This request did not ask to unsubscribe. Use the button on the page.",
             status_code=400,
         )
-    view = await run_in_threadpool(unsubscribe_member, ctx, token, "one-click unsubscribe")
+    view = await run_in_threadpool(ctx.membership.unsubscribe, token, "one-click unsubscribe")
     return ctx.message(
         request,
         "You are unsubscribed",

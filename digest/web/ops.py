@@ -17,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from digest.models import DELIVERY_STATUSES, MEMBER_STATUSES, Delivery, SchedulerState, Subscriber
+from digest import ledger
+from digest.members import count_by_status
+from digest.models import SchedulerState
 from digest.web.context import WebContext, web_context
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -79,33 +81,18 @@ def metrics_text(ctx: WebContext) -> str:
     now = ctx.clock()
     lines: list[str] = []
     with Session(ctx.engine) as session:
-        by_status = dict(
-            session.exec(select(Delivery.status, func.count()).group_by(col(Delivery.status))).all()
-        )
-        members = dict(
-            session.exec(
-                select(Subscriber.status, func.count()).group_by(col(Subscriber.status))
-            ).all()
-        )
-        sent_recently = session.exec(
-            select(func.count()).where(
-                col(Delivery.status) == "sent", col(Delivery.sent_at) >= now - RATE_WINDOW
-            )
-        ).one()
-        ready = session.exec(
-            select(func.count()).where(
-                col(Delivery.status).in_(("planned", "retry")),
-                (col(Delivery.next_attempt_at).is_(None)) | (col(Delivery.next_attempt_at) <= now),
-            )
-        ).one()
+        by_status = ledger.counts_by_status(session)
+        members = count_by_status(session)
+        sent_recently = ledger.sent_between(session, now - RATE_WINDOW, now)
+        ready = ledger.ready_count(session, now)
         tick = last_tick(session)
     _gauge(lines, "digest_deliveries", "Deliveries in the ledger by status.")
-    for status in DELIVERY_STATUSES:
-        lines.append(f'digest_deliveries{{status="{status}"}} {by_status.get(status, 0)}')
+    for status, count in by_status.items():
+        lines.append(f'digest_deliveries{{status="{status}"}} {count}')
     _gauge(lines, "digest_members", "Members by status.")
-    for status in MEMBER_STATUSES:
-        lines.append(f'digest_members{{status="{status}"}} {members.get(status, 0)}')
-    queue = sum(by_status.get(s, 0) for s in ("planned", "retry", "sending"))
+    for status, count in members.items():
+        lines.append(f'digest_members{{status="{status}"}} {count}')
+    queue = ledger.queue_depth(by_status)
     _gauge(lines, "digest_queue_depth", "Deliveries not yet finished (planned, retry, sending).")
     lines.append(f"digest_queue_depth {queue}")
     _gauge(lines, "digest_queue_ready", "Deliveries a worker could claim now.")

@@ -1,9 +1,9 @@
-"""Where the stages meet: plan -> render -> send -> record, each with a report.
+"""Sending: claim ready deliveries, render each, hand it to SMTP, record the outcome.
 
-Everything here is orchestration. Selection and scheduling decisions are pure functions
-(``schedule``, ``selection``); reading and writing rows is ``catalog`` and ``ledger``; turning an
-issue into bytes is ``Editions.message_for``, the one call both preview and sending use, so
-what an editor previews is what a member gets.
+The ``Sender`` is a worker's engine: lanes (SMTP connections) that each render the next
+message while the server takes the last, opened as the server's latency needs them, sharing
+one rate limit and circuit breaker. What an SMTP reply means for a delivery (sent, retried
+later, failed, the member bounced) is decided here, in ``Sender._outcome``.
 """
 
 from __future__ import annotations
@@ -15,41 +15,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from digest import catalog, ledger
-from digest.compose import UnmailableAddress, compose_message
-from digest.content import ArticleView, DigestIssue, MemberView, Rendered
-from digest.db import session_scope
-from digest.dkim import signer_from_settings
+from digest.compose import UnmailableAddress
+from digest.content import ArticleView, MemberView
+from digest.editions import Editions
 from digest.mailer import SendResult, Transport, begin_send
-from digest.members import get_member
-from digest.models import Delivery
-from digest.render import Renderer
-from digest.schedule import (
-    PERIODS,
-    Edition,
-    edition_for_day,
-    edition_label,
-    is_stale,
-    latest_due_edition,
-    too_soon,
-    zone,
-)
-from digest.selection import (
-    CandidateIndex,
-    Limits,
-    group_by_topic,
-    select_articles,
-    window_start_for,
-)
 from digest.settings import Settings
 from digest.throttle import CircuitBreaker, RateLimiter
-from digest.tokens import TokenSigner, member_links
 
 log = logging.getLogger(__name__)
 
@@ -58,281 +37,6 @@ Progress = Callable[[int], None]
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-# ------------------------------------------------------------------ plan
-
-
-@dataclass(frozen=True)
-class PlanItem:
-    email: str
-    edition: str
-    status: str  # planned | skipped
-    reason: str | None
-    articles: tuple[ArticleView, ...]
-
-
-@dataclass
-class PlanReport:
-    members: int = 0
-    planned: int = 0
-    skipped_empty: int = 0
-    skipped_stale: int = 0
-    not_due: int = 0
-    too_soon: int = 0
-    already_planned: int = 0
-    items: list[PlanItem] = field(default_factory=list)
-
-
-def current_edition(member: MemberView, now: datetime, settings: Settings, force: bool) -> Edition:
-    """The edition a member is due for; ``force`` takes this period's edition, hour or not."""
-    if not force:
-        return latest_due_edition(
-            member.frequency, member.timezone, member.send_hour, now, settings.weekly_weekday
-        )
-    tz = zone(member.timezone)
-    today = now.astimezone(tz).date()
-    if member.frequency == "weekly":
-        today -= timedelta(days=(today.weekday() - settings.weekly_weekday) % 7)
-    edition = edition_for_day(member.frequency, today, member.send_hour, tz)
-    return Edition(edition.key, edition.frequency, edition.local_date, min(edition.due_at, now))
-
-
-class _Calendar:
-    """Each member's edition and whether it is stale, worked out once per (rhythm, zone, hour).
-
-    Within one planning run ``now`` is fixed, so a million members need only as many zoneinfo
-    computations as there are distinct settings among them.
-    """
-
-    def __init__(self, now: datetime, settings: Settings, force: bool) -> None:
-        self.now, self.settings, self.force = now, settings, force
-        self.lateness = timedelta(hours=settings.max_lateness_hours)
-        self._memo: dict[tuple[str, str, int], tuple[Edition, bool]] = {}
-
-    def __call__(self, member: MemberView) -> tuple[Edition, bool]:
-        """(the edition due, whether it is too late to send it)."""
-        key = (member.frequency, member.timezone, member.send_hour)
-        found = self._memo.get(key)
-        if found is None:
-            edition = current_edition(member, self.now, self.settings, self.force)
-            stale = is_stale(edition, member.timezone, self.now, self.lateness)
-            found = self._memo[key] = (edition, stale)
-        return found
-
-
-def plan_member(
-    member: MemberView,
-    edition: Edition,
-    last_window_end: datetime | None,
-    candidates: Sequence[ArticleView] | CandidateIndex,
-    now: datetime,
-    limits: Limits,
-    earliest_untaken: datetime | None = None,
-    *,
-    owed_from: datetime | None = None,
-    delivered: frozenset[int] = frozenset(),
-) -> ledger.PlannedRow:
-    """The ledger row for one member's edition: planned with its articles, or skipped empty.
-
-    ``candidates`` may be indexed once (``CandidateIndex``) when many members are planned.
-    ``owed_from``: a failed edition left a hole before the last taken window (see
-    ``ledger.History``); this window reaches back over it, less the articles ``delivered``.
-    """
-    start = window_start_for(last_window_end, PERIODS[member.frequency], now, earliest_untaken)
-    if owed_from is not None and owed_from < start:
-        start = owed_from
-        pool = candidates.articles if isinstance(candidates, CandidateIndex) else candidates
-        remaining = [a for a in pool if a.id not in delivered]
-        articles = select_articles(member, remaining, start, now, now, limits)
-    elif isinstance(candidates, CandidateIndex):
-        articles = candidates.select(member, start, now, now, limits)
-    else:
-        articles = select_articles(member, candidates, start, now, now, limits)
-    return ledger.PlannedRow(
-        subscriber_id=member.id,
-        edition=edition.key,
-        status="planned" if articles else "skipped",
-        due_at=edition.due_at,
-        window_start=start,
-        window_end=max(start, now),
-        article_ids=tuple(a.id for a in articles),
-        error=None if articles else "empty: no new articles on the member's topics",
-    )
-
-
-def limits_from(settings: Settings) -> Limits:
-    return Limits(max_items=settings.max_items, max_age=timedelta(days=settings.max_age_days))
-
-
-def plan(
-    engine: Engine,
-    settings: Settings,
-    now: datetime,
-    *,
-    dry_run: bool = False,
-    emails: Sequence[str] | None = None,
-    force: bool = False,
-    progress: Progress | None = None,
-) -> PlanReport:
-    """Plan every due edition of active members, one batch of members per transaction.
-
-    The candidates are read and indexed once; members are streamed in id order, so memory
-    holds one batch, whatever the number of members.
-    """
-    limits = limits_from(settings)
-    report = PlanReport()
-    with Session(engine) as session:
-        catalog.lock_articles(session)  # no ingest stamped before now is still uncommitted
-        candidates = catalog.candidate_articles(session, now, now - limits.max_age)
-    index = CandidateIndex(candidates)
-    by_id = {a.id: a for a in candidates}
-    calendar = _Calendar(now, settings, force)
-    for batch in catalog.member_batches(engine, settings.batch_size, emails=emails):
-        report.members += len(batch)
-        due = [calendar(m) for m in batch]
-        with session_scope(engine) as session:
-            ledger.lock_planning(session)
-            existing = ledger.existing_editions(
-                session, [(m.id, edition.key) for m, (edition, _) in zip(batch, due, strict=True)]
-            )
-            history = ledger.member_history(session, [m.id for m in batch])
-            rows: list[ledger.PlannedRow] = []
-            for member, (edition, stale) in zip(batch, due, strict=True):
-                if (member.id, edition.key) in existing:
-                    report.already_planned += 1
-                    continue
-                past = history.get(member.id, _NO_HISTORY)
-                if not force and too_soon(edition, past.last_due_at):
-                    report.too_soon += 1
-                    continue
-                if not force and stale:
-                    created = member.created_at
-                    if created is not None and created <= edition.due_at:
-                        rows.append(_stale_row(member, edition, now))
-                        report.skipped_stale += 1
-                    else:
-                        report.not_due += 1
-                    continue
-                row = plan_member(
-                    member,
-                    edition,
-                    past.last_window_end,
-                    index,
-                    now,
-                    limits,
-                    past.earliest_untaken_start,
-                    owed_from=past.owed_from,
-                    delivered=past.delivered,
-                )
-                rows.append(row)
-                if row.status == "planned":
-                    report.planned += 1
-                else:
-                    report.skipped_empty += 1
-                if dry_run:
-                    report.items.append(
-                        PlanItem(
-                            member.email,
-                            row.edition,
-                            row.status,
-                            row.error,
-                            tuple(by_id[i] for i in row.article_ids),
-                        )
-                    )
-            if not dry_run:
-                ledger.insert_rows(session, rows, settings.from_domain, now)
-            else:
-                session.rollback()
-        if progress:
-            progress(len(batch))
-    log.info(
-        "planned %d editions (%d empty, %d stale skipped, %d already planned) for %d members",
-        report.planned,
-        report.skipped_empty,
-        report.skipped_stale,
-        report.already_planned,
-        report.members,
-    )
-    return report
-
-
-_NO_HISTORY = ledger.History()
-
-
-def _stale_row(member: MemberView, edition: Edition, now: datetime) -> ledger.PlannedRow:
-    return ledger.PlannedRow(
-        subscriber_id=member.id,
-        edition=edition.key,
-        status="skipped",
-        due_at=edition.due_at,
-        window_start=edition.due_at,
-        window_end=edition.due_at,
-        article_ids=(),
-        error=f"stale: due {edition.due_at.isoformat()}, not sent in time; "
-        "its articles stay eligible for the next edition",
-    )
-
-
-# ------------------------------------------------------------------ render
-
-
-class Editions:
-    """Turns (member, edition, articles) into the message: used by sending and by preview."""
-
-    def __init__(self, settings: Settings, renderer: Renderer | None = None) -> None:
-        self.settings = settings
-        self.renderer = renderer or Renderer.from_settings(settings)
-        self.signer = TokenSigner(settings.secret_key)
-        self.dkim = signer_from_settings(settings)
-
-    def issue(
-        self, member: MemberView, edition: str, articles: Sequence[ArticleView], now: datetime
-    ) -> DigestIssue:
-        links = member_links(
-            self.signer,
-            self.settings.base_url,
-            member,
-            now,
-            self.settings.effective_unsubscribe_mailto,
-        )
-        return DigestIssue(
-            member=member,
-            edition=edition,
-            edition_label=edition_label(edition),
-            groups=group_by_topic(member, articles),
-            links=links,
-            site_name=self.settings.site_name,
-            base_url=self.settings.base_url,
-        )
-
-    def message_for(
-        self,
-        member: MemberView,
-        edition: str,
-        articles: Sequence[ArticleView],
-        message_id: str,
-        now: datetime,
-    ) -> tuple[Rendered, bytes]:
-        issue = self.issue(member, edition, articles, now)
-        rendered = self.renderer.render_digest(issue)
-        data = compose_message(
-            rendered,
-            from_address=self.settings.from_address,
-            to_email=member.email,
-            to_name=member.name,
-            message_id=message_id,
-            date=now,
-            list_id=self.settings.effective_list_id,
-            unsubscribe_url=issue.links.unsubscribe_url,
-            unsubscribe_mailto_url=issue.links.unsubscribe_mailto,
-            reply_to=self.settings.reply_to,
-            signer=self.dkim,
-        )
-        return rendered, data
-
-
-# ------------------------------------------------------------------ send
 
 
 @dataclass
@@ -346,6 +50,20 @@ class SendReport:
     lanes: int = 0  # SMTP connections (lanes) the run opened
     paused_reason: str | None = None
     errors: list[str] = field(default_factory=list)
+
+    #: The counts a summary shows (``summary``), in this order.
+    SHOWN: ClassVar[tuple[str, ...]] = ("sent", "retry", "failed")
+
+    def summary(self) -> dict[str, int]:
+        """What the run did, for logs, status and the scheduler's record of its runs."""
+        return {name: getattr(self, name) for name in self.SHOWN}
+
+    def add(self, other: SendReport) -> None:
+        """Count ``other``'s run into this one (a worker's totals over its runs; the error
+        texts stay with each run, so a worker that runs for months holds none of them)."""
+        for f in fields(self):
+            if f.type == "int":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 def _envelope_sender(from_address: str) -> str:
@@ -608,10 +326,10 @@ class Sender:
         member = members.get(delivery.subscriber_id)
         if member is None or member.status != "active":
             status = member.status if member else "deleted"
-            return ledger.Outcome(delivery.id, "failed", error=f"member is {status}; not sent")
+            return ledger.Outcome(delivery.id, ledger.FAILED, error=f"member is {status}; not sent")
         chosen = [self._articles[i] for i in delivery.article_ids if i in self._articles]
         if not chosen:
-            return ledger.Outcome(delivery.id, "failed", error="its articles no longer exist")
+            return ledger.Outcome(delivery.id, ledger.FAILED, error="its articles no longer exist")
         now = self.clock()
         try:
             _, data = self.editions.message_for(
@@ -619,10 +337,10 @@ class Sender:
             )
         except UnmailableAddress as exc:  # an old row's address: this delivery fails, clearly
             log.warning("delivery %s not composed: %s", delivery.id, exc)
-            return ledger.Outcome(delivery.id, "failed", error=f"address not mailable: {exc}")
+            return ledger.Outcome(delivery.id, ledger.FAILED, error=f"address not mailable: {exc}")
         except Exception as exc:  # a template bug fails this delivery, not the whole run
             log.exception("render failed for delivery %s", delivery.id)
-            return ledger.Outcome(delivery.id, "failed", error=f"render failed: {exc}")
+            return ledger.Outcome(delivery.id, ledger.FAILED, error=f"render failed: {exc}")
         return member, data, now
 
     def _hand_over(
@@ -649,7 +367,9 @@ class Sender:
         if result.ok:
             self.breaker.success()
             log.debug("delivery %s to %s sent: %s", delivery.id, member.email, result.reply)
-            return ledger.Outcome(delivery.id, "sent", result.code, result.reply, size_bytes=size)
+            return ledger.Outcome(
+                delivery.id, ledger.SENT, result.code, result.reply, size_bytes=size
+            )
         reason = f"{result.code or ''} {result.reply}".strip()
         if result.code in (421, 451):
             self.limiter.pushback()
@@ -661,7 +381,7 @@ class Sender:
             log.warning("delivery %s to %s failed: %s", delivery.id, member.email, reason)
             return ledger.Outcome(
                 delivery.id,
-                "failed",
+                ledger.FAILED,
                 result.code,
                 result.reply,
                 error=reason if result.permanent else f"attempts exhausted: {reason}",
@@ -677,7 +397,12 @@ class Sender:
             reason,
         )
         return ledger.Outcome(
-            delivery.id, "retry", result.code, result.reply, error=reason, next_attempt_at=retry_at
+            delivery.id,
+            ledger.RETRY,
+            result.code,
+            result.reply,
+            error=reason,
+            next_attempt_at=retry_at,
         )
 
 
@@ -748,81 +473,12 @@ class _Pace:
 
 
 def _tally(report: SendReport, outcome: ledger.Outcome, delivery: ledger.Claimed) -> None:
-    if outcome.status == "sent":
+    if outcome.status == ledger.SENT:
         report.sent += 1
-    elif outcome.status == "retry":
+    elif outcome.status == ledger.RETRY:
         report.retry += 1
     else:
         report.failed += 1
         report.errors.append(f"{delivery.edition} #{delivery.id}: {outcome.error}")
     if outcome.suppress_member == "bounced":
         report.bounced += 1
-
-
-# ------------------------------------------------------------------ preview
-
-
-@dataclass(frozen=True)
-class Preview:
-    member: MemberView
-    edition: str
-    articles: tuple[ArticleView, ...]
-    rendered: Rendered
-    message: bytes
-
-
-def preview(
-    engine: Engine,
-    settings: Settings,
-    editions: Editions,
-    email: str,
-    now: datetime,
-    edition: str | None = None,
-) -> Preview | None:
-    """What ``email`` would get if their digest went out now; nothing is written.
-
-    A planned but unsent edition is shown as planned; otherwise the next edition is selected
-    exactly as planning would select it. With ``edition``, that recorded edition is rendered
-    again (what the member got, or will get).
-    """
-    with Session(engine) as session:
-        row = get_member(session, email)
-        if row is None:
-            raise LookupError(f"no such subscriber: {email}")
-        member = catalog.member_views(session, [row])[0]
-        query = select(Delivery).where(Delivery.subscriber_id == member.id)
-        if edition is not None:
-            query = query.where(Delivery.edition == edition)
-        else:
-            query = query.where(col(Delivery.status).in_(("planned", "retry", "sending")))
-        pending = session.exec(query.order_by(col(Delivery.id))).first()
-        if edition is not None and pending is None:
-            raise LookupError(f"{email} has no edition {edition}")
-        if pending is not None:
-            articles = tuple(catalog.articles_by_id(session, pending.article_ids).values())
-            articles = tuple(sorted(articles, key=lambda a: pending.article_ids.index(a.id)))
-            edition_key, message_id = pending.edition, pending.message_id
-        else:
-            limits = limits_from(settings)
-            candidates = catalog.candidate_articles(session, now, now - limits.max_age)
-            past = ledger.member_history(session, [member.id]).get(member.id, ledger.History())
-            upcoming = current_edition(member, now, settings, force=True)
-            row_plan = plan_member(
-                member,
-                upcoming,
-                past.last_window_end,
-                candidates,
-                now,
-                limits,
-                past.earliest_untaken_start,
-                owed_from=past.owed_from,
-                delivered=past.delivered,
-            )
-            by_id = {a.id: a for a in candidates}
-            articles = tuple(by_id[i] for i in row_plan.article_ids)
-            edition_key = upcoming.key
-            message_id = ledger.new_message_id(f"preview.{upcoming.key}", settings.from_domain)
-    if not articles:
-        return None
-    rendered, data = editions.message_for(member, edition_key, articles, message_id, now)
-    return Preview(member, edition_key, articles, rendered, data)

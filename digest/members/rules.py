@@ -1,0 +1,335 @@
+"""Member rules, pure: what a valid address, name, topic list, rhythm, zone and hour are.
+
+Every way in (CSV import, ``digest subscribers add``, the subscribe and preferences forms)
+validates here, once, into a ``MemberRecord``; nothing below re-parses one. Errors carry the
+record's place, the field and the reason, never a command-line option: the CLI and the web
+word them for their own users.
+
+Emails are stored in one form, the validator's normalised address lowercased, so lookups and
+the unique constraint agree however the address was typed.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from email_validator import EmailNotValidError, validate_email
+
+from digest.models import FREQUENCIES as FREQUENCIES
+from digest.models import MEMBER_STATUSES as MEMBER_STATUSES
+from digest.models import SUPPRESSED_STATUSES as SUPPRESSED_STATUSES
+from digest.topics import topic_length_problem, unique_topics
+
+MAX_NAME_LENGTH = 200
+DEFAULT_FREQUENCY = "daily"
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_SEND_HOUR = 7
+#: Members who get digests, or may resume them: a new subscribe request changes nothing
+#: about them (they get a link to their preferences instead).
+SUBSCRIBED_STATUSES = frozenset({"active", "paused"})
+#: Statuses a new member may be created with: imported lists are consented (active) or await
+#: double opt-in (pending); anything else would be a suppression nobody asked for.
+NEW_MEMBER_STATUSES = ("active", "pending")
+#: Statuses ``add`` may set on an existing member; suppression goes through ``remove``.
+OPERATOR_STATUSES = ("pending", "active", "paused")
+#: Fields an import or ``add`` may change on an existing member (never the status).
+PROFILE_FIELDS = ("name", "topics", "frequency", "timezone", "send_hour")
+
+
+class MemberError(ValueError):
+    """One bad field of one record; the message names where, which field and why."""
+
+    def __init__(self, where: str, field: str, message: str) -> None:
+        self.where = where
+        self.field = field
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.where}: field '{self.field}': {self.message}"
+
+
+class MemberNotFound(LookupError):
+    """No member has this address."""
+
+    def __init__(self, email: str) -> None:
+        self.email = email
+        super().__init__(f"no such subscriber: {email}")
+
+
+class SuppressedMember(ValueError):
+    """The member unsubscribed or bounced; only an explicit reactivation may change that."""
+
+    def __init__(self, email: str, status: str) -> None:
+        self.email = email
+        self.status = status
+        super().__init__(
+            f"{email} is {status}; reactivating needs the member's own request to be "
+            "subscribed again"
+        )
+
+
+class ImportFileError(ValueError):
+    """The file as a whole cannot be read: too big, not UTF-8, no header, broken CSV."""
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """A validated member as the outside world describes it: a CSV row, ``add`` options, or
+    what a visitor asked for on the subscribe or preferences form.
+
+    Built only by the parsers below, so a record's fields are always in their stored form
+    (the zone as the tz database spells it, topics as display names) and travel unchanged
+    to the row: through a signed confirmation link as ``as_json``/``from_json``, into the
+    store by ``store.add_member`` without being parsed again.
+    """
+
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+    frequency: str = DEFAULT_FREQUENCY
+    timezone: str = DEFAULT_TIMEZONE
+    send_hour: int = DEFAULT_SEND_HOUR
+
+    def as_json(self) -> dict[str, Any]:
+        """The profile (everything but the address) in a compact form for a signed link."""
+        return {
+            "n": self.name,
+            "t": list(self.topics),
+            "f": self.frequency,
+            "z": self.timezone,
+            "h": self.send_hour,
+        }
+
+    @classmethod
+    def from_json(cls, email: str, data: Any) -> MemberRecord:
+        """A record from ``as_json`` output that this installation signed (so it was
+        validated when it was made); only its shape is checked here."""
+        if not isinstance(data, dict):
+            raise ValueError("malformed profile")
+        name, topics = data.get("n", ""), data.get("t", [])
+        frequency, zone, hour = data.get("f"), data.get("z"), data.get("h")
+        if not (
+            isinstance(name, str)
+            and isinstance(topics, list)
+            and all(isinstance(t, str) for t in topics)
+            and frequency in FREQUENCIES
+            and isinstance(zone, str)
+            and isinstance(hour, int)
+            and not isinstance(hour, bool)
+            and 0 <= hour <= 23
+        ):
+            raise ValueError("malformed profile")
+        return cls(email, name, tuple(topics), frequency, zone, hour)
+
+
+def normalize_email(value: str, where: str = "email") -> str:
+    """The stored form of an address: validated, normalised, lowercased (one member per inbox).
+
+    The domain is kept in its ASCII (IDNA) form and a local part must be ASCII: messages are
+    composed with ASCII headers and sent without SMTPUTF8, so any other address could be
+    stored but never mailed.
+    """
+    value = (value or "").strip()
+    if not value:
+        raise MemberError(where, "email", "missing")
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise MemberError(where, "email", f"invalid address {value!r}: {exc}") from None
+    if result.ascii_email is None:
+        raise MemberError(
+            where,
+            "email",
+            f"{value!r} has non-ASCII characters before the '@'; such addresses need "
+            "SMTPUTF8 mail, which is not supported",
+        )
+    return result.ascii_email.lower()
+
+
+def unicode_form(email: str) -> str | None:
+    """How a stored-form address with an IDNA domain was stored before domains were kept in
+    ASCII (``a@bücher.example``), so such rows are matched and their suppression holds."""
+    if "xn--" not in email.rpartition("@")[2]:
+        return None
+    try:
+        form = validate_email(email, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+    return form if form != email else None
+
+
+def lookup_emails(value: str) -> tuple[str, ...]:
+    """The stored forms an address may have, the current one first; lenient, so an odd row
+    (or one stored with a Unicode domain before domains were kept in ASCII) is still found."""
+    value = (value or "").strip()
+    forms = [value.lower()]
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return tuple(forms)
+    forms.insert(0, result.normalized.lower())
+    if result.ascii_email is not None:
+        forms.insert(0, result.ascii_email.lower())
+    return tuple(dict.fromkeys(forms))
+
+
+def clean_name(value: str, where: str = "name") -> str:
+    """NFC, control and line-break characters turned into spaces, single-spaced, trimmed.
+
+    Names end up in email headers and greetings; a CR/LF there is a header-injection risk.
+    """
+    value = unicodedata.normalize("NFC", value or "")
+    value = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in value)
+    value = " ".join(value.split())
+    if len(value) > MAX_NAME_LENGTH:
+        raise MemberError(where, "name", f"longer than {MAX_NAME_LENGTH} characters")
+    return value
+
+
+def parse_topics(value: str | Iterable[str], where: str = "topics") -> tuple[str, ...]:
+    """Topic display names from ``'A; B'`` (or several such strings), deduplicated by slug."""
+    parts = [value] if isinstance(value, str) else list(value)
+    names = unique_topics(piece for part in parts for piece in (part or "").split(";"))
+    for name in names:
+        problem = topic_length_problem(name)
+        if problem:
+            raise MemberError(where, "topics", problem)
+    return tuple(names)
+
+
+def parse_frequency(value: str, where: str = "frequency") -> str:
+    text = (value or "").strip().lower()
+    if not text:
+        return DEFAULT_FREQUENCY
+    if text not in FREQUENCIES:
+        raise MemberError(
+            where, "frequency", f"{value.strip()!r} is not one of {', '.join(FREQUENCIES)}"
+        )
+    return text
+
+
+@cache
+def _zones_by_folded_name() -> dict[str, str]:
+    return {name.casefold(): name for name in available_timezones()}
+
+
+def parse_timezone(value: str, where: str = "timezone") -> str:
+    """An IANA zone name as the tz database spells it ("europe/london" -> "Europe/London")."""
+    text = (value or "").strip()
+    if not text:
+        return DEFAULT_TIMEZONE
+    canonical = _zones_by_folded_name().get(text.casefold())
+    if canonical is None:
+        raise MemberError(where, "timezone", f"unknown time zone {text!r}")
+    try:
+        ZoneInfo(canonical)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise MemberError(where, "timezone", f"unknown time zone {text!r}") from None
+    return canonical
+
+
+def parse_send_hour(value: str | int, where: str = "send_hour") -> int:
+    if isinstance(value, int):
+        hour = value
+    else:
+        text = (value or "").strip()
+        if not text:
+            return DEFAULT_SEND_HOUR
+        if not text.isascii() or not text.isdigit():
+            raise MemberError(where, "send_hour", f"{text!r} is not a whole hour from 0 to 23")
+        hour = int(text)
+    if not 0 <= hour <= 23:
+        raise MemberError(where, "send_hour", f"{hour} is not a whole hour from 0 to 23")
+    return hour
+
+
+def parse_member(row: Mapping[str, str], where: str) -> MemberRecord:
+    """Validate one record; missing or blank optional fields take the defaults.
+
+    Raises the first ``MemberError`` found, checking fields in column order.
+    """
+    return MemberRecord(
+        email=normalize_email(row.get("email") or "", where),
+        name=clean_name(row.get("name") or "", where),
+        topics=parse_topics(row.get("topics") or "", where),
+        frequency=parse_frequency(row.get("frequency") or "", where),
+        timezone=parse_timezone(row.get("timezone") or "", where),
+        send_hour=parse_send_hour(row.get("send_hour") or "", where),
+    )
+
+
+def check_new_status(status: str) -> str:
+    if status not in NEW_MEMBER_STATUSES:
+        raise ValueError(f"a new member's status must be one of {', '.join(NEW_MEMBER_STATUSES)}")
+    return status
+
+
+def parse_changes(
+    email: str,
+    where: str,
+    *,
+    name: str | None = None,
+    topics: str | Iterable[str] | None = None,
+    frequency: str | None = None,
+    timezone: str | None = None,
+    send_hour: str | int | None = None,
+) -> tuple[MemberRecord, frozenset[str]]:
+    """Validate the fields given (``None``: not given) into a record, and which were given.
+
+    For changes to one member (``digest subscribers add``): the store writes only the given
+    fields of an existing member; a new one gets the defaults for the rest.
+    """
+    row: dict[str, str] = {"email": email}
+    for field, value in (("name", name), ("frequency", frequency), ("timezone", timezone)):
+        if value is not None:
+            row[field] = value
+    if send_hour is not None:
+        row["send_hour"] = str(send_hour)
+    record = parse_member(row, where)
+    if topics is not None:
+        record = MemberRecord(
+            record.email,
+            record.name,
+            parse_topics(topics, where),
+            record.frequency,
+            record.timezone,
+            record.send_hour,
+        )
+    given = frozenset(
+        f for f in PROFILE_FIELDS if f in row or (f == "topics" and topics is not None)
+    )
+    return record, given
+
+
+def parse_profile(
+    email: str, values: Mapping[str, str], topics: Iterable[str], offered: Mapping[str, str]
+) -> tuple[MemberRecord | None, list[MemberError]]:
+    """Validate a subscribe or preferences form into a record, or every field's error.
+
+    ``topics`` are the slugs ticked, ``offered`` the topics the form may offer (slug ->
+    display name): anything else ticked is ignored, and at least one must remain.
+    """
+    errors: list[MemberError] = []
+    chosen = tuple(dict.fromkeys(offered[s] for s in topics if s in offered))
+    if not chosen:
+        errors.append(MemberError("form", "topics", "choose at least one topic"))
+    parsed: dict[str, Any] = {}
+    for field, parse in (
+        ("name", clean_name),
+        ("frequency", parse_frequency),
+        ("timezone", parse_timezone),
+        ("send_hour", parse_send_hour),
+    ):
+        try:
+            parsed[field] = parse(values.get(field) or "", "form")
+        except MemberError as exc:
+            errors.append(exc)
+    if errors:
+        return None, errors
+    return MemberRecord(email=email, topics=chosen, **parsed), []

@@ -1,0 +1,453 @@
+"""Members in the store: look up, add from a validated record, change status, remove, list.
+
+Nothing here parses: records arrive validated (``rules``), and errors are raised with the
+field and the reason. Suppression holds: an unsubscribed or bounced member is changed only
+with ``reactivate``, which only the member's own request or an operator who says so passes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, insert, update
+from sqlmodel import Session, col, select
+
+from digest.catalog import ensure_topics
+from digest.members.rules import (
+    MEMBER_STATUSES,
+    NEW_MEMBER_STATUSES,
+    OPERATOR_STATUSES,
+    PROFILE_FIELDS,
+    SUPPRESSED_STATUSES,
+    MemberError,
+    MemberNotFound,
+    MemberRecord,
+    SuppressedMember,
+    lookup_emails,
+    unicode_form,
+)
+from digest.models import Delivery, Subscriber, SubscriberTopic, Topic
+from digest.topics import topic_slug
+
+if TYPE_CHECKING:
+    from digest.members.csvfile import ImportReport
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """A stored member with the display names of their topics, for listing and export."""
+
+    id: int
+    email: str
+    name: str
+    status: str
+    topics: tuple[str, ...]
+    frequency: str
+    timezone: str
+    send_hour: int
+    created_at: datetime
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "email": self.email,
+            "name": self.name,
+            "status": self.status,
+            "topics": list(self.topics),
+            "frequency": self.frequency,
+            "timezone": self.timezone,
+            "send_hour": self.send_hour,
+            "created_at": self.created_at.isoformat(),
+        }
+
+    def as_csv(self) -> dict[str, str]:
+        return {
+            "email": self.email,
+            "name": self.name,
+            "topics": "; ".join(self.topics),
+            "frequency": self.frequency,
+            "timezone": self.timezone,
+            "send_hour": str(self.send_hour),
+            "status": self.status,
+        }
+
+
+# ---------------------------------------------------------------- writing
+
+
+class TopicIds:
+    """Topic ids by slug, created on first use; topics are few, so they are kept per import."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.ids: dict[str, int] = {}
+
+    def ids_for(self, names: Iterable[str]) -> list[int]:
+        names = list(names)
+        missing = [n for n in names if topic_slug(n) not in self.ids]
+        if missing:
+            for topic in ensure_topics(self.session, missing):
+                assert topic.id is not None
+                self.ids[topic.slug] = topic.id
+        return [self.ids[topic_slug(n)] for n in names]
+
+
+def _replace_topics(
+    session: Session, topic_ids: TopicIds, wanted: Mapping[int, Sequence[str]]
+) -> None:
+    """Set each member's topics to exactly ``wanted[member_id]``, with two bulk statements."""
+    if not wanted:
+        return
+    ids = list(wanted)
+    session.execute(delete(SubscriberTopic).where(col(SubscriberTopic.subscriber_id).in_(ids)))
+    rows = [
+        {"subscriber_id": member_id, "topic_id": topic_id}
+        for member_id, names in wanted.items()
+        for topic_id in dict.fromkeys(topic_ids.ids_for(names))
+    ]
+    if rows:
+        session.execute(insert(SubscriberTopic), rows)
+
+
+def _apply_profile(member: Subscriber, record: MemberRecord, fields: Iterable[str]) -> bool:
+    """Copy the given profile fields (not topics) onto ``member``; True if anything changed."""
+    changed = False
+    for name in fields:
+        if name == "topics":
+            continue
+        value = getattr(record, name)
+        if getattr(member, name) != value:
+            setattr(member, name, value)
+            changed = True
+    return changed
+
+
+def _new_member(record: MemberRecord, status: str, now: datetime) -> Subscriber:
+    return Subscriber(**_new_member_values(record, status, now))
+
+
+def _new_member_values(record: MemberRecord, status: str, now: datetime) -> dict[str, Any]:
+    return {
+        "email": record.email,
+        "name": record.name,
+        "status": status,
+        "frequency": record.frequency,
+        "timezone": record.timezone,
+        "send_hour": record.send_hour,
+        "created_at": now,
+        "updated_at": now,
+        "confirmed_at": now if status == "active" else None,
+    }
+
+
+_EXISTING_COLUMNS = (
+    Subscriber.id,
+    Subscriber.email,
+    Subscriber.status,
+    Subscriber.name,
+    Subscriber.frequency,
+    Subscriber.timezone,
+    Subscriber.send_hour,
+)
+
+
+def write_chunk(
+    session: Session,
+    topic_ids: TopicIds,
+    chunk: list[tuple[MemberRecord, frozenset[str]]],
+    status: str,
+    now: datetime,
+    report: ImportReport,
+) -> None:
+    """Write one chunk with bulk statements: one lookup, one INSERT, one UPDATE, topics.
+
+    Core-level bulk statements rather than ORM objects: building a SQLModel instance per row
+    costs more than the database work, and a 100k-row list would take minutes.
+    """
+    emails = [record.email for record, _ in chunk]
+    legacy = {form: email for email in emails if (form := unicode_form(email)) is not None}
+    existing: dict[str, Any] = {}
+    found = session.execute(
+        select(*_EXISTING_COLUMNS).where(col(Subscriber.email).in_([*emails, *legacy]))
+    ).all()
+    for row in sorted(found, key=lambda r: r.email in legacy):  # the ASCII row wins
+        existing.setdefault(legacy.get(row.email, row.email), row)
+    current_topics = member_topic_slugs(session, [row.id for row in existing.values()])
+    topics: dict[int, Sequence[str]] = {}
+    fresh: list[MemberRecord] = []
+    updates: list[dict[str, Any]] = []
+    for record, present in chunk:
+        row = existing.get(record.email)
+        if row is None:
+            fresh.append(record)
+            report.new += 1
+            continue
+        if row.status in SUPPRESSED_STATUSES:
+            report.suppressed += 1
+            continue
+        report.updated += 1
+        changes = {
+            name: getattr(record, name)
+            for name in PROFILE_FIELDS
+            if name != "topics" and name in present and getattr(row, name) != getattr(record, name)
+        }
+        if row.email != record.email:  # stored with a Unicode domain: now mailable
+            changes["email"] = record.email
+        if "topics" in present:
+            wanted = {topic_slug(t) for t in record.topics}
+            if wanted != current_topics.get(row.id, set()):
+                topics[row.id] = record.topics
+                changes["updated_at"] = now
+        if changes:
+            updates.append({"id": row.id, **changes, "updated_at": now})
+    if fresh:
+        created = session.execute(
+            insert(Subscriber).returning(col(Subscriber.id), col(Subscriber.email)),
+            [_new_member_values(record, status, now) for record in fresh],
+        )
+        ids = {email: member_id for member_id, email in created}
+        for record in fresh:
+            if record.topics:
+                topics[ids[record.email]] = record.topics
+    if updates:
+        # Grouped by the set of changed columns: one executemany per shape.
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for values in updates:
+            shapes[tuple(sorted(values))].append(values)
+        for group in shapes.values():
+            session.execute(update(Subscriber), group)
+    _replace_topics(session, topic_ids, topics)
+    session.expunge_all()  # nothing from this chunk stays in the identity map
+
+
+# ---------------------------------------------------------------- single members
+
+
+def get_member(session: Session, email: str) -> Subscriber | None:
+    """The member with this address (however it is cased or its domain spelled), or None."""
+    forms = lookup_emails(email)
+    found = {
+        m.email: m for m in session.exec(select(Subscriber).where(col(Subscriber.email).in_(forms)))
+    }
+    return next((found[f] for f in forms if f in found), None)
+
+
+def _require(session: Session, email: str) -> Subscriber:
+    member = get_member(session, email)
+    if member is None:
+        raise MemberNotFound(email.strip())
+    return member
+
+
+def set_status(
+    session: Session, email: str, status: str, reason: str | None, now: datetime
+) -> Subscriber:
+    """Change a member's status, recording why and when (``unsubscribed_at``, ``confirmed_at``)."""
+    if status not in MEMBER_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(MEMBER_STATUSES)}, not {status!r}")
+    member = _require(session, email)
+    member.status = status
+    member.status_reason = reason
+    member.updated_at = now
+    if status == "unsubscribed":
+        member.unsubscribed_at = member.unsubscribed_at or now
+    elif status not in SUPPRESSED_STATUSES:
+        member.unsubscribed_at = None
+    if status == "active" and member.confirmed_at is None:
+        member.confirmed_at = now
+    session.add(member)
+    session.flush()
+    return member
+
+
+@dataclass(frozen=True)
+class AddResult:
+    member: MemberRow
+    created: bool
+    changed: bool
+
+
+def add_member(
+    session: Session,
+    record: MemberRecord,
+    now: datetime,
+    *,
+    given: Collection[str] = PROFILE_FIELDS,
+    status: str | None = None,
+    reactivate: bool = False,
+) -> AddResult:
+    """Create a member from ``record``, or write its ``given`` fields onto an existing one.
+
+    A new member gets every field of the record (defaults where nothing was given) and needs
+    at least one topic (otherwise they would get nothing). Raises ``MemberError``, or
+    ``SuppressedMember`` for an unsubscribed/bounced address unless ``reactivate``.
+    """
+    where = "add"
+    if status is not None and status not in OPERATOR_STATUSES:
+        raise MemberError(where, "status", f"must be one of {', '.join(OPERATOR_STATUSES)}")
+    topic_ids = TopicIds(session)
+    member = get_member(session, record.email)
+    if member is None:
+        if not record.topics:
+            raise MemberError(where, "topics", "a new member needs at least one topic")
+        new_status = status or "active"
+        if new_status not in NEW_MEMBER_STATUSES:
+            raise MemberError(
+                where, "status", f"a new member must be {' or '.join(NEW_MEMBER_STATUSES)}"
+            )
+        member = _new_member(record, new_status, now)
+        session.add(member)
+        session.flush()
+        assert member.id is not None
+        _replace_topics(session, topic_ids, {member.id: record.topics})
+        return AddResult(_row(session, member), created=True, changed=True)
+    if member.status in SUPPRESSED_STATUSES and not reactivate:
+        raise SuppressedMember(member.email, member.status)
+    changed = _apply_profile(member, record, given)
+    if member.email != record.email:  # stored with a Unicode domain: now mailable
+        member.email = record.email
+        changed = True
+    if member.status in SUPPRESSED_STATUSES:
+        set_status(session, member.email, status or "active", "reactivated by operator", now)
+        changed = True
+    elif status is not None and status != member.status:
+        set_status(session, member.email, status, "changed by operator", now)
+        changed = True
+    assert member.id is not None
+    if "topics" in given:
+        old = member_topic_slugs(session, [member.id]).get(member.id, set())
+        if old != {topic_slug(t) for t in record.topics}:
+            _replace_topics(session, topic_ids, {member.id: record.topics})
+            changed = True
+    if changed:
+        member.updated_at = now
+    session.add(member)
+    session.flush()
+    return AddResult(_row(session, member), created=False, changed=changed)
+
+
+def remove_member(session: Session, email: str, now: datetime, forget: bool = False) -> str:
+    """Unsubscribe a member (keeping the suppression record), or with ``forget`` erase them.
+
+    Erasure deletes their deliveries and topics too, so nothing about them is left behind;
+    an import could then bring the address back, which is what erasure means.
+    Returns the stored address.
+    """
+    member = _require(session, email)
+    stored = member.email
+    if not forget:
+        set_status(session, stored, "unsubscribed", "removed by operator", now)
+        return stored
+    member_id = member.id
+    session.expunge(member)
+    session.execute(delete(Delivery).where(col(Delivery.subscriber_id) == member_id))
+    session.execute(delete(SubscriberTopic).where(col(SubscriberTopic.subscriber_id) == member_id))
+    session.execute(delete(Subscriber).where(col(Subscriber.id) == member_id))
+    session.flush()
+    return stored
+
+
+# ---------------------------------------------------------------- reading
+
+
+def member_topic_slugs(session: Session, member_ids: Iterable[int]) -> dict[int, set[str]]:
+    """Topic slugs per member id (members without topics are absent), read in chunks."""
+    ids = list(dict.fromkeys(member_ids))
+    out: dict[int, set[str]] = defaultdict(set)
+    for i in range(0, len(ids), CHUNK):
+        rows = session.exec(
+            select(SubscriberTopic.subscriber_id, Topic.slug)
+            .join(Topic, col(Topic.id) == col(SubscriberTopic.topic_id))
+            .where(col(SubscriberTopic.subscriber_id).in_(ids[i : i + CHUNK]))
+        )
+        for member_id, slug in rows:
+            out[member_id].add(slug)
+    return dict(out)
+
+
+def _topic_names(session: Session, member_ids: Sequence[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    if not member_ids:
+        return out
+    rows = session.exec(
+        select(SubscriberTopic.subscriber_id, Topic.name)
+        .join(Topic, col(Topic.id) == col(SubscriberTopic.topic_id))
+        .where(col(SubscriberTopic.subscriber_id).in_(member_ids))
+    )
+    for member_id, name in rows:
+        out[member_id].append(name)
+    for names in out.values():
+        names.sort(key=str.casefold)  # the same order on every backend's collation
+    return out
+
+
+def _rows(session: Session, members: Sequence[Subscriber]) -> list[MemberRow]:
+    ids = [m.id for m in members if m.id is not None]
+    names = _topic_names(session, ids)
+    return [
+        MemberRow(
+            id=m.id,
+            email=m.email,
+            name=m.name,
+            status=m.status,
+            topics=tuple(names.get(m.id, ())),
+            frequency=m.frequency,
+            timezone=m.timezone,
+            send_hour=m.send_hour,
+            created_at=m.created_at,
+        )
+        for m in members
+        if m.id is not None
+    ]
+
+
+def _row(session: Session, member: Subscriber) -> MemberRow:
+    return _rows(session, [member])[0]
+
+
+def iter_members(
+    session: Session,
+    status: str | None = None,
+    topic: str | None = None,
+    batch_size: int = CHUNK,
+) -> Iterator[MemberRow]:
+    """Members in id order, read a batch at a time by keyset pagination (``id > last``)."""
+    if status is not None and status not in MEMBER_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(MEMBER_STATUSES)}, not {status!r}")
+    query = select(Subscriber)
+    if status is not None:
+        query = query.where(Subscriber.status == status)
+    if topic is not None:
+        slug = topic_slug(topic)
+        query = query.where(
+            col(Subscriber.id).in_(
+                select(SubscriberTopic.subscriber_id)
+                .join(Topic, col(Topic.id) == col(SubscriberTopic.topic_id))
+                .where(Topic.slug == slug)
+            )
+        )
+    last = 0
+    while True:
+        batch = session.exec(
+            query.where(col(Subscriber.id) > last).order_by(col(Subscriber.id)).limit(batch_size)
+        ).all()
+        if not batch:
+            return
+        yield from _rows(session, batch)
+        last = batch[-1].id or last
+        session.expunge_all()
+        if len(batch) < batch_size:
+            return
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """How many members are in each state (every state, zeros included)."""
+    found = dict(
+        session.exec(select(Subscriber.status, func.count()).group_by(col(Subscriber.status))).all()
+    )
+    return {status: int(found.get(status, 0)) for status in MEMBER_STATUSES}

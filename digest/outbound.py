@@ -1,0 +1,115 @@
+"""The one door for mail that is not a ledger delivery: notices and test copies.
+
+Confirmation and "already subscribed" mails, and editors' test copies, are rendered here,
+composed by ``Editions.compose`` (the headers and DKIM signer of every digest), handed to the
+configured transport, and answered with what the server said. Nothing here writes the
+ledger: such a message is never a delivery, and sending one never changes what members get.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any
+
+from digest import ledger
+from digest.compose import UnmailableAddress
+from digest.content import MemberView, Rendered
+from digest.editions import Editions
+from digest.mailer import Transport
+from digest.preview import Preview
+from digest.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TransportFactory = Callable[[], Transport]
+
+#: What a test copy's subject starts with, so nobody takes it for the real edition.
+TEST_PREFIX = "[TEST] "
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What became of one message: accepted or not, and the server's words."""
+
+    ok: bool
+    subject: str
+    message_id: str
+    code: int | None = None
+    reply: str = ""
+
+    @property
+    def server_said(self) -> str:
+        return f"{self.code or ''} {self.reply}".strip()
+
+
+class Outbound:
+    """Renders, composes (signed like digests) and sends one message at a time."""
+
+    def __init__(self, editions: Editions, transports: TransportFactory) -> None:
+        self.editions = editions
+        self.transports = transports
+
+    @property
+    def settings(self) -> Settings:
+        return self.editions.settings
+
+    def notice(
+        self, name: str, member: MemberView, context: Mapping[str, Any], now: datetime
+    ) -> Sent:
+        """Send notice ``name`` (templates ``email/<name>.*``) to ``member``."""
+        rendered = self.editions.renderer.render_notice(
+            name, {"site_name": self.settings.site_name, "member": member, **context}
+        )
+        return self.send(rendered, member, name, now)
+
+    def test_copy(self, preview: Preview, to: str, now: datetime) -> Sent:
+        """The previewed edition, sent to ``to`` with a subject saying it is a test.
+
+        The copy's personal links are made for ``to``, not for the member, so a forwarded
+        test cannot change the member's subscription (the tokens do not match the address).
+        """
+        member = dataclasses.replace(preview.member, email=to)
+        message_id = ledger.new_message_id(f"test.{preview.edition}", self.settings.from_domain)
+        issue = self.editions.issue(member, preview.edition, preview.articles, now)
+        rendered = self.editions.renderer.render_digest(issue)
+        rendered = dataclasses.replace(rendered, subject=TEST_PREFIX + rendered.subject)
+        sent = self._deliver(rendered, member, "test", message_id, now, issue.links)
+        log.info("test copy of %s to %s: %s", preview.edition, to, sent.server_said)
+        return sent
+
+    def send(self, rendered: Rendered, member: MemberView, kind: str, now: datetime) -> Sent:
+        """Compose ``rendered`` for ``member`` and send it; ``kind`` names it in logs and ids."""
+        message_id = ledger.new_message_id(kind, self.settings.from_domain)
+        return self._deliver(rendered, member, kind, message_id, now)
+
+    def _deliver(
+        self,
+        rendered: Rendered,
+        member: MemberView,
+        kind: str,
+        message_id: str,
+        now: datetime,
+        links: Any = None,
+    ) -> Sent:
+        try:
+            data = self.editions.compose(rendered, member, message_id, now, links)
+        except UnmailableAddress as exc:  # a row stored before addresses were checked for this
+            log.warning("%s mail to member %s not composed: %s", kind, member.id, exc)
+            return Sent(False, rendered.subject, message_id, None, f"address not mailable: {exc}")
+        transport = self.transports()
+        try:
+            result = transport.send(
+                parseaddr(self.settings.from_address)[1], member.email, data, message_id
+            )
+        finally:
+            transport.close()
+        if not result.ok:
+            log.warning(
+                "%s mail to member %s not sent: %s %s", kind, member.id, result.code, result.reply
+            )
+        return Sent(result.ok, rendered.subject, message_id, result.code, result.reply)
