@@ -290,7 +290,7 @@ def test_restart_after_an_hour_down_catches_up_once(engine: Engine, settings: Se
 def test_sigterm_finishes_in_flight_and_leaves_nothing_sending(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    from tests.test_engine import seed
+    from tests.test_send import seed
 
     now = datetime.now(UTC)
     seed(engine, 40, now)
@@ -314,7 +314,7 @@ def test_serve_answers_sigterm_with_exit_0_and_nothing_sending(
     import urllib.request
 
     from tests.conftest import free_port
-    from tests.test_engine import seed
+    from tests.test_send import seed
 
     now = datetime.now(UTC)
     seed(engine, 40, now)
@@ -508,7 +508,7 @@ def test_an_article_fetched_while_a_plan_runs_reaches_the_next_edition(
     from digest.models import Article
     from digest.scheduler import Source
     from tests.conftest import free_port
-    from tests.test_engine import NOW, seed
+    from tests.test_send import NOW, seed
 
     feed = (
         b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'

@@ -440,9 +440,7 @@ def test_preferences_change_topics_rhythm_and_the_next_plan_follows(
     assert answer.status_code == 200 and "saved" in answer.text
     assert member_topics(engine, "ada@example.org") == {"Space", "Nervous System"}
 
-    report = plan(
-        engine, settings, NOW, dry_run=True, force=True, emails=["ada@example.org"]
-    )
+    report = plan(engine, settings, NOW, dry_run=True, force=True, emails=["ada@example.org"])
     [item] = report.items
     assert {t for a in item.articles for t in a.topics} == {"Space", "Nervous System"}
 

@@ -1,4 +1,4 @@
-"""End to end through the CLI: articles in, one email per member out over real SMTP, ledger rows.
+"""`digest` end to end: articles in, one email per member out over real SMTP, ledger rows.
 
 Each test runs on a real SQLite file, and on PostgreSQL when DIGEST_TEST_POSTGRES_URL is set.
 """
