@@ -8,6 +8,9 @@ row locks (``FOR UPDATE SKIP LOCKED``) instead; see ``ledger.claim``.
 
 from __future__ import annotations
 
+import random
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,20 +38,47 @@ def make_engine(url: str, echo: bool = False) -> Engine:
     return create_engine(url, echo=echo, pool_pre_ping=True)
 
 
+#: How long a connection waits for SQLite's write lock (and for the WAL switch) before failing.
+SQLITE_BUSY_SECONDS = 60.0
+
+
 def _make_sqlite_immediate(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_connection.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
-        cur.close()
+        try:
+            cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
+            _use_wal(cur)
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL (it stays so), waiting its turn.
+
+    Processes opening a fresh file at once all try the switch, which needs the file to
+    themselves: SQLite answers "database is locked" at once to all but one (it would be a
+    deadlock to wait), whatever the busy timeout. So the switch is retried, with a short
+    random pause, until it takes or the busy time is over; a file already in WAL needs none.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            mode = str(cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        else:
+            if mode in ("wal", "memory") or time.monotonic() > deadline:
+                return  # an in-memory database has no WAL; it needs none
+        time.sleep(random.uniform(0.01, 0.05))
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

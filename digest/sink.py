@@ -54,7 +54,9 @@ class SinkServer:
         self._controller.stop()
 
     def __enter__(self) -> SinkServer:
-        return self.start()
+        if self._controller.server is None:  # not started yet
+            self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

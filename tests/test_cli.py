@@ -475,3 +475,16 @@ def test_one_smtp_connection_for_many_messages(
     assert cli("run", "--now", RUN1).exit_code == 0
     assert len(smtp_server.messages) == 30
     assert smtp_server.handler.connections == 1
+
+
+def test_sink_on_a_taken_port_is_one_line_and_exit_1(cli: CLI, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("sink", "--port", str(port), "--dir", str(tmp_path / "mail"))
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output

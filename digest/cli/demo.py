@@ -107,7 +107,11 @@ def demo_command(app: App, now: datetime) -> None:
 def sink_command(app: App, host: str, port: int, folder: str | None) -> None:
     """Run a local SMTP server that saves every message it receives as an .eml file."""
     target = Path(folder or Path(app.settings.data_dir) / "mail")
-    with SinkServer(target, host=host, port=port) as sink:
+    try:
+        server = SinkServer(target, host=host, port=port).start()
+    except OSError as exc:  # the port is taken, or the address is not this host's
+        raise WorkFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    with server as sink:
         click.echo(f"SMTP sink on {sink.host}:{sink.port}, saving to {target}/ (Ctrl-C to stop)")
         try:
             while True:
