@@ -56,6 +56,10 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+#: Opens a transport: each sending lane, notice or test copy gets its own connection.
+TransportFactory = Callable[[], Transport]
+
+
 def begin_send(
     transport: Transport, sender: str, recipient: str, data: bytes, message_id: str
 ) -> Finish:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
@@ -20,13 +20,12 @@ from digest import ledger
 from digest.compose import UnmailableAddress
 from digest.content import MemberView, Rendered
 from digest.editions import Editions
-from digest.mailer import Transport
+from digest.mailer import TransportFactory
 from digest.preview import Preview
 from digest.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TransportFactory = Callable[[], Transport]
 
 #: What a test copy's subject starts with, so nobody takes it for the real edition.
 TEST_PREFIX = "[TEST] "

@@ -26,7 +26,7 @@ from digest import catalog, ledger
 from digest.compose import UnmailableAddress
 from digest.content import ArticleView, MemberView
 from digest.editions import Editions
-from digest.mailer import SendResult, Transport, begin_send
+from digest.mailer import SendResult, Transport, TransportFactory, begin_send
 from digest.settings import Settings
 from digest.throttle import CircuitBreaker, RateLimiter
 
@@ -72,7 +72,6 @@ def _envelope_sender(from_address: str) -> str:
     return parseaddr(from_address)[1]
 
 
-TransportFactory = Callable[[], Transport]
 
 
 class Sender:

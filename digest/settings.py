@@ -108,7 +108,7 @@ class Settings:
     # import limits
     max_import_bytes: int = 20 * 1024 * 1024
     editor_password: str = ""
-    # deliverability (issue 6): DKIM signing, HTML size budget, branding
+    # deliverability: DKIM signing, HTML size budget, branding
     dkim_selector: str = ""  # empty: messages are not signed
     dkim_domain: str = ""  # empty: the From domain
     dkim_private_key_path: str = ""  # PEM file; or the PEM itself in DIGEST_DKIM_PRIVATE_KEY
@@ -118,7 +118,7 @@ class Settings:
     brand_logo_url: str = ""
     brand_accent_color: str = "#0b57d0"
     postal_address: str = ""
-    # web (issue 5): `digest web`, subscribe rate limit, link and session lifetimes
+    # web: `digest web`, subscribe rate limit, link and session lifetimes
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     subscribe_rate_limit: int = 5  # subscribe requests per client address per window

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from digest.clock import system_clock
 from digest.db import make_engine
 from digest.editions import Editions
-from digest.mailer import make_transport
+from digest.mailer import TransportFactory, make_transport
 from digest.members import Membership
 from digest.outbound import Outbound
 from digest.settings import Settings
@@ -30,7 +30,6 @@ from digest.tokens import InvalidToken, TokenSigner
 from digest.web import editor, members, ops
 from digest.web.context import (
     BUILTIN_TEMPLATES,
-    TransportFactory,
     WebContext,
     page_environment,
     web_context,

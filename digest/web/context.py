@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from digest.editions import Editions
-from digest.mailer import Transport
+from digest.mailer import TransportFactory
 from digest.members import Membership
 from digest.outbound import Outbound
 from digest.settings import PROJECT_ROOT, Settings
@@ -24,7 +24,6 @@ from digest.web.security import CSRF, EditorAuth, RateLimiter
 #: The project's own web templates; a custom ``templates_dir`` may override any of them.
 BUILTIN_TEMPLATES = PROJECT_ROOT / "templates"
 
-TransportFactory = Callable[[], Transport]
 
 
 def page_environment(templates_dir: str | Path) -> jinja2.Environment:
