@@ -19,10 +19,8 @@ from sqlmodel import Session, col, select
 from digest.content import ArticleView, MemberView, MentionView
 from digest.db import chunks as _chunks
 from digest.db import dense_range, driver_params, driver_statement, id_filters
-from digest.models import Article, ArticleTopic, Mention, Subscriber, SubscriberTopic, Topic
+from digest.models import ACTIVE, Article, ArticleTopic, Mention, Subscriber, SubscriberTopic, Topic
 from digest.topics import clean_topic_name, topic_length_problem, topic_slug, unique_topics
-
-CHUNK = 500
 
 
 def _topics_of(
@@ -274,7 +272,7 @@ def members_by_id(
 def member_batches(
     engine: Engine,
     batch_size: int,
-    statuses: Sequence[str] = ("active",),
+    statuses: Sequence[str] = (ACTIVE,),
     emails: Sequence[str] | None = None,
 ) -> Iterator[list[MemberView]]:
     """Members in id order, ``batch_size`` at a time, each batch read in its own short session.
@@ -288,8 +286,8 @@ def member_batches(
             query = select(*_MEMBER_COLUMNS).where(
                 col(Subscriber.id) > last_id, col(Subscriber.status).in_(statuses)
             )
-            if emails is not None:
-                query = query.where(col(Subscriber.email).in_([e.lower() for e in emails]))
+            if emails is not None:  # as stored (``members.lookup_emails`` gives the forms)
+                query = query.where(col(Subscriber.email).in_(list(emails)))
             rows = conn.execute(query.order_by(col(Subscriber.id)).limit(batch_size)).all()
             if not rows:
                 return

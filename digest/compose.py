@@ -16,7 +16,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from email import base64mime, policy, quoprimime
+from email import base64mime, quoprimime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any, Protocol
@@ -24,7 +24,6 @@ from typing import Any, Protocol
 from digest.content import DotFree, Personal, Rendered
 
 CRLF = b"\r\n"
-SMTP_POLICY = policy.SMTP  # CRLF line ends, folds at 78
 MAX_LINE = 998
 
 #: Headers this module writes; ``extra_headers`` may not replace them.
@@ -58,15 +57,6 @@ def one_line(value: str) -> str:
         return value
     chars = (" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in value)
     return _WS_RE.sub(" ", "".join(chars)).strip()
-
-
-def make_message_id(unique: str, domain: str) -> str:
-    """``<hash@domain>``: stable for the same ``unique`` so a repeated send repeats the id."""
-    digest = hashlib.sha256(unique.encode("utf-8")).hexdigest()[:32]
-    domain = one_line(domain).strip("<>@ ") or "localhost"
-    if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
-        raise ValueError(f"message id domain {domain!r} is not a plain host name")
-    return f"<{digest}@{domain}>"
 
 
 class UnmailableAddress(ValueError):

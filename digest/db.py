@@ -8,13 +8,14 @@ row locks (``FOR UPDATE SKIP LOCKED``) instead; see ``ledger.claim``.
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -65,8 +66,9 @@ def _use_wal(cursor: Any) -> None:
 
     Processes opening a fresh file at once all try the switch, which needs the file to
     themselves: SQLite answers "database is locked" at once to all but one (it would be a
-    deadlock to wait), whatever the busy timeout. So the switch is retried, with a short
-    random pause, until it takes or the busy time is over; a file already in WAL needs none.
+    deadlock to wait), whatever the busy timeout. So a refusal for a lock is retried, with a
+    short random pause, until the switch takes or the busy time is over; any other answer
+    (WAL already, an in-memory store, a file system without shared memory) is final.
     """
     deadline = time.monotonic() + SQLITE_BUSY_SECONDS
     while True:
@@ -76,8 +78,11 @@ def _use_wal(cursor: Any) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
         else:
-            if mode in ("wal", "memory") or time.monotonic() > deadline:
-                return  # an in-memory database has no WAL; it needs none
+            if mode not in ("wal", "memory"):  # a file system without shared memory: no WAL
+                logging.getLogger(__name__).warning(
+                    "SQLite stays in %s journal mode (WAL is not available here)", mode
+                )
+            return
         time.sleep(random.uniform(0.01, 0.05))
 
 
@@ -184,11 +189,13 @@ def driver_params(order: tuple[str, ...] | None, values: dict[str, Any]) -> Any:
 
 #: Ids per IN list: well under every backend's parameter limit.
 CHUNK = 500
+T = TypeVar("T")
 
 
-def chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[Sequence[int]]:
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in slices of ``size``: IN lists every backend takes."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def id_filters(column: Any, ids: Iterable[int]) -> list[Any]:

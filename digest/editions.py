@@ -7,6 +7,7 @@ sends (digests and the outbound door's notices) with the same headers and DKIM s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -84,7 +85,12 @@ class Editions:
         articles: Sequence[ArticleView],
         message_id: str,
         now: datetime,
+        subject_prefix: str = "",
     ) -> tuple[Rendered, bytes]:
+        """The member's edition as (parts, message bytes); ``subject_prefix`` marks a copy
+        that is not the edition itself (a test copy)."""
         issue = self.issue(member, edition, articles, now)
         rendered = self.renderer.render_digest(issue)
+        if subject_prefix:
+            rendered = dataclasses.replace(rendered, subject=subject_prefix + rendered.subject)
         return rendered, self.compose(rendered, member, message_id, now, issue.links)

@@ -42,10 +42,15 @@ from digest.models import RETRY as RETRY
 from digest.models import SENDING as SENDING
 from digest.models import SENT as SENT
 from digest.models import SKIPPED as SKIPPED
+from digest.models import (
+    SUPPRESSED_STATUSES,
+    WINDOW_TAKING_STATUSES,
+    Article,
+    Delivery,
+    Subscriber,
+    UTCDateTime,
+)
 from digest.models import UNFINISHED_STATUSES as UNFINISHED_STATUSES
-from digest.models import WINDOW_TAKING_STATUSES, Article, Delivery, Subscriber, UTCDateTime
-
-CHUNK = 500
 
 
 class PlannedRow(NamedTuple):
@@ -213,10 +218,10 @@ def existing_editions(session: Session, pairs: Iterable[tuple[int, str]]) -> set
     keys = sorted({edition for _, edition in wanted})
     found: set[tuple[int, str]] = set()
     for condition in id_filters(col(Delivery.subscriber_id), [m for m, _ in wanted]):
-        for i in range(0, len(keys), CHUNK):
+        for part in chunks(keys):
             rows = session.exec(
                 select(Delivery.subscriber_id, Delivery.edition).where(
-                    condition, col(Delivery.edition).in_(keys[i : i + CHUNK])
+                    condition, col(Delivery.edition).in_(part)
                 )
             )
             found.update(pair for pair in rows if pair in wanted)
@@ -624,7 +629,7 @@ def _write_outcomes(
                 update(Subscriber)
                 .where(
                     col(Subscriber.id) == o.subscriber_id,
-                    col(Subscriber.status).in_(("active", "paused", "pending")),
+                    col(Subscriber.status).not_in(SUPPRESSED_STATUSES),
                 )
                 .values(status=o.suppress_member, status_reason=o.error, updated_at=now)
             )

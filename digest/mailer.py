@@ -1,7 +1,7 @@
 """Transports: hand finished message bytes to SMTP or to a folder of ``.eml`` files.
 
 Each transport answers with a ``SendResult`` that says whether the failure is worth retrying, so
-the pipeline never inspects exceptions. The SMTP transport keeps one connection open for many
+the sender never inspects exceptions. The SMTP transport keeps one connection open for many
 messages and reconnects once when the server has dropped it.
 """
 

@@ -14,9 +14,14 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Index, String, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-MEMBER_STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
+#: A member's states: pending (awaiting double opt-in) -> active <-> paused; unsubscribed and
+#: bounced are suppression records. Everything else says ``members.ACTIVE`` etc.
+PENDING, ACTIVE, PAUSED, UNSUBSCRIBED, BOUNCED = (
+    "pending", "active", "paused", "unsubscribed", "bounced",
+)  # fmt: skip
+MEMBER_STATUSES = (PENDING, ACTIVE, PAUSED, UNSUBSCRIBED, BOUNCED)
 #: Statuses an import never overrides: the member said no, or the address is dead.
-SUPPRESSED_STATUSES = frozenset({"unsubscribed", "bounced"})
+SUPPRESSED_STATUSES = frozenset({UNSUBSCRIBED, BOUNCED})
 #: A delivery's states (the ledger's words): planned -> sending -> sent | retry | failed;
 #: skipped for editions deliberately not sent. Everything else says ``ledger.SENT`` etc.
 PLANNED, SENDING, SENT, RETRY, FAILED, SKIPPED = (

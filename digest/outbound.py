@@ -13,7 +13,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parseaddr
 from typing import Any
 
 from digest import ledger
@@ -74,41 +73,43 @@ class Outbound:
         """
         member = dataclasses.replace(preview.member, email=to)
         message_id = ledger.new_message_id(f"test.{preview.edition}", self.settings.from_domain)
-        issue = self.editions.issue(member, preview.edition, preview.articles, now)
-        rendered = self.editions.renderer.render_digest(issue)
-        rendered = dataclasses.replace(rendered, subject=TEST_PREFIX + rendered.subject)
-        sent = self._deliver(rendered, member, "test", message_id, now, issue.links)
+        try:
+            rendered, data = self.editions.message_for(
+                member, preview.edition, preview.articles, message_id, now, TEST_PREFIX
+            )
+        except UnmailableAddress as exc:
+            return self._unmailable("test", member, TEST_PREFIX, message_id, exc)
+        sent = self._transmit(data, member, "test", message_id, rendered.subject)
         log.info("test copy of %s to %s: %s", preview.edition, to, sent.server_said)
         return sent
 
     def send(self, rendered: Rendered, member: MemberView, kind: str, now: datetime) -> Sent:
         """Compose ``rendered`` for ``member`` and send it; ``kind`` names it in logs and ids."""
         message_id = ledger.new_message_id(kind, self.settings.from_domain)
-        return self._deliver(rendered, member, kind, message_id, now)
-
-    def _deliver(
-        self,
-        rendered: Rendered,
-        member: MemberView,
-        kind: str,
-        message_id: str,
-        now: datetime,
-        links: Any = None,
-    ) -> Sent:
         try:
-            data = self.editions.compose(rendered, member, message_id, now, links)
-        except UnmailableAddress as exc:  # a row stored before addresses were checked for this
-            log.warning("%s mail to member %s not composed: %s", kind, member.id, exc)
-            return Sent(False, rendered.subject, message_id, None, f"address not mailable: {exc}")
+            data = self.editions.compose(rendered, member, message_id, now)
+        except UnmailableAddress as exc:
+            return self._unmailable(kind, member, rendered.subject, message_id, exc)
+        return self._transmit(data, member, kind, message_id, rendered.subject)
+
+    @staticmethod
+    def _unmailable(
+        kind: str, member: MemberView, subject: str, message_id: str, exc: Exception
+    ) -> Sent:
+        """A row stored before addresses were checked for this: no message can be written."""
+        log.warning("%s mail to member %s not composed: %s", kind, member.id, exc)
+        return Sent(False, subject, message_id, None, f"address not mailable: {exc}")
+
+    def _transmit(
+        self, data: bytes, member: MemberView, kind: str, message_id: str, subject: str
+    ) -> Sent:
         transport = self.transports()
         try:
-            result = transport.send(
-                parseaddr(self.settings.from_address)[1], member.email, data, message_id
-            )
+            result = transport.send(self.settings.envelope_sender, member.email, data, message_id)
         finally:
             transport.close()
         if not result.ok:
             log.warning(
                 "%s mail to member %s not sent: %s %s", kind, member.id, result.code, result.reply
             )
-        return Sent(result.ok, rendered.subject, message_id, result.code, result.reply)
+        return Sent(result.ok, subject, message_id, result.code, result.reply)

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import ClassVar
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -20,6 +19,7 @@ from sqlmodel import Session
 from digest import catalog, ledger
 from digest.content import ArticleView, MemberView
 from digest.db import session_scope
+from digest.members.rules import lookup_emails
 from digest.schedule import PERIODS, Edition, current_edition, is_stale, too_soon
 from digest.selection import CandidateIndex, Limits, select_articles, window_start_for
 from digest.settings import Settings
@@ -33,9 +33,14 @@ Progress = Callable[[int], None]
 class PlanItem:
     email: str
     edition: str
-    status: str  # planned | skipped
+    status: str  # ledger.PLANNED or ledger.SKIPPED
     reason: str | None
     articles: tuple[ArticleView, ...]
+
+    @property
+    def planned(self) -> bool:
+        """Whether the edition goes out (else it is skipped, ``reason`` says why)."""
+        return self.status == ledger.PLANNED
 
 
 @dataclass
@@ -50,10 +55,14 @@ class PlanReport:
     items: list[PlanItem] = field(default_factory=list)
 
     #: The counts a summary shows, in this order.
-    SHOWN: ClassVar[tuple[str, ...]] = ("members", "planned", "skipped_empty", "skipped_stale")
-
     def summary(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.SHOWN}
+        """What the run did, for logs and the scheduler's record of its runs."""
+        return {
+            "members": self.members,
+            ledger.PLANNED: self.planned,
+            "skipped_empty": self.skipped_empty,
+            "skipped_stale": self.skipped_stale,
+        }
 
 
 class _Calendar:
@@ -153,7 +162,9 @@ def plan(
     index = CandidateIndex(candidates)
     by_id = {a.id: a for a in candidates}
     calendar = _Calendar(now, settings, force)
-    for batch in catalog.member_batches(engine, settings.batch_size, emails=emails):
+    # the stored forms of each address, however it was typed (case, Unicode or ASCII domain)
+    stored = None if emails is None else [f for e in emails for f in lookup_emails(e)]
+    for batch in catalog.member_batches(engine, settings.batch_size, emails=stored):
         report.members += len(batch)
         due = [calendar(m) for m in batch]
         with session_scope(engine) as session:

@@ -7,6 +7,7 @@ One function for ``digest preview`` and the editor pages alike. It goes through
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,8 +21,9 @@ from sqlmodel import Session
 from digest import catalog, ledger
 from digest.content import ArticleView, MemberView, Rendered
 from digest.editions import Editions
+from digest.members.rules import ACTIVE, MemberNotFound
 from digest.members.store import get_member
-from digest.plan import limits_from, plan_member
+from digest.plan import PlanItem, PlanReport, limits_from, plan, plan_member
 from digest.schedule import current_edition
 from digest.settings import Settings
 from digest.topics import topic_slug
@@ -46,7 +48,7 @@ def stand_in_member(settings: Settings, topics: Sequence[str], frequency: str) -
         id=0,
         email=f"preview@{settings.from_domain}",
         name="",
-        status="active",
+        status=ACTIVE,
         frequency=frequency,
         timezone="UTC",
         send_hour=0,
@@ -77,7 +79,7 @@ def preview(
         if email is not None:
             row = get_member(session, email)
             if row is None:
-                raise LookupError(f"no such subscriber: {email}")
+                raise MemberNotFound(email)
             member = catalog.member_views(session, [row])[0]
             recorded = ledger.member_edition(session, member.id, edition)
             if edition is not None and recorded is None:
@@ -124,3 +126,46 @@ def preview(
         return None
     rendered, data = editions.message_for(member, edition_key, articles, message_id, now)
     return Preview(member, edition_key, articles, rendered, data)
+
+
+# ------------------------------------------------------------------ the upcoming issue
+
+
+@dataclass(frozen=True)
+class TopicCount:
+    name: str
+    slug: str
+    members: int
+    articles: int
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    items: list[PlanItem]
+    counts: list[TopicCount]
+    report: PlanReport
+
+
+def upcoming(engine: Engine, settings: Settings, now: datetime, topic: str | None) -> Upcoming:
+    """Each active member's next edition (this period's, hour or not) as a dry-run plan,
+    with members and articles counted per topic; ``topic`` keeps the items that have it."""
+    report = plan(engine, settings, now, dry_run=True, force=True)
+    members: dict[str, set[str]] = defaultdict(set)
+    articles: dict[str, set[int]] = defaultdict(set)
+    names: dict[str, str] = {}
+    for item in report.items:
+        for article in item.articles:
+            for name in article.topics:
+                slug = topic_slug(name)
+                names.setdefault(slug, name)
+                members[slug].add(item.email)
+                articles[slug].add(article.id)
+    counts = sorted(
+        (TopicCount(names[s], s, len(members[s]), len(articles[s])) for s in names),
+        key=lambda c: (-c.members, c.name.casefold()),
+    )
+    items = report.items
+    if topic:
+        slug = topic_slug(topic)
+        items = [i for i in items if any(slug in a.topic_slugs for a in i.articles)]
+    return Upcoming(items, counts, report)

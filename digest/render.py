@@ -58,8 +58,6 @@ DIGEST_TEMPLATES = (
 _COLOR_RE = re.compile(r"#[0-9A-Fa-f]{6}")
 _DOCTYPE_RE = re.compile(r"^\s*(<!doctype[^>]*>)", re.IGNORECASE)
 _WS_RE = re.compile(r"\s+")
-_TAG_NAME_RE = re.compile(r"<([A-Za-z][A-Za-z0-9:-]*)")
-_ATTR_RE = re.compile(r"""([^\s"'<>/=]+)\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+)""")
 
 
 # ------------------------------------------------------------------ filters
@@ -653,12 +651,6 @@ class Renderer:
             except OSError:
                 stamps.append(0)
         return tuple(stamps)
-
-    def clear_cache(self) -> None:
-        with self._lock:
-            self._direct_compiles += self._sections.compiles
-            self._sections = SectionCache(mjml_to_html)
-            self._cards.clear()
 
     # -- notices
 

@@ -60,17 +60,18 @@ def latest_due_edition(
 ) -> Edition:
     """The most recent edition whose due instant is at or before ``now``."""
     tz = zone(timezone)
-    today = now.astimezone(tz).date()
-    if frequency == "daily":
-        day = today
-        step = timedelta(days=1)
-    else:
-        day = today - timedelta(days=(today.weekday() - weekly_weekday) % 7)
-        step = timedelta(days=7)
+    day = _period_day(frequency, now.astimezone(tz).date(), weekly_weekday)
     edition = edition_for_day(frequency, day, send_hour, tz)
     if edition.due_at > now:
-        edition = edition_for_day(frequency, day - step, send_hour, tz)
+        edition = edition_for_day(frequency, day - PERIODS[frequency], send_hour, tz)
     return edition
+
+
+def _period_day(frequency: str, today: date, weekly_weekday: int) -> date:
+    """The day this period's edition is due: today, or this week's ``weekly_weekday``."""
+    if frequency == "weekly":
+        return today - timedelta(days=(today.weekday() - weekly_weekday) % 7)
+    return today
 
 
 def current_edition(
@@ -90,10 +91,8 @@ def current_edition(
     if not force:
         return latest_due_edition(frequency, timezone, send_hour, now, weekly_weekday)
     tz = zone(timezone)
-    today = now.astimezone(tz).date()
-    if frequency == "weekly":
-        today -= timedelta(days=(today.weekday() - weekly_weekday) % 7)
-    edition = edition_for_day(frequency, today, send_hour, tz)
+    day = _period_day(frequency, now.astimezone(tz).date(), weekly_weekday)
+    edition = edition_for_day(frequency, day, send_hour, tz)
     return Edition(edition.key, edition.frequency, edition.local_date, min(edition.due_at, now))
 
 

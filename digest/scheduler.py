@@ -17,17 +17,17 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from digest import catalog, ledger
 from digest.clock import Clock, system_clock
@@ -366,6 +366,19 @@ class Service:
 
 
 # ------------------------------------------------------------------ status
+
+
+def stored_last_tick(session: Session) -> datetime | None:
+    """The last planning tick any scheduler recorded (None before the first, or on a store
+    older than the scheduler's table)."""
+    try:
+        stored = session.exec(select(func.max(col(SchedulerState.last_tick_at)))).one()
+    except Exception:  # an older store without the table: report what exists
+        session.rollback()
+        return None
+    if isinstance(stored, datetime) and stored.tzinfo is None:
+        stored = stored.replace(tzinfo=UTC)
+    return stored if isinstance(stored, datetime) else None
 
 
 def status(engine: Engine, now: datetime) -> dict[str, Any]:

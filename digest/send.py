@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import ClassVar
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -27,6 +26,7 @@ from digest.compose import UnmailableAddress
 from digest.content import ArticleView, MemberView
 from digest.editions import Editions
 from digest.mailer import SendResult, Transport, TransportFactory, begin_send
+from digest.members.rules import ACTIVE, BOUNCED
 from digest.settings import Settings
 from digest.throttle import CircuitBreaker, RateLimiter
 
@@ -51,12 +51,9 @@ class SendReport:
     paused_reason: str | None = None
     errors: list[str] = field(default_factory=list)
 
-    #: The counts a summary shows (``summary``), in this order.
-    SHOWN: ClassVar[tuple[str, ...]] = ("sent", "retry", "failed")
-
     def summary(self) -> dict[str, int]:
-        """What the run did, for logs, status and the scheduler's record of its runs."""
-        return {name: getattr(self, name) for name in self.SHOWN}
+        """What the run did, by the deliveries' new states, for the scheduler's record."""
+        return {ledger.SENT: self.sent, ledger.RETRY: self.retry, ledger.FAILED: self.failed}
 
     def add(self, other: SendReport) -> None:
         """Count ``other``'s run into this one (a worker's totals over its runs; the error
@@ -64,14 +61,6 @@ class SendReport:
         for f in fields(self):
             if f.type == "int":
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-
-def _envelope_sender(from_address: str) -> str:
-    from email.utils import parseaddr
-
-    return parseaddr(from_address)[1]
-
-
 
 
 class Sender:
@@ -101,7 +90,7 @@ class Sender:
         self.subscriber_ids = subscriber_ids  # None: everyone's ready deliveries
         self.limiter = limiter or RateLimiter(settings.rate_per_second, settings.rate_per_hour)
         self.breaker = breaker or CircuitBreaker(settings.max_consecutive_errors)
-        self.sender = _envelope_sender(settings.from_address)
+        self.sender = settings.envelope_sender
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.base = timedelta(seconds=settings.retry_base_seconds)
         self._lock = threading.Lock()
@@ -323,7 +312,7 @@ class Sender:
         """The message's bytes, or the failure that stops it before sending."""
         assert delivery.id is not None
         member = members.get(delivery.subscriber_id)
-        if member is None or member.status != "active":
+        if member is None or member.status != ACTIVE:
             status = member.status if member else "deleted"
             return ledger.Outcome(delivery.id, ledger.FAILED, error=f"member is {status}; not sent")
         chosen = [self._articles[i] for i in delivery.article_ids if i in self._articles]
@@ -384,7 +373,7 @@ class Sender:
                 result.code,
                 result.reply,
                 error=reason if result.permanent else f"attempts exhausted: {reason}",
-                suppress_member="bounced" if result.hard_bounce else None,
+                suppress_member=BOUNCED if result.hard_bounce else None,
                 subscriber_id=delivery.subscriber_id,
             )
         retry_at = now + ledger.backoff(delivery.attempts, self.base)
@@ -479,5 +468,5 @@ def _tally(report: SendReport, outcome: ledger.Outcome, delivery: ledger.Claimed
     else:
         report.failed += 1
         report.errors.append(f"{delivery.edition} #{delivery.id}: {outcome.error}")
-    if outcome.suppress_member == "bounced":
+    if outcome.suppress_member == BOUNCED:
         report.bounced += 1

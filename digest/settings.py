@@ -160,6 +160,13 @@ class Settings:
         return addr.rpartition("@")[2] or "localhost"
 
     @functools.cached_property  # read for every message sent
+    def envelope_sender(self) -> str:
+        """The SMTP envelope sender (MAIL FROM): the From address itself."""
+        from email.utils import parseaddr
+
+        return parseaddr(self.from_address)[1]
+
+    @functools.cached_property  # read for every message sent
     def effective_list_id(self) -> str:
         if self.list_id:
             return self.list_id

@@ -20,13 +20,6 @@ from digest.content import DigestLinks, MemberView
 
 PURPOSES = frozenset({"unsubscribe", "preferences", "confirm"})
 
-#: Suggested limits per purpose; unsubscribe links must work for as long as the mail exists.
-MAX_AGE: dict[str, timedelta | None] = {
-    "unsubscribe": None,
-    "preferences": timedelta(days=90),
-    "confirm": timedelta(days=7),
-}
-
 #: Tolerated clock skew between the host that signed and the host that verifies.
 FUTURE_SKEW = timedelta(minutes=5)
 

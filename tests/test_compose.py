@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import email.utils
+import hashlib
+import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
 
-from digest.compose import UnmailableAddress, compose_message, make_message_id
+from digest.compose import UnmailableAddress, compose_message, one_line
 from digest.content import Personal, Rendered
 
 DATE = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+
+
+def make_message_id(unique: str, domain: str) -> str:
+    """``<hash@domain>``, the same for the same ``unique``: fixed ids for byte-for-byte tests."""
+    digest = hashlib.sha256(unique.encode("utf-8")).hexdigest()[:32]
+    domain = one_line(domain).strip("<>@ ") or "localhost"
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+        raise ValueError(f"message id domain {domain!r} is not a plain host name")
+    return f"<{digest}@{domain}>"
+
+
 UNSUB = "https://news.example.org/unsubscribe/" + "t0k3n-" * 20
 MAILTO = "mailto:unsubscribe@news.example.org?subject=unsubscribe%20" + "t0k3n-" * 20
 HTML = '<!doctype html><html lang="en"><body><p>' + "Grüße &amp; more " * 200 + "</p></body></html>"

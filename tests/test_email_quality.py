@@ -22,7 +22,7 @@ from typing import Any
 import lxml.html
 import pytest
 
-from digest.compose import compose_message, make_message_id
+from digest.compose import compose_message
 from digest.content import (
     ArticleView,
     DigestIssue,
@@ -36,6 +36,7 @@ from digest.mailer import SMTPTransport
 from digest.render import GMAIL_CLIP_BYTES, Brand, Renderer
 from digest.settings import PROJECT_ROOT
 from tests.conftest import SMTPServer
+from tests.test_compose import make_message_id
 
 TEMPLATES = PROJECT_ROOT / "templates"
 GOLDEN = Path(__file__).parent / "golden"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from digest import members
+from digest.members import parse_profile
 
 
 def test_parse_member_defaults_and_normalisation() -> None:
@@ -55,3 +56,15 @@ def test_parse_member_errors(field: str, value: str, fragment: str) -> None:
     assert str(info.value).startswith("members.csv: line 4: ")
     assert fragment in str(info.value)
     assert info.value.field == field
+
+
+def test_a_form_reports_every_field_it_refuses() -> None:
+    record, errors = parse_profile(
+        dict(
+            name="", frequency="", email="not an address", timezone="Mars/Olympus", send_hour="25"
+        ),
+        ["nope"],
+        {"space": "Space"},
+    )
+    assert record is None
+    assert {e.field for e in errors} == {"email", "topics", "timezone", "send_hour"}

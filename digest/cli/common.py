@@ -92,10 +92,6 @@ def print_json_lines(rows: Iterable[dict[str, Any]]) -> None:
         click.echo(json.dumps(row, ensure_ascii=False, default=str))
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 @contextmanager
 def stop_on_signals(what: str) -> Iterator[threading.Event]:
     """SIGTERM and SIGINT set the event instead of killing the process mid-message.

@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 from sqlmodel import Session
 
-from digest import ledger
 from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app, stop_on_signals
 from digest.cli.progress import progress_bar
 from digest.clock import running_clock
@@ -53,7 +52,7 @@ def _print_plan_items(report: PlanReport, as_json: bool) -> None:
                 )
             )
             continue
-        if item.status != ledger.PLANNED:
+        if not item.planned:
             click.echo(f"{item.email}  {item.edition}  skipped ({item.reason})")
             continue
         click.echo(f"{item.email}  {item.edition}  {len(item.articles)} articles")
@@ -157,7 +156,7 @@ def run_command(
         return
     with (
         stop_on_signals("finishing messages in flight") as stop,
-        progress_bar("sending digests", report.planned, app.quiet, "msg") as bar,
+        progress_bar("sending", report.planned, app.quiet, "msg") as bar,
     ):
         sent = send_due(
             app.engine,

@@ -43,7 +43,7 @@ class _DryRun(Exception):
 @click.option(
     "--status",
     type=click.Choice(members.NEW_MEMBER_STATUSES),
-    default="active",
+    default=members.ACTIVE,
     show_default=True,
     help="Status of new members (pending: they still have to confirm).",
 )
@@ -91,7 +91,7 @@ def import_command(
 
 def _worded(error: members.MemberError) -> str:
     """A member field error in this command's words (its options, not the record's fields)."""
-    if error.field == "topics" and "at least one" in error.message:
+    if error.code == "no_topics":
         return f"{error.where}: field 'topics': a new member needs at least one --topic"
     return str(error)
 
@@ -110,7 +110,7 @@ def _split_topics(values: tuple[str, ...]) -> list[str] | None:
     metavar="TOPIC",
     help="Topic (repeatable; 'A;B' also works).",
 )
-@click.option("--frequency", type=click.Choice(["daily", "weekly"], case_sensitive=False))
+@click.option("--frequency", type=click.Choice(members.FREQUENCIES, case_sensitive=False))
 @click.option("--timezone", metavar="TZ", help="IANA time zone, e.g. Europe/London.")
 @click.option("--send-hour", type=int, metavar="H", help="Local hour (0-23) to send at.")
 @click.option(

@@ -16,11 +16,10 @@ from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
 from digest.catalog import ensure_topics
+from digest.db import CHUNK, chunks
 from digest.ingest.records import ArticleRecord
 from digest.models import Article, ArticleTopic, Mention
 from digest.topics import topic_slug
-
-CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -156,8 +155,7 @@ def upsert_articles(
 def _replace_links(session: Session, changed: list[tuple[Article, ArticleRecord]]) -> None:
     """Topics and mentions of changed articles, replaced wholesale (cheaper than diffing)."""
     ids = [a.id for a, _ in changed if a.id is not None]
-    for chunk in range(0, len(ids), CHUNK):
-        part = ids[chunk : chunk + CHUNK]
+    for part in chunks(ids):
         session.execute(delete(ArticleTopic).where(col(ArticleTopic.article_id).in_(part)))
         session.execute(delete(Mention).where(col(Mention.article_id).in_(part)))
     topics = {t.slug: t for t in ensure_topics(session, (n for _, r in changed for n in r.topics))}

@@ -17,12 +17,17 @@ from digest.members.csvfile import (
 )
 from digest.members.lifecycle import Confirmation, Membership, Requested
 from digest.members.rules import (
+    ACTIVE,
+    BOUNCED,
     FREQUENCIES,
     MEMBER_STATUSES,
     NEW_MEMBER_STATUSES,
     OPERATOR_STATUSES,
+    PAUSED,
+    PENDING,
     SUBSCRIBED_STATUSES,
     SUPPRESSED_STATUSES,
+    UNSUBSCRIBED,
     MemberError,
     MemberNotFound,
     MemberRecord,
@@ -51,6 +56,11 @@ from digest.members.store import (
 )
 
 __all__ = [
+    "ACTIVE",
+    "BOUNCED",
+    "PAUSED",
+    "PENDING",
+    "UNSUBSCRIBED",
     "CSV_COLUMNS",
     "EXPORT_COLUMNS",
     "FREQUENCIES",

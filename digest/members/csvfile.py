@@ -17,7 +17,13 @@ from typing import IO
 
 from sqlmodel import Session
 
-from digest.members.rules import MemberError, MemberRecord, check_new_status, parse_member
+from digest.members.rules import (
+    ACTIVE,
+    MemberError,
+    MemberRecord,
+    check_new_status,
+    parse_member,
+)
 from digest.members.store import CHUNK, MemberRow, TopicIds, write_chunk
 
 CSV_COLUMNS = ("email", "name", "topics", "frequency", "timezone", "send_hour")
@@ -142,7 +148,7 @@ def import_members(
     session: Session,
     records: Iterable[tuple[int, MemberRecord | MemberError, frozenset[str]]],
     now: datetime,
-    status: str = "active",
+    status: str = ACTIVE,
     skip_invalid: bool = False,
     source: str = "",
 ) -> ImportReport:
@@ -188,7 +194,7 @@ def import_csv_file(
     now: datetime,
     *,
     max_bytes: int,
-    status: str = "active",
+    status: str = ACTIVE,
     skip_invalid: bool = False,
 ) -> ImportReport:
     """``import_members`` over a CSV file of at most ``max_bytes`` (BOM tolerated)."""

@@ -29,12 +29,16 @@ from digest.clock import Clock
 from digest.content import MemberView
 from digest.db import session_scope
 from digest.members.rules import (
+    ACTIVE,
+    PAUSED,
+    PENDING,
     SUBSCRIBED_STATUSES,
     SUPPRESSED_STATUSES,
+    UNSUBSCRIBED,
     MemberRecord,
     SuppressedMember,
 )
-from digest.members.store import add_member, get_member, set_status
+from digest.members.store import add_member, get_member, member_by_id, set_status
 from digest.models import Subscriber
 from digest.settings import Settings
 from digest.tokens import InvalidToken, TokenData, TokenSigner
@@ -111,7 +115,7 @@ class Membership:
         now = self.clock()
         max_age = self._max_age(purpose)
         data = self.signer.decode(token, purpose, now, max_age)
-        member = session.get(Subscriber, data.member_id)
+        member = member_by_id(session, data.member_id)
         if member is None:
             raise InvalidToken("no such member")
         self.signer.verify_for(token, purpose, data.member_id, member.email, now, max_age)
@@ -158,7 +162,7 @@ class Membership:
         with session_scope(self.engine) as session:
             member = get_member(session, record.email)
             if member is None:
-                add_member(session, record, now, status="pending")
+                add_member(session, record, now, status=PENDING)
                 member = get_member(session, record.email)
                 assert member is not None
             view = self._view(session, member)
@@ -217,7 +221,7 @@ class Membership:
                 given = _REQUESTED | ({"name"} if asked.name else set())
                 add_member(session, asked, now, given=given, reactivate=True)
             set_status(
-                session, member.email, "active", "confirmed by the member (double opt-in)", now
+                session, member.email, ACTIVE, "confirmed by the member (double opt-in)", now
             )
             stored = get_member(session, member.email)
             assert stored is not None
@@ -246,18 +250,18 @@ class Membership:
             if action == "unsubscribe":
                 if member.status not in SUPPRESSED_STATUSES:
                     set_status(
-                        session, email, "unsubscribed", "unsubscribed on preferences page", now
+                        session, email, UNSUBSCRIBED, "unsubscribed on preferences page", now
                     )
                 return "unsubscribed"
             if member.status in SUPPRESSED_STATUSES:
                 raise SuppressedMember(email, member.status)
             if action == "pause":
-                if member.status != "paused":
-                    set_status(session, email, "paused", "paused by the member", now)
+                if member.status != PAUSED:
+                    set_status(session, email, PAUSED, "paused by the member", now)
                 return "paused"
             if action == "resume":
-                if member.status != "active":
-                    set_status(session, email, "active", "resumed by the member", now)
+                if member.status != ACTIVE:
+                    set_status(session, email, ACTIVE, "resumed by the member", now)
                 return "resumed"
             assert record is not None
             mine = dataclasses.replace(record, email=email)  # the link decides who, not the form
@@ -278,5 +282,5 @@ class Membership:
         with session_scope(self.engine) as session:
             member, _ = self._member(session, token, "unsubscribe")
             if member.status not in SUPPRESSED_STATUSES:
-                set_status(session, member.email, "unsubscribed", how, now)
+                set_status(session, member.email, UNSUBSCRIBED, how, now)
             return self._view(session, member)

@@ -20,9 +20,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 
+from digest.models import ACTIVE as ACTIVE
+from digest.models import BOUNCED as BOUNCED
 from digest.models import FREQUENCIES as FREQUENCIES
 from digest.models import MEMBER_STATUSES as MEMBER_STATUSES
+from digest.models import PAUSED as PAUSED
+from digest.models import PENDING as PENDING
 from digest.models import SUPPRESSED_STATUSES as SUPPRESSED_STATUSES
+from digest.models import UNSUBSCRIBED as UNSUBSCRIBED
 from digest.topics import topic_length_problem, unique_topics
 
 MAX_NAME_LENGTH = 200
@@ -31,23 +36,28 @@ DEFAULT_TIMEZONE = "UTC"
 DEFAULT_SEND_HOUR = 7
 #: Members who get digests, or may resume them: a new subscribe request changes nothing
 #: about them (they get a link to their preferences instead).
-SUBSCRIBED_STATUSES = frozenset({"active", "paused"})
+SUBSCRIBED_STATUSES = frozenset({ACTIVE, PAUSED})
 #: Statuses a new member may be created with: imported lists are consented (active) or await
 #: double opt-in (pending); anything else would be a suppression nobody asked for.
-NEW_MEMBER_STATUSES = ("active", "pending")
+NEW_MEMBER_STATUSES = (ACTIVE, PENDING)
 #: Statuses ``add`` may set on an existing member; suppression goes through ``remove``.
-OPERATOR_STATUSES = ("pending", "active", "paused")
+OPERATOR_STATUSES = (PENDING, ACTIVE, PAUSED)
 #: Fields an import or ``add`` may change on an existing member (never the status).
 PROFILE_FIELDS = ("name", "topics", "frequency", "timezone", "send_hour")
 
 
 class MemberError(ValueError):
-    """One bad field of one record; the message names where, which field and why."""
+    """One bad field of one record; the message names where, which field and why.
 
-    def __init__(self, where: str, field: str, message: str) -> None:
+    ``code`` names the rule broken, for the doors to word the error in their own terms (an
+    option to pass, a box to tick) without reading the message.
+    """
+
+    def __init__(self, where: str, field: str, message: str, code: str = "invalid") -> None:
         self.where = where
         self.field = field
         self.message = message
+        self.code = code
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -264,9 +274,12 @@ def parse_member(row: Mapping[str, str], where: str) -> MemberRecord:
     )
 
 
-def check_new_status(status: str) -> str:
+def check_new_status(status: str, where: str = "new member") -> str:
+    """A status a new member may be created with (never a suppression nobody asked for)."""
     if status not in NEW_MEMBER_STATUSES:
-        raise ValueError(f"a new member's status must be one of {', '.join(NEW_MEMBER_STATUSES)}")
+        raise MemberError(
+            where, "status", f"a new member must be {' or '.join(NEW_MEMBER_STATUSES)}"
+        )
     return status
 
 
@@ -308,18 +321,23 @@ def parse_changes(
 
 
 def parse_profile(
-    email: str, values: Mapping[str, str], topics: Iterable[str], offered: Mapping[str, str]
+    values: Mapping[str, str], topics: Iterable[str], offered: Mapping[str, str]
 ) -> tuple[MemberRecord | None, list[MemberError]]:
     """Validate a subscribe or preferences form into a record, or every field's error.
 
-    ``topics`` are the slugs ticked, ``offered`` the topics the form may offer (slug ->
-    display name): anything else ticked is ignored, and at least one must remain.
+    ``values`` holds the form's fields (``email``, ``name``, ``frequency``, ``timezone``,
+    ``send_hour``); ``topics`` are the slugs ticked, ``offered`` the topics the form may offer
+    (slug -> display name): anything else ticked is ignored, and at least one must remain.
     """
     errors: list[MemberError] = []
+    parsed: dict[str, Any] = {}
+    try:
+        parsed["email"] = normalize_email(values.get("email") or "", "form")
+    except MemberError as exc:
+        errors.append(exc)
     chosen = tuple(dict.fromkeys(offered[s] for s in topics if s in offered))
     if not chosen:
-        errors.append(MemberError("form", "topics", "choose at least one topic"))
-    parsed: dict[str, Any] = {}
+        errors.append(MemberError("form", "topics", "choose at least one topic", "no_topics"))
     for field, parse in (
         ("name", clean_name),
         ("frequency", parse_frequency),
@@ -332,4 +350,4 @@ def parse_profile(
             errors.append(exc)
     if errors:
         return None, errors
-    return MemberRecord(email=email, topics=chosen, **parsed), []
+    return MemberRecord(topics=chosen, **parsed), []

@@ -17,16 +17,19 @@ from sqlalchemy import delete, func, insert, update
 from sqlmodel import Session, col, select
 
 from digest.catalog import ensure_topics
+from digest.db import CHUNK, chunks
 from digest.members.rules import (
+    ACTIVE,
     MEMBER_STATUSES,
-    NEW_MEMBER_STATUSES,
     OPERATOR_STATUSES,
     PROFILE_FIELDS,
     SUPPRESSED_STATUSES,
+    UNSUBSCRIBED,
     MemberError,
     MemberNotFound,
     MemberRecord,
     SuppressedMember,
+    check_new_status,
     lookup_emails,
     unicode_form,
 )
@@ -35,8 +38,6 @@ from digest.topics import topic_slug
 
 if TYPE_CHECKING:
     from digest.members.csvfile import ImportReport
-
-CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def _new_member_values(record: MemberRecord, status: str, now: datetime) -> dict
         "send_hour": record.send_hour,
         "created_at": now,
         "updated_at": now,
-        "confirmed_at": now if status == "active" else None,
+        "confirmed_at": now if status == ACTIVE else None,
     }
 
 
@@ -237,6 +238,11 @@ def get_member(session: Session, email: str) -> Subscriber | None:
     return next((found[f] for f in forms if f in found), None)
 
 
+def member_by_id(session: Session, member_id: int) -> Subscriber | None:
+    """The member a signed link names (links carry the id; the address is checked after)."""
+    return session.get(Subscriber, member_id)
+
+
 def _require(session: Session, email: str) -> Subscriber:
     member = get_member(session, email)
     if member is None:
@@ -254,11 +260,11 @@ def set_status(
     member.status = status
     member.status_reason = reason
     member.updated_at = now
-    if status == "unsubscribed":
+    if status == UNSUBSCRIBED:
         member.unsubscribed_at = member.unsubscribed_at or now
     elif status not in SUPPRESSED_STATUSES:
         member.unsubscribed_at = None
-    if status == "active" and member.confirmed_at is None:
+    if status == ACTIVE and member.confirmed_at is None:
         member.confirmed_at = now
     session.add(member)
     session.flush()
@@ -287,19 +293,15 @@ def add_member(
     at least one topic (otherwise they would get nothing). Raises ``MemberError``, or
     ``SuppressedMember`` for an unsubscribed/bounced address unless ``reactivate``.
     """
-    where = "add"
+    where = record.email
     if status is not None and status not in OPERATOR_STATUSES:
         raise MemberError(where, "status", f"must be one of {', '.join(OPERATOR_STATUSES)}")
     topic_ids = TopicIds(session)
     member = get_member(session, record.email)
     if member is None:
         if not record.topics:
-            raise MemberError(where, "topics", "a new member needs at least one topic")
-        new_status = status or "active"
-        if new_status not in NEW_MEMBER_STATUSES:
-            raise MemberError(
-                where, "status", f"a new member must be {' or '.join(NEW_MEMBER_STATUSES)}"
-            )
+            raise MemberError(where, "topics", "a new member needs at least one topic", "no_topics")
+        new_status = check_new_status(status or ACTIVE, where)
         member = _new_member(record, new_status, now)
         session.add(member)
         session.flush()
@@ -313,7 +315,7 @@ def add_member(
         member.email = record.email
         changed = True
     if member.status in SUPPRESSED_STATUSES:
-        set_status(session, member.email, status or "active", "reactivated by operator", now)
+        set_status(session, member.email, status or ACTIVE, "reactivated by operator", now)
         changed = True
     elif status is not None and status != member.status:
         set_status(session, member.email, status, "changed by operator", now)
@@ -341,7 +343,7 @@ def remove_member(session: Session, email: str, now: datetime, forget: bool = Fa
     member = _require(session, email)
     stored = member.email
     if not forget:
-        set_status(session, stored, "unsubscribed", "removed by operator", now)
+        set_status(session, stored, UNSUBSCRIBED, "removed by operator", now)
         return stored
     member_id = member.id
     session.expunge(member)
@@ -359,11 +361,11 @@ def member_topic_slugs(session: Session, member_ids: Iterable[int]) -> dict[int,
     """Topic slugs per member id (members without topics are absent), read in chunks."""
     ids = list(dict.fromkeys(member_ids))
     out: dict[int, set[str]] = defaultdict(set)
-    for i in range(0, len(ids), CHUNK):
+    for part in chunks(ids):
         rows = session.exec(
             select(SubscriberTopic.subscriber_id, Topic.slug)
             .join(Topic, col(Topic.id) == col(SubscriberTopic.topic_id))
-            .where(col(SubscriberTopic.subscriber_id).in_(ids[i : i + CHUNK]))
+            .where(col(SubscriberTopic.subscriber_id).in_(part))
         )
         for member_id, slug in rows:
             out[member_id].add(slug)

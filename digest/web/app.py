@@ -231,8 +231,6 @@ def create_app(
         settings=settings,
         engine=engine,
         clock=clock,
-        transport_factory=transports,
-        signer=signer,
         editions=editions,
         outbound=outbound,
         membership=Membership(engine, settings, signer, outbound, clock, per_address.hit),

@@ -1,4 +1,5 @@
-"""What every route shares: settings, store, clock, transport, signers and the page renderer."""
+"""What every route shares: settings, store, clock, the editions and outbound door, the membership
+lifecycle, CSRF, editor sessions, rate limits and the page renderer."""
 
 from __future__ import annotations
 
@@ -14,16 +15,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from digest.editions import Editions
-from digest.mailer import TransportFactory
 from digest.members import Membership
 from digest.outbound import Outbound
 from digest.settings import PROJECT_ROOT, Settings
-from digest.tokens import TokenSigner
 from digest.web.security import CSRF, EditorAuth, RateLimiter
 
 #: The project's own web templates; a custom ``templates_dir`` may override any of them.
 BUILTIN_TEMPLATES = PROJECT_ROOT / "templates"
-
 
 
 def page_environment(templates_dir: str | Path) -> jinja2.Environment:
@@ -48,8 +46,6 @@ class WebContext:
     settings: Settings
     engine: Engine
     clock: Callable[[], datetime]
-    transport_factory: TransportFactory
-    signer: TokenSigner
     editions: Editions
     outbound: Outbound
     membership: Membership

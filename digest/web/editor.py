@@ -9,7 +9,6 @@ ledger row is read for writing or written, so what members will get does not cha
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -22,12 +21,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from digest.catalog import all_topics
-from digest.members import MemberError, normalize_email
-from digest.models import FREQUENCIES
+from digest.members import MemberError, normalize_email, parse_frequency
+from digest.members.rules import DEFAULT_FREQUENCY
 from digest.outbound import Sent
-from digest.plan import PlanItem, PlanReport, plan
-from digest.preview import Preview, preview
-from digest.topics import topic_slug
+from digest.preview import Preview, Upcoming, preview, upcoming
 from digest.web.context import WebContext, web_context
 from digest.web.security import (
     CSRF_COOKIE,
@@ -120,55 +117,23 @@ def _editor_page(
 # ------------------------------------------------------------------ upcoming issue
 
 
-@dataclass(frozen=True)
-class TopicCount:
-    name: str
-    slug: str
-    members: int
-    articles: int
-
-
-@dataclass(frozen=True)
-class Upcoming:
-    items: list[PlanItem]
-    counts: list[TopicCount]
-    report: PlanReport
-    topics: list[tuple[str, str]]  # (slug, name) of every topic, for the filter
-
-
-def upcoming(ctx: WebContext, topic: str | None) -> Upcoming:
-    """The dry-run plan of each active member's next edition (this period's, hour or not)."""
-    report = plan(ctx.engine, ctx.settings, ctx.clock(), dry_run=True, force=True)
-    members: dict[str, set[str]] = defaultdict(set)
-    articles: dict[str, set[int]] = defaultdict(set)
-    names: dict[str, str] = {}
-    for item in report.items:
-        for article in item.articles:
-            for name in article.topics:
-                slug = topic_slug(name)
-                names.setdefault(slug, name)
-                members[slug].add(item.email)
-                articles[slug].add(article.id)
-    counts = sorted(
-        (TopicCount(names[s], s, len(members[s]), len(articles[s])) for s in names),
-        key=lambda c: (-c.members, c.name.casefold()),
-    )
-    items = report.items
-    if topic:
-        slug = topic_slug(topic)
-        items = [i for i in items if any(slug in a.topic_slugs for a in i.articles)]
+def _upcoming(ctx: WebContext, topic: str | None) -> tuple[Upcoming, list[tuple[str, str]]]:
+    found = upcoming(ctx.engine, ctx.settings, ctx.clock(), topic)
     with Session(ctx.engine) as session:
-        all_names = [(t.slug, t.name) for t in all_topics(session)]
-    return Upcoming(items, counts, report, all_names)
+        return found, [(t.slug, t.name) for t in all_topics(session)]
 
 
 async def upcoming_page(request: Request) -> Response:
     ctx = web_context(request)
     nonce = ctx.editor.require(request)
     topic = request.query_params.get("topic") or None
-    data = await run_in_threadpool(upcoming, ctx, topic)
+    data, topics = await run_in_threadpool(_upcoming, ctx, topic)
     return _editor_page(
-        request, ctx, nonce, "editor/upcoming.html", {"data": data, "topic": topic or ""}
+        request,
+        ctx,
+        nonce,
+        "editor/upcoming.html",
+        {"data": data, "topic": topic or "", "all_topics": topics},
     )
 
 
@@ -185,9 +150,10 @@ class PreviewRequest:
     def from_params(cls, params: QueryParams | Any) -> PreviewRequest:
         email = str(params.get("email") or "").strip()
         topics = tuple(str(t) for t in params.getlist("topics") if str(t).strip())
-        frequency = str(params.get("frequency") or "daily")
-        if frequency not in FREQUENCIES:
-            frequency = "daily"
+        try:
+            frequency = parse_frequency(str(params.get("frequency") or ""))
+        except MemberError:  # a hand-edited link: preview the default rhythm
+            frequency = DEFAULT_FREQUENCY
         return cls(email, topics, frequency)
 
     def query(self) -> list[tuple[str, str]]:

@@ -27,9 +27,9 @@ from digest.members import (
     MemberError,
     MemberRecord,
     SuppressedMember,
-    normalize_email,
     parse_profile,
 )
+from digest.members.lifecycle import ACTIONS
 from digest.models import FREQUENCIES, Topic
 from digest.topics import topic_slug
 from digest.web.context import WebContext, web_context
@@ -64,7 +64,7 @@ def worded(errors: Iterable[MemberError]) -> list[str]:
     """Field errors as the forms show them."""
     out = []
     for error in errors:
-        if error.field == "topics":
+        if error.code == "no_topics":
             out.append("Choose at least one topic.")
         else:
             out.append(f"{error.field.replace('_', ' ').capitalize()}: {error.message}.")
@@ -72,12 +72,15 @@ def worded(errors: Iterable[MemberError]) -> list[str]:
 
 
 def read_profile(
-    form: FormData, email: str, topics: list[Topic]
+    form: FormData, topics: list[Topic], email: str | None = None
 ) -> tuple[MemberRecord | None, list[MemberError]]:
-    """The subscribe or preferences form as a validated record (or its errors)."""
+    """The subscribe or preferences form as a validated record (or its errors); ``email``
+    is the link's member's address on the preferences page (the form has none)."""
     values = {key: str(form.get(key) or "") for key in _FIELDS}
+    if email is not None:
+        values["email"] = email
     ticked = [topic_slug(str(v)) for v in form.getlist("topics")]
-    return parse_profile(email, values, ticked, {t.slug: t.name for t in topics})
+    return parse_profile(values, ticked, {t.slug: t.name for t in topics})
 
 
 # ------------------------------------------------------------------ subscribe
@@ -131,15 +134,8 @@ async def subscribe(request: Request) -> Response:
     form = await request.form()
     ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
     topics = await run_in_threadpool(_topics, ctx)
-    errors: list[MemberError] = []
-    email = ""
-    try:
-        email = normalize_email(str(form.get("email") or ""))
-    except MemberError as exc:
-        errors.append(exc)
-    record, more = read_profile(form, email, topics)
-    errors += more
-    if errors or record is None:
+    record, errors = read_profile(form, topics)
+    if record is None:
         return _subscribe_page(request, ctx, topics, worded(errors), form, status_code=400)
     requested = await run_in_threadpool(ctx.membership.request, record)
     if not requested.sent:  # the same answer whatever the address's state: it reveals nothing
@@ -153,7 +149,7 @@ async def subscribe(request: Request) -> Response:
     return ctx.message(
         request,
         "Check your inbox",
-        f"We have sent a message to {email}. Open the link in it to finish; if you do not "
+        f"We have sent a message to {record.email}. Open the link in it to finish; if you do not "
         "see it in a few minutes, look in your spam folder.",
     )
 
@@ -268,12 +264,12 @@ async def preferences(request: Request) -> Response:
     form = await request.form()
     ctx.csrf.check(f"preferences:{token}", str(form.get(CSRF_FIELD) or ""))
     action = str(form.get("action") or "save")
-    if action not in ("save", "pause", "resume", "unsubscribe"):
+    if action not in ACTIONS:
         return ctx.message(request, "Unknown action", "Use the buttons on the page.", 400)
     record = None
     if action == "save":
         view, topics = await run_in_threadpool(_prefs_state, ctx, token)
-        record, errors = read_profile(form, view.email, topics)
+        record, errors = read_profile(form, topics, view.email)
         if record is None:
             return _prefs_page(request, ctx, token, view, topics, worded(errors), status_code=400)
     try:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, text
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from digest import ledger
+from digest.db import ping
 from digest.members import count_by_status
-from digest.models import SchedulerState
+from digest.scheduler import stored_last_tick
 from digest.web.context import WebContext, web_context
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -42,24 +42,13 @@ def last_tick(session: Session) -> datetime | None:
     """The newest tick known: this process's, or any scheduler's recorded in the store."""
     with _tick_lock:
         local = _last_tick
-    try:
-        stored = session.exec(select(func.max(col(SchedulerState.last_tick_at)))).one()
-    except Exception:  # an older store without the table: report what exists
-        session.rollback()
-        stored = None
-    if isinstance(stored, datetime) and stored.tzinfo is None:
-        from datetime import UTC
-
-        stored = stored.replace(tzinfo=UTC)
-    known = [t for t in (local, stored) if t is not None]
+    known = [t for t in (local, stored_last_tick(session)) if t is not None]
     return max(known) if known else None
 
 
 def _database_ok(ctx: WebContext) -> bool:
     try:
-        with ctx.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return True
+        return ping(ctx.engine)
     except Exception:
         return False
 
