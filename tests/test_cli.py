@@ -450,33 +450,6 @@ def test_demo_on_a_fresh_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert any("Paralysed man stands again" in t.get_content() for t in texts)
 
 
-def test_outbox_transport_writes_the_messages(cli: CLI, tmp_path: Path) -> None:
-    setup_basic(cli, tmp_path)
-    cli.env["DIGEST_TRANSPORT"] = "outbox"
-    assert cli("run", "--now", RUN1).exit_code == 0
-    files = sorted((tmp_path / "outbox").glob("*.eml"))
-    assert len(files) == 2
-    rows = {r["message_id"]: r for r in deliveries(cli) if r["status"] == "sent"}
-    for path in files:
-        msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
-        assert msg["Message-ID"] in rows
-        assert msg["To"].endswith("@example.org>")
-
-
-def test_one_smtp_connection_for_many_messages(
-    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
-) -> None:
-    assert (
-        cli("articles", "import", str(DATA / "sample-article.json"), "--now", DAY1).exit_code == 0
-    )
-    rows = [f"m{i}@example.org,M{i},Stem Cells,daily,UTC,7" for i in range(30)]
-    assert cli("subscribers", "import", str(write_members(tmp_path, rows))).exit_code == 0
-    cli.env["DIGEST_SMTP_POOL_SIZE"] = "1"
-    assert cli("run", "--now", RUN1).exit_code == 0
-    assert len(smtp_server.messages) == 30
-    assert smtp_server.handler.connections == 1
-
-
 def test_sink_on_a_taken_port_is_one_line_and_exit_1(cli: CLI, tmp_path: Path) -> None:
     import socket
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,94 +24,10 @@ from digest.ingest import ArticleRecord, upsert_articles
 from digest.members import MemberRecord, add_member
 from digest.models import Article, Delivery, SchedulerState, Subscriber
 from digest.plan import plan
-from digest.schedule import is_stale, latest_due_edition, too_soon
 from digest.scheduler import JOB_TABLE, Jobs, acquire_leadership, release_leadership, status
 from digest.settings import Settings
 from tests.conftest import CLI, PROJECT, TEST_SECRET
-
-ZONES = ["Europe/London", "America/New_York", "Asia/Kolkata", "Pacific/Auckland", "Pacific/Chatham"]
-TICK = timedelta(minutes=15)
-
-
-def simulate(
-    zone_at: callable, hour_at: callable, frequency: str, start: datetime, end: datetime
-) -> list[tuple[str, datetime, datetime]]:
-    """Tick through time as the scheduler would; return (edition, due, planned at) per send."""
-    sent: list[tuple[str, datetime, datetime]] = []
-    keys: set[str] = set()
-    now = start
-    while now < end:
-        tz, hour = zone_at(now), hour_at(now)
-        edition = latest_due_edition(frequency, tz, hour, now, 0)
-        last_due = sent[-1][1] if sent else None
-        if (
-            edition.key not in keys
-            and not is_stale(edition, tz, now, timedelta(0))
-            and not too_soon(edition, last_due)
-        ):
-            keys.add(edition.key)
-            sent.append((edition.key, edition.due_at, now))
-        now += TICK
-    return sent
-
-
-@pytest.mark.parametrize("zone", ZONES)
-def test_one_daily_edition_per_local_day_across_a_year_of_dst(zone: str) -> None:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    end = datetime(2027, 1, 1, tzinfo=UTC)
-    sent = simulate(lambda _: zone, lambda _: 7, "daily", start, end)
-    tz = ZoneInfo(zone)
-    per_day: dict[date, int] = defaultdict(int)
-    first = start.astimezone(tz).date() + timedelta(days=1)
-    for _key, _due, at in sent:
-        local = at.astimezone(tz)
-        if local.date() < first:
-            continue  # the service started mid-day: that day's edition went out at once
-        per_day[local.date()] += 1
-        assert (local.hour, local.minute) >= (7, 0), f"sent before 07:00 local: {local}"
-        assert at - _due < TICK, "sent within one tick of the due time"
-    last = (end - timedelta(days=1)).astimezone(tz).date()
-    days = [first + timedelta(days=i) for i in range((last - first).days)]
-    assert all(per_day[d] == 1 for d in days), [d for d in days if per_day[d] != 1][:5]
-    assert max(per_day.values()) == 1
-
-
-@pytest.mark.parametrize("zone", ZONES)
-def test_one_weekly_edition_per_iso_week(zone: str) -> None:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    sent = simulate(lambda _: zone, lambda _: 7, "weekly", start, datetime(2027, 1, 1, tzinfo=UTC))
-    weeks = [key for key, _, _ in sent]
-    assert len(weeks) == len(set(weeks)) >= 51
-    tz = ZoneInfo(zone)
-    for _key, _due, at in sent:
-        local = at.astimezone(tz)
-        assert local.weekday() == 0 and local.hour >= 7
-
-
-@pytest.mark.parametrize(
-    ("before", "after"),
-    [
-        ("Pacific/Auckland", "America/New_York"),
-        ("America/New_York", "Pacific/Auckland"),
-        ("Europe/London", "Asia/Kolkata"),
-        ("Pacific/Chatham", "Europe/London"),
-    ],
-)
-def test_changing_time_zone_or_hour_gives_no_gap_and_no_double(before: str, after: str) -> None:
-    switch = datetime(2026, 6, 10, 15, tzinfo=UTC)
-    hour_switch = datetime(2026, 6, 20, 15, tzinfo=UTC)
-    sent = simulate(
-        lambda now: before if now < switch else after,
-        lambda now: 7 if now < hour_switch else 21,
-        "daily",
-        datetime(2026, 6, 1, tzinfo=UTC),
-        datetime(2026, 7, 1, tzinfo=UTC),
-    )
-    times = [at for _, _, at in sent][1:]  # the first went out late, when the service started
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert min(gaps) >= timedelta(hours=12), "never two editions in one day"
-    assert max(gaps) < timedelta(days=2), "never a gap of two days"
-
+from tests.test_schedule import ZONES
 
 # ------------------------------------------------------------------ with the store
 

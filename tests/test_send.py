@@ -245,64 +245,6 @@ def test_worker_once_exits_1_when_deliveries_wait_for_a_retry(
     assert statuses(engine) == {"retry": 3}
 
 
-def test_two_runs_at_once_plan_each_edition_once(engine: Engine, settings: Settings) -> None:
-    seed(engine, 300)
-    handler = FaultHandler()
-    with fault_server(handler) as (host, port):
-        env = _env(settings, host, port)
-        runs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "digest", "-q", "run", "--now", NOW.isoformat()],
-                env=env,
-                cwd=PROJECT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            for _ in range(2)
-        ]
-        for r in runs:
-            _, err = r.communicate(timeout=180)
-            assert r.returncode == 0, err.decode()
-    with Session(engine) as session:
-        rows = session.exec(select(Delivery.subscriber_id, Delivery.edition)).all()
-    assert len(rows) == 300 == len(set(rows))
-    assert handler.total == 300 and set(handler.received.values()) == {1}
-
-
-def test_two_plans_straddling_a_due_time_plan_an_article_once(
-    engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Clocks 20 s apart across a member's send hour compute two edition keys; taking turns,
-    the second planner sees the first's edition and plans no overlapping window."""
-    day = datetime(2026, 11, 24, 14, tzinfo=UTC)
-    seed(engine, 1, now=day)
-    with session_scope(engine) as session:
-        session.execute(update(Subscriber).values(send_hour=0))
-    # each planner waits (briefly) for the other after reading the member's history, so
-    # without turns both read it before either writes
-    both_read = threading.Barrier(2, timeout=2)
-    read = ledger.member_history
-
-    def read_then_wait(session: Session, ids: Any) -> Any:
-        history = read(session, ids)
-        try:
-            both_read.wait()
-        except threading.BrokenBarrierError:
-            pass
-        return history
-
-    monkeypatch.setattr(ledger, "member_history", read_then_wait)
-    clocks = (day.replace(hour=23, minute=59, second=50), day.replace(day=25, hour=0, second=10))
-    planners = [threading.Thread(target=plan, args=(engine, settings, now)) for now in clocks]
-    for t in planners:
-        t.start()
-    for t in planners:
-        t.join()
-    with Session(engine) as session:
-        rows = session.exec(select(Delivery).where(Delivery.status == "planned")).all()
-    assert len(rows) == 1 and rows[0].article_ids
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_worker_sigterm_finishes_in_flight_and_releases_claims(
     engine: Engine, settings: Settings, signum: signal.Signals
@@ -367,69 +309,6 @@ def test_rate_limit_and_pushback_pace_real_sends(engine: Engine, settings: Setti
     assert report.sent == 20 and report.retry == 1
     # 21 sends at 20/s take at least one second; after the 421 the pace halves to 10/s.
     assert elapsed >= 1.4
-
-
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "sendmail"])
-def test_transport_delivers_exact_bytes_with_leading_dots(
-    smtp_server: SMTPServer, pipelining: bool
-) -> None:
-    """Dot-stuffing in both send paths: the server stores exactly the bytes composed."""
-    smtp_server.handler.pipelining = pipelining
-    data = (
-        b"Subject: dots\r\nMessage-ID: <d@x.org>\r\n\r\n.first\r\nmiddle\r\n..two\r\n.\r\n"
-        b"last line without end"
-    )
-    transport = SMTPTransport(smtp_server.host, smtp_server.port)
-    try:
-        for _ in range(2):
-            assert transport.send("digest@news.example.org", "ann@example.org", data).ok
-    finally:
-        transport.close()
-    assert len(smtp_server.messages) == 2
-    for received in smtp_server.messages:
-        assert received.data == data + b"\r\n"  # the final line gets its CRLF
-        assert received.rcpt_tos == ["ann@example.org"]
-    assert smtp_server.handler.connections == 1  # one connection reused
-
-
-class _HeldHandler(FaultHandler):
-    """Takes each message but withholds the reply to its final dot until ``release`` is set."""
-
-    def __init__(self, reply: str = "250 OK queued") -> None:
-        super().__init__()
-        self.release = threading.Event()
-        self.reply = reply
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        await super().handle_DATA(server, session, envelope)
-        while not self.release.is_set():
-            await asyncio.sleep(0.01)
-        return self.reply
-
-
-@pytest.mark.parametrize(
-    ("reply", "ok", "code"), [("250 OK queued", True, 250), ("554 5.7.1 no thanks", False, 554)]
-)
-def test_begin_hands_the_message_over_and_leaves_the_verdict_on_the_wire(
-    reply: str, ok: bool, code: int
-) -> None:
-    """``begin`` returns once the server has the whole message, before it has answered it;
-    the returned function reads and classifies that answer."""
-    handler = _HeldHandler(reply)
-    with fault_server(handler) as (host, port):
-        transport = SMTPTransport(host, port, timeout=5.0)
-        try:
-            finish = transport.begin("digest@news.example.org", "ann@example.org", b"Hi\r\n")
-            deadline = time.monotonic() + 5
-            while handler.total == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert handler.total == 1  # the server holds the message, not yet answered
-            handler.release.set()
-            result = finish()
-        finally:
-            transport.close()
-    assert (result.ok, result.code, result.permanent) == (ok, code, not ok)
-    assert handler.total == 1
 
 
 class _Logged:
@@ -587,43 +466,6 @@ def test_a_near_server_keeps_one_lane(engine: Engine, settings: Settings) -> Non
     assert report.sent == 400 and report.lanes == 1
 
 
-class _TakesThenDrops(FaultHandler):
-    """Takes the message, then the connection drops (or the reply is late) before its 250."""
-
-    def __init__(self, pipelining: bool, late: float = 0.0) -> None:
-        super().__init__(pipelining=pipelining)
-        self.late = late
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        reply = await super().handle_DATA(server, session, envelope)
-        if self.late:
-            await asyncio.sleep(self.late)
-        else:
-            server.transport.close()
-        return reply
-
-
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "plain"])
-@pytest.mark.parametrize("late", [0.0, 1.5], ids=["dropped", "late-reply"])
-def test_no_reply_to_the_final_dot_is_not_resent_at_once(
-    engine: Engine, settings: Settings, pipelining: bool, late: float
-) -> None:
-    """The server may have the message: a later attempt, with the reason, not a second copy now."""
-    seed(engine, 3)
-    handler = _TakesThenDrops(pipelining, late)
-    with fault_server(handler) as (host, port):
-        s = engine_settings(settings, host, port, smtp_pool_size=1)
-        assert plan(engine, s, NOW).planned == 3
-        report = smtp_sender(engine, s).run()
-    assert handler.total == 3 and set(handler.received.values()) == {1}
-    assert report.retry == 3 and report.sent == 0
-    with Session(engine) as session:
-        rows = session.exec(select(Delivery)).all()
-    assert {d.status for d in rows} == {"retry"}
-    assert all("no reply to the end of the message" in (d.error or "") for d in rows)
-    assert all("may have it" in (d.error or "") for d in rows)
-
-
 def _moving_clock() -> Callable[[], datetime]:
     start = time.monotonic()
     return lambda: NOW + timedelta(seconds=time.monotonic() - start)
@@ -677,6 +519,71 @@ def test_renew_extends_only_the_claims_still_held(engine: Engine, settings: Sett
     assert ledger.Recorder(engine).record([lost], "b/0", later) == 1
 
 
+def test_running_clock_starts_at_the_given_instant_and_runs() -> None:
+    """`digest run --now T` replays T, while its leases and retries see real time pass."""
+    ticks = iter([10.0, 10.0, 12.5])
+    clock = running_clock(NOW, lambda: next(ticks))
+    assert clock() == NOW and clock() == NOW + timedelta(seconds=2.5)
+
+
+def test_two_runs_at_once_plan_each_edition_once(engine: Engine, settings: Settings) -> None:
+    seed(engine, 300)
+    handler = FaultHandler()
+    with fault_server(handler) as (host, port):
+        env = _env(settings, host, port)
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "digest", "-q", "run", "--now", NOW.isoformat()],
+                env=env,
+                cwd=PROJECT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
+        for r in runs:
+            _, err = r.communicate(timeout=180)
+            assert r.returncode == 0, err.decode()
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery.subscriber_id, Delivery.edition)).all()
+    assert len(rows) == 300 == len(set(rows))
+    assert handler.total == 300 and set(handler.received.values()) == {1}
+
+
+def test_two_plans_straddling_a_due_time_plan_an_article_once(
+    engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clocks 20 s apart across a member's send hour compute two edition keys; taking turns,
+    the second planner sees the first's edition and plans no overlapping window."""
+    day = datetime(2026, 11, 24, 14, tzinfo=UTC)
+    seed(engine, 1, now=day)
+    with session_scope(engine) as session:
+        session.execute(update(Subscriber).values(send_hour=0))
+    # each planner waits (briefly) for the other after reading the member's history, so
+    # without turns both read it before either writes
+    both_read = threading.Barrier(2, timeout=2)
+    read = ledger.member_history
+
+    def read_then_wait(session: Session, ids: Any) -> Any:
+        history = read(session, ids)
+        try:
+            both_read.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return history
+
+    monkeypatch.setattr(ledger, "member_history", read_then_wait)
+    clocks = (day.replace(hour=23, minute=59, second=50), day.replace(day=25, hour=0, second=10))
+    planners = [threading.Thread(target=plan, args=(engine, settings, now)) for now in clocks]
+    for t in planners:
+        t.start()
+    for t in planners:
+        t.join()
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery).where(Delivery.status == "planned")).all()
+    assert len(rows) == 1 and rows[0].article_ids
+
+
 def test_an_edition_failing_after_the_next_was_planned_leaves_its_articles_owed(
     engine: Engine, settings: Settings
 ) -> None:
@@ -715,10 +622,3 @@ def test_an_edition_failing_after_the_next_was_planned_leaves_its_articles_owed(
     assert by_day["daily:2026-11-27"][0] == "skipped"
     sent = [i for d in rows if d.status == "sent" for i in d.article_ids]
     assert sorted(sent) == [1, 2]
-
-
-def test_running_clock_starts_at_the_given_instant_and_runs() -> None:
-    """`digest run --now T` replays T, while its leases and retries see real time pass."""
-    ticks = iter([10.0, 10.0, 12.5])
-    clock = running_clock(NOW, lambda: next(ticks))
-    assert clock() == NOW and clock() == NOW + timedelta(seconds=2.5)
