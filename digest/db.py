@@ -21,7 +21,7 @@ from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine
 
-from digest import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from digest import models, resources  # noqa: F401  (models registers the tables)
 
 
 def make_engine(url: str, echo: bool = False) -> Engine:
@@ -86,9 +86,6 @@ def _use_wal(cursor: Any) -> None:
         time.sleep(random.uniform(0.01, 0.05))
 
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
 class SchemaOutOfDate(RuntimeError):
     """The store was made by an older version; ``digest db upgrade`` brings it up to date."""
 
@@ -97,7 +94,7 @@ def alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(resources.path("migrations")))
     config.set_main_option(
         "sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%")
     )

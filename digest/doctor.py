@@ -35,6 +35,7 @@ from digest.editions import Editions
 from digest.ledger import new_message_id
 from digest.members.rules import ACTIVE
 from digest.render import GMAIL_CLIP_BYTES, Renderer, make_environment
+from digest.resources import template_names
 from digest.settings import Settings, SettingsError
 
 Status = Literal["ok", "warn", "fail"]
@@ -173,17 +174,18 @@ def check_dkim(settings: Settings) -> Check:
     return Check(name, "ok", f"signing as {record}; the key matches its TXT record")
 
 
-def template_problems(templates_dir: str | Path) -> list[str]:
-    """``file:line: message`` for each email template that does not compile or render."""
+def template_problems(templates_dir: str | Path = "") -> list[str]:
+    """``file:line: message`` for each email template that does not compile or render (the
+    operator's ``templates_dir`` over the built-in set)."""
     env = make_environment(templates_dir)
     problems: list[str] = []
-    root = Path(templates_dir)
-    for path in sorted((root / "email").glob("*.j2")):
-        name = path.relative_to(root).as_posix()
+    for name in template_names(templates_dir, "email"):
+        if not name.endswith(".j2"):
+            continue
         try:
             env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
-            problems.append(f"{exc.filename or path}:{exc.lineno}: {exc.message}")
+            problems.append(f"{exc.filename or name}:{exc.lineno}: {exc.message}")
     if problems:
         return problems
     renderer = Renderer(templates_dir)
@@ -205,6 +207,29 @@ def template_problems(templates_dir: str | Path) -> list[str]:
     return problems
 
 
+def page_template_problems(templates_dir: str | Path = "") -> list[str]:
+    """``file:line: message`` for each web page template that does not compile."""
+    from digest.web.context import page_environment  # the pages' own Jinja settings
+
+    env = page_environment(templates_dir)
+    problems: list[str] = []
+    for name in template_names(templates_dir, "web"):
+        if not name.endswith(".html"):
+            continue
+        try:
+            env.get_template(name.removeprefix("web/"))
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append(f"{exc.filename or name}:{exc.lineno}: {exc.message}")
+    return problems
+
+
+def templates_in_use(templates_dir: str | Path = "") -> str:
+    """Which templates a run uses, in words: the built-in set, or an override folder over it."""
+    if str(templates_dir).strip():
+        return f"{templates_dir} (over the built-in templates)"
+    return "built-in templates"
+
+
 def _template_place(exc: BaseException, fallback: str) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(".j2")]
     if frames:
@@ -214,9 +239,11 @@ def _template_place(exc: BaseException, fallback: str) -> str:
 
 def check_templates(settings: Settings) -> Check:
     problems = template_problems(settings.templates_dir)
+    problems += page_template_problems(settings.templates_dir)
     if problems:
         return Check("Templates", "fail", "; ".join(problems))
-    return Check("Templates", "ok", f"{settings.templates_dir}: every template compiles, renders")
+    where = templates_in_use(settings.templates_dir)
+    return Check("Templates", "ok", f"{where}: every template compiles, emails render")
 
 
 def _member() -> MemberView:

@@ -30,8 +30,8 @@ from premailer import Premailer
 
 from digest.compose import one_line
 from digest.content import ArticleView, DigestIssue, MemberView, Personal, Rendered, TopicGroup
+from digest.resources import template_folders, template_loader
 from digest.sections import InsertsAltered, SectionCache
-from digest.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from digest.settings import Settings
@@ -135,18 +135,16 @@ class _Environment(jinja2.Environment):
         return {**self.globals, **(d or {})}
 
 
-def make_environment(templates_dir: str | Path, auto_reload: bool = True) -> jinja2.Environment:
+def make_environment(
+    templates_dir: str | Path = "", auto_reload: bool = True
+) -> jinja2.Environment:
     """One environment per renderer: compiled templates are cached in it.
 
     An operator's ``templates_dir`` needs only the templates it changes: the rest come from the
-    built-in set.
+    built-in set (``digest.resources``); empty means the built-in set alone.
     """
-    folders = [str(templates_dir)]
-    builtin = str(PROJECT_ROOT / "templates")
-    if Path(templates_dir).resolve() != Path(builtin).resolve():
-        folders.append(builtin)
     env = _Environment(
-        loader=jinja2.FileSystemLoader(folders),
+        loader=template_loader(templates_dir),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("mjml.j2", "html.j2", "mjml", "html"),
             disabled_extensions=("txt.j2", "txt"),
@@ -363,13 +361,14 @@ class Renderer:
 
     def __init__(
         self,
-        templates_dir: str | Path,
+        templates_dir: str | Path = "",
         *,
         html_size_budget: int = DEFAULT_HTML_BUDGET,
         brand: Brand | None = None,
         check_seconds: float = 1.0,
     ) -> None:
-        self.templates_dir = Path(templates_dir)
+        self.templates_dir = templates_dir
+        self._folders = template_folders(templates_dir)
         # the renderer checks the templates' mtimes itself, at most every ``check_seconds``
         # (a send run renders thousands of pages a second: ten stat calls each add up)
         self.env = make_environment(self.templates_dir, auto_reload=False)
@@ -643,13 +642,15 @@ class Renderer:
                 keep -= 1
 
     def _template_stamp(self) -> tuple[int, ...]:
-        """Template mtimes: an edited template invalidates the cached sections."""
+        """Template mtimes: an edited (or newly overriding) template invalidates the cached
+        sections."""
         stamps = []
         for name in DIGEST_TEMPLATES:
-            try:
-                stamps.append((self.templates_dir / name).stat().st_mtime_ns)
-            except OSError:
-                stamps.append(0)
+            for folder in self._folders:
+                try:
+                    stamps.append((folder / name).stat().st_mtime_ns)
+                except OSError:
+                    stamps.append(0)
         return tuple(stamps)
 
     # -- notices

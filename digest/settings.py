@@ -16,8 +16,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
 #: Keys that may only come from the environment, never from a file that could be committed.
 SECRET_KEYS = frozenset({"secret_key", "smtp_password", "editor_password", "dkim_private_key"})
 
@@ -67,7 +65,7 @@ class Settings:
     database_url: str = "sqlite:///data/digest.db"
     data_dir: str = "data"
     # content and links
-    templates_dir: str = str(PROJECT_ROOT / "templates")
+    templates_dir: str = ""  # the operator's templates over the built-in ones; "": built-in
     site_name: str = "The Digest"
     base_url: str = "http://localhost:8000"
     from_address: str = "The Digest <digest@localhost>"
@@ -137,6 +135,8 @@ class Settings:
             raise SettingsError(f"transport must be smtp or outbox, not {self.transport!r}")
         if self.weekly_day not in WEEKDAYS:
             raise SettingsError(f"weekly_day must be one of {', '.join(WEEKDAYS)}")
+        if self.templates_dir.strip() and not Path(self.templates_dir).is_dir():
+            raise SettingsError(f"templates_dir: no such folder: {self.templates_dir}")
         if self.max_items < 1:
             raise SettingsError("max_items must be at least 1")
         for key in _POSITIVE:

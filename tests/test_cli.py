@@ -416,10 +416,10 @@ def test_deliveries_retry_requeues_failed_ones(
 def test_run_refuses_a_broken_template(cli: CLI, tmp_path: Path) -> None:
     import shutil
 
-    from digest.settings import PROJECT_ROOT
+    from digest import resources
 
     templates = tmp_path / "templates"
-    shutil.copytree(PROJECT_ROOT / "templates", templates)
+    shutil.copytree(resources.path("templates"), templates)
     article_partial = templates / "email" / "_article.mjml.j2"
     article_partial.write_text(article_partial.read_text() + "\n{{ no_such_variable.x }}\n{% if %}")
     cli.env["DIGEST_TEMPLATES_DIR"] = str(templates)

@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from digest import resources
 from digest.cli.common import App
 from digest.cli.doctor import COMMANDS, doctor_command, templates_group
 from digest.doctor import Check, contrast_ratio, run_checks, template_problems
-from digest.settings import PROJECT_ROOT, Settings, load_settings
+from digest.settings import Settings, load_settings
 from tests.conftest import TEST_SECRET, SMTPServer, free_port
 from tests.test_dkim import make_key
 
-TEMPLATES = PROJECT_ROOT / "templates"
+TEMPLATES = resources.path("templates")
 
 
 def good_settings(smtp_server: SMTPServer, **overrides: Any) -> Settings:

@@ -22,6 +22,7 @@ from typing import Any
 import lxml.html
 import pytest
 
+from digest import resources
 from digest.compose import compose_message
 from digest.content import (
     ArticleView,
@@ -34,11 +35,10 @@ from digest.content import (
 )
 from digest.mailer import SMTPTransport
 from digest.render import GMAIL_CLIP_BYTES, Brand, Renderer
-from digest.settings import PROJECT_ROOT
 from tests.conftest import SMTPServer
 from tests.test_compose import make_message_id
 
-TEMPLATES = PROJECT_ROOT / "templates"
+TEMPLATES = resources.path("templates")
 GOLDEN = Path(__file__).parent / "golden"
 FROM = "Science Digest <digest@news.example.org>"
 DOMAIN = "news.example.org"

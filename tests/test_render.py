@@ -13,6 +13,7 @@ from pathlib import Path
 import lxml.html
 import pytest
 
+from digest import resources
 from digest.content import (
     ArticleView,
     DigestIssue,
@@ -22,9 +23,8 @@ from digest.content import (
     TopicGroup,
 )
 from digest.render import Renderer, date_long, wrap72
-from digest.settings import PROJECT_ROOT
 
-TEMPLATES = PROJECT_ROOT / "templates"
+TEMPLATES = resources.path("templates")
 
 TITLE = "Paralysed man stands again after groundbreaking stem cell therapy"
 SUBTITLE = (

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from digest import resources
 from digest.content import (
     ArticleView,
     DigestIssue,
@@ -28,10 +29,9 @@ from digest.content import (
 from digest.render import Renderer, mjml_to_html
 from digest.sections import SectionCache, Unsupported, abstract, split_body
 from digest.selection import group_by_topic
-from digest.settings import PROJECT_ROOT
 from digest.topics import topic_slug
 
-TEMPLATES = PROJECT_ROOT / "templates"
+TEMPLATES = resources.path("templates")
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 TOPICS = [f"Topic {i:02d}" for i in range(12)] + ["Stem Cells & <Genes>"]
 WORDS = "probe orbit climate river forest energy vaccine protein galaxy é ü 東京 &amp; <b>x</b>"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from digest.settings import PROJECT_ROOT, SettingsError, load_settings
+from digest import resources
+from digest.settings import SettingsError, load_settings
 
 
 def test_layers_in_order(tmp_path: Path) -> None:
@@ -56,10 +57,10 @@ def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, message: s
 
 
 def test_shipped_config_loads_and_matches_defaults() -> None:
-    shipped = load_settings(PROJECT_ROOT / "config" / "digest.toml", env={})
+    shipped = load_settings(resources.path("config/digest.toml"), env={})
     defaults = load_settings(env={})
     assert shipped == defaults
-    assert load_settings(PROJECT_ROOT / "config" / "local.toml", env={}).smtp_port == 8025
+    assert load_settings(resources.path("config/local.toml"), env={}).smtp_port == 8025
 
 
 def test_max_lateness_as_a_duration(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``digest demo`` (the whole path on a fresh checkout) and ``digest sink`` (a local SMTP sink)."""
+"""``digest demo`` (the whole path, from any folder) and ``digest sink`` (a local SMTP sink)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from sqlmodel import Session
 
+from digest import resources
 from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app
 from digest.clock import fixed_clock
 from digest.db import session_scope
@@ -21,11 +22,11 @@ from digest.mailer import SMTPTransport
 from digest.members import import_csv_file
 from digest.plan import plan
 from digest.send import send_due
-from digest.settings import PROJECT_ROOT
 from digest.sink import SinkServer
 
-DEMO_ARTICLES = PROJECT_ROOT / "examples" / "articles"
-DEMO_MEMBERS = PROJECT_ROOT / "subscribers" / "example.csv"
+#: The shipped sample archive and members (package data, see ``digest.resources``).
+DEMO_ARTICLES = "examples/articles"
+DEMO_MEMBERS = "subscribers/example.csv"
 #: The sample archive is from March 2025; the demo lifts the age limit so it still qualifies.
 DEMO_MAX_AGE_DAYS = 36500
 
@@ -49,16 +50,17 @@ def demo_command(app: App, now: datetime) -> None:
     engine = app.engine
     click.echo(f"store: {engine.url.render_as_string(hide_password=True)}")
 
-    batch = load_paths([DEMO_ARTICLES], now=now, max_bytes=settings.max_import_bytes)
+    articles, members = resources.path(DEMO_ARTICLES), resources.path(DEMO_MEMBERS)
+    batch = load_paths([articles], now=now, max_bytes=settings.max_import_bytes)
     if batch.errors:
         raise BadInput("\n".join(str(e) for e in batch.errors))
     with session_scope(engine) as session:
         counts = upsert_articles(session, batch.records, now)
-    click.echo(f"articles: {len(batch.records)} from {DEMO_ARTICLES} ({counts})")
+    click.echo(f"articles: {len(batch.records)} from {articles} ({counts})")
 
     with session_scope(engine) as session:
-        report = import_csv_file(session, DEMO_MEMBERS, now, max_bytes=settings.max_import_bytes)
-    click.echo(f"members: {report.summary()} from {DEMO_MEMBERS}")
+        report = import_csv_file(session, members, now, max_bytes=settings.max_import_bytes)
+    click.echo(f"members: {report.summary()} from {members}")
 
     with SinkServer(mail_dir) as sink:
         click.echo(f"SMTP server listening on {sink.host}:{sink.port}, saving to {mail_dir}/")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from digest.cli.common import EXIT_WORK_FAILED, App, pass_app
-from digest.doctor import failed, format_checklist, run_checks, template_problems
+from digest.doctor import (
+    failed,
+    format_checklist,
+    page_template_problems,
+    run_checks,
+    template_problems,
+    templates_in_use,
+)
 
 
 @click.command("doctor")
@@ -27,20 +34,22 @@ def doctor_command(ctx: click.Context, app: App, no_smtp: bool, no_spamassassin:
 
 @click.group("templates")
 def templates_group() -> None:
-    """Email templates."""
+    """Email and web page templates: check them, or copy the built-in ones to restyle."""
 
 
 @templates_group.command("check")
 @pass_app
 @click.pass_context
 def templates_check_command(ctx: click.Context, app: App) -> None:
-    """Compile and render every email template; report problems with file and line."""
-    problems = template_problems(app.settings.templates_dir)
+    """Compile and render every email template and compile every web page; report problems
+    with file and line."""
+    templates_dir = app.settings.templates_dir
+    problems = template_problems(templates_dir) + page_template_problems(templates_dir)
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
         ctx.exit(EXIT_WORK_FAILED)
-    click.echo(f"{app.settings.templates_dir}: every template compiles and renders")
+    click.echo(f"{templates_in_use(templates_dir)}: every template compiles, emails render")
 
 
 COMMANDS = [doctor_command]

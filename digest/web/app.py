@@ -25,11 +25,11 @@ from digest.editions import Editions
 from digest.mailer import TransportFactory, make_transport
 from digest.members import Membership
 from digest.outbound import Outbound
+from digest.resources import static_folders
 from digest.settings import Settings
 from digest.tokens import InvalidToken, TokenSigner
 from digest.web import editor, members, ops
 from digest.web.context import (
-    BUILTIN_TEMPLATES,
     WebContext,
     page_environment,
     web_context,
@@ -204,6 +204,14 @@ async def _home(request: Request) -> Response:
     return RedirectResponse("/subscribe", status_code=303)
 
 
+def static_files(templates_dir: str) -> StaticFiles:
+    """``/static/``: the operator's ``web/static/`` files (if any) over the built-in ones."""
+    folders = [str(folder) for folder in static_folders(templates_dir)]
+    static = StaticFiles(directory=folders[-1])
+    static.all_directories = folders  # looked up in order, first match wins
+    return static
+
+
 def create_app(
     settings: Settings,
     engine: Engine | None = None,
@@ -248,11 +256,7 @@ def create_app(
         *members.ROUTES,
         *editor.ROUTES,
         *ops.ROUTES,
-        Mount(
-            "/static",
-            StaticFiles(directory=str(BUILTIN_TEMPLATES / "web" / "static")),
-            name="static",
-        ),
+        Mount("/static", static_files(settings.templates_dir), name="static"),
     ]
     app = Starlette(
         routes=routes,

@@ -17,22 +17,16 @@ from starlette.responses import HTMLResponse
 from digest.editions import Editions
 from digest.members import Membership
 from digest.outbound import Outbound
-from digest.settings import PROJECT_ROOT, Settings
+from digest.resources import template_loader
+from digest.settings import Settings
 from digest.web.security import CSRF, EditorAuth, RateLimiter
 
-#: The project's own web templates; a custom ``templates_dir`` may override any of them.
-BUILTIN_TEMPLATES = PROJECT_ROOT / "templates"
 
-
-def page_environment(templates_dir: str | Path) -> jinja2.Environment:
-    """Jinja2 for web pages: always autoescaped, undefined names are errors."""
+def page_environment(templates_dir: str | Path = "") -> jinja2.Environment:
+    """Jinja2 for web pages (``templates/web/``, any of them overridden from ``templates_dir``):
+    always autoescaped, undefined names are errors."""
     env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader(
-            [
-                jinja2.FileSystemLoader(str(Path(templates_dir) / "web")),
-                jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES / "web")),
-            ]
-        ),
+        loader=template_loader(templates_dir, "web"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
