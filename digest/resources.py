@@ -156,11 +156,14 @@ def copy_templates(
     wanted = [name.strip("/") for name in names] or list(shipped)
     unknown = [name for name in wanted if name not in shipped]
     if unknown:
-        raise ValueError(f"no built-in template {', '.join(unknown)} (see `digest templates copy`)")
+        raise ValueError(
+            f"no built-in template {', '.join(unknown)} "
+            "(names as in the templates folder, e.g. email/layout.mjml.j2)"
+        )
     target = Path(folder)
     existing = [target / name for name in wanted if (target / name).exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]}: already exists (overwrite to replace it)")
+        raise FileExistsError(f"{existing[0]}: already exists")
     written = []
     for name in wanted:
         destination = target / name

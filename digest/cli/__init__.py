@@ -68,6 +68,7 @@ def _register() -> None:
         deliveries,
         demo,
         doctor,
+        init,
         run,
         service,
         subscribers,
@@ -75,7 +76,8 @@ def _register() -> None:
         worker,
     )
 
-    for module in (articles, subscribers, run, worker, service, web, deliveries, doctor, demo, db):
+    modules = (init, articles, subscribers, run, worker, service, web, deliveries, doctor, demo, db)
+    for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)
     for command in doctor.TEMPLATES_COMMANDS:

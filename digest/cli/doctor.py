@@ -1,10 +1,14 @@
-"""``digest doctor`` (is this configuration ready to send?) and ``digest templates check``."""
+"""``digest doctor`` (is this configuration ready to send?), ``digest templates check`` and
+``digest templates copy``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
-from digest.cli.common import EXIT_WORK_FAILED, App, pass_app
+from digest.cli.common import EXIT_WORK_FAILED, App, BadInput, pass_app
 from digest.doctor import (
     failed,
     format_checklist,
@@ -13,6 +17,7 @@ from digest.doctor import (
     template_problems,
     templates_in_use,
 )
+from digest.resources import copy_templates
 
 
 @click.command("doctor")
@@ -50,6 +55,28 @@ def templates_check_command(ctx: click.Context, app: App) -> None:
     if problems:
         ctx.exit(EXIT_WORK_FAILED)
     click.echo(f"{templates_in_use(templates_dir)}: every template compiles, emails render")
+
+
+@templates_group.command("copy")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Replace files already in FOLDER.")
+def templates_copy_command(folder: str, names: tuple[str, ...], force: bool) -> None:
+    """Copy the built-in templates (or only NAMES, e.g. email/layout.mjml.j2 web/static/site.css)
+    into FOLDER to restyle them, then set templates_dir to FOLDER.
+
+    Copy only what you change: the templates not in FOLDER stay built-in and follow upgrades.
+    """
+    try:
+        written = copy_templates(folder, names, overwrite=force)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    except FileExistsError as exc:
+        raise BadInput(f"{exc} (--force replaces it)") from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    where = json.dumps(str(Path(folder).resolve()))
+    click.echo(f"to use them: templates_dir = {where} (or DIGEST_TEMPLATES_DIR)")
 
 
 COMMANDS = [doctor_command]
