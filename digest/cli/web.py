@@ -9,7 +9,12 @@ from digest.cli.common import App, BadInput, pass_app
 
 @click.command("web")
 @click.option("--host", default=None, help="Address to listen on (default: setting web_host).")
-@click.option("--port", type=int, default=None, help="Port (default: setting web_port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port (default: setting web_port; 0: any free port, logged at start).",
+)
 @pass_app
 def web_command(app: App, host: str | None, port: int | None) -> None:
     """Serve the web app: subscribe, preferences, unsubscribe, editor previews, /metrics.
@@ -28,7 +33,7 @@ def web_command(app: App, host: str | None, port: int | None) -> None:
     uvicorn.run(
         asgi,
         host=host or app.settings.web_host,
-        port=port or app.settings.web_port,
+        port=app.settings.web_port if port is None else port,
         proxy_headers=True,
         log_level="warning" if app.quiet else "info",
     )
