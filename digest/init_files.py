@@ -69,10 +69,10 @@ def _toml_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
-def config_text(folder: Path, now: datetime) -> str:
-    """The shipped ``config/digest.toml``, its store and data folders made absolute in
-    ``folder``."""
-    data = folder / "data"
+def config_text(folder: Path, now: datetime, data: Path | None = None) -> str:
+    """The shipped ``config/digest.toml``, its store and data folders made absolute: in
+    ``data``, by default ``folder/data``."""
+    data = data or folder / "data"
     places = {
         "database_url": f"sqlite:///{data / 'digest.db'}",
         "data_dir": str(data),
@@ -86,7 +86,7 @@ def config_text(folder: Path, now: datetime) -> str:
         text = re.sub(rf"^{key} = .*$", f"{key} = {_toml_string(value)}", text, count=1, flags=re.M)
     header = (
         f"# Written by `digest init` on {now:%Y-%m-%d} for {folder}.\n"
-        "# Every key is optional. database_url, data_dir and outbox_dir point into this folder;\n"
+        f"# Every key is optional. database_url, data_dir and outbox_dir point into {data};\n"
         f"# every other value shown is the default. Secrets go in {folder / ENV_NAME}, not here.\n"
     )
     return header + text
@@ -111,11 +111,13 @@ def env_text(folder: Path, values: Mapping[str, str], now: datetime) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan_files(folder: str | Path, now: datetime) -> InitFiles:
-    """The two files for ``folder`` with freshly generated secrets."""
+def plan_files(folder: str | Path, now: datetime, data: str | Path | None = None) -> InitFiles:
+    """The two files for ``folder`` with freshly generated secrets; the store and mail
+    folders in ``data`` (default: ``folder/data``)."""
     where = Path(folder).expanduser().resolve()
+    data_dir = Path(data).expanduser().resolve() if data else None
     values = {key: make() for key, make in GENERATED.items()}
-    return InitFiles(where, config_text(where, now), env_text(where, values, now))
+    return InitFiles(where, config_text(where, now, data_dir), env_text(where, values, now))
 
 
 def write_files(files: InitFiles, overwrite: bool = False) -> None:

@@ -12,7 +12,13 @@ from click.testing import CliRunner
 from digest import resources
 from digest.cli.common import App
 from digest.cli.doctor import COMMANDS, doctor_command, templates_group
-from digest.doctor import Check, contrast_ratio, run_checks, template_problems
+from digest.doctor import (
+    Check,
+    contrast_ratio,
+    page_template_problems,
+    run_checks,
+    template_problems,
+)
 from digest.settings import Settings, load_settings
 from tests.conftest import TEST_SECRET, SMTPServer, free_port
 from tests.test_dkim import make_key
@@ -129,6 +135,41 @@ def test_template_problems_name_file_and_line(tmp_path: Path) -> None:
     settings = load_settings(env={}, overrides={"templates_dir": str(templates)})
     result = runner.invoke(templates_group, ["check"], obj=App(settings=settings))
     assert result.exit_code == 1 and "no_such_variable" in result.output
+
+
+def test_templates_check_compiles_web_pages_too(tmp_path: Path) -> None:
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "subscribe.html").write_text("<p>\n{% if %}\n</p>\n")
+    assert page_template_problems() == []
+    (problem,) = page_template_problems(tmp_path)
+    assert problem.startswith(f"{tmp_path / 'web' / 'subscribe.html'}:2: ")
+
+    settings = load_settings(env={}, overrides={"templates_dir": str(tmp_path)})
+    result = CliRunner().invoke(templates_group, ["check"], obj=App(settings=settings))
+    assert result.exit_code == 1 and "subscribe.html:2" in result.output
+    check = run_checks(settings, smtp=False, spamassassin=False)
+    assert [c.status for c in check if c.name == "Templates"] == ["fail"]
+
+    result = CliRunner().invoke(templates_group, ["check"], obj=App(settings=load_settings(env={})))
+    assert result.exit_code == 0
+    assert result.output == "built-in templates: every template compiles, emails render\n"
+
+
+def test_templates_copy_starts_a_templates_dir(tmp_path: Path) -> None:
+    runner = CliRunner()
+    target = tmp_path / "mine"
+    result = runner.invoke(templates_group, ["copy", str(target), "email/layout.mjml.j2"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in target.rglob("*") if p.is_file()] == ["layout.mjml.j2"]
+    assert f'templates_dir = "{target.resolve()}"' in result.output
+    again = runner.invoke(templates_group, ["copy", str(target), "email/layout.mjml.j2"])
+    assert again.exit_code == 2 and "already exists (--force replaces it)" in again.output
+    unknown = runner.invoke(templates_group, ["copy", str(target), "email/nope.j2"])
+    assert unknown.exit_code == 2 and "no built-in template email/nope.j2" in unknown.output
+    forced = runner.invoke(templates_group, ["copy", "--force", str(target)])
+    assert forced.exit_code == 0
+    settings = load_settings(env={}, overrides={"templates_dir": str(target)})
+    assert template_problems(settings.templates_dir) == []
 
 
 def test_contrast_ratio() -> None:

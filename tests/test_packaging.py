@@ -340,3 +340,28 @@ def test_web_serves_subscribe_and_its_css(installed: Installed, tmp_path: Path) 
     while not lines.empty():
         seen.append(lines.get())
     assert not [line for line in seen if "SOURCE TREE READ" in line], "".join(seen)
+
+
+def test_the_service_unit_runs_the_installed_digest() -> None:
+    """No checkout in the unit: it runs the venv's ``digest`` on ``digest init``'s files."""
+    from digest import resources
+    from digest.init_files import CONFIG_NAME, ENV_NAME
+
+    unit = resources.read_text("config/digest.service")
+    service: dict[str, list[str]] = {}
+    section = ""
+    for line in unit.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == "Service" and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            service.setdefault(key, []).append(value)
+    venv = re.search(r"python3 -m venv (\S+)", unit)
+    init = re.search(r"digest init (\S+) --data-dir (\S+)", unit)
+    assert venv and init
+    assert service["ExecStart"] == [f"{venv[1]}/bin/digest serve"]
+    assert service["EnvironmentFile"] == [f"{init[1]}/{ENV_NAME}"]
+    assert f"DIGEST_CONFIG={init[1]}/{CONFIG_NAME}" in service["Environment"]
+    assert service["WorkingDirectory"] == [init[2]] == service["ReadWritePaths"]
+    for checkout in (".venv", "git clone", "pip install -e", "README.md"):
+        assert checkout not in unit

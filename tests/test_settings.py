@@ -63,6 +63,13 @@ def test_shipped_config_loads_and_matches_defaults() -> None:
     assert load_settings(resources.path("config/local.toml"), env={}).smtp_port == 8025
 
 
+def test_templates_dir_must_be_a_folder(tmp_path: Path) -> None:
+    assert load_settings(env={}).templates_dir == ""  # the built-in templates
+    assert load_settings(env={"DIGEST_TEMPLATES_DIR": str(tmp_path)}).templates_dir == str(tmp_path)
+    with pytest.raises(SettingsError, match=f"templates_dir: no such folder: {tmp_path}/nope"):
+        load_settings(env={"DIGEST_TEMPLATES_DIR": str(tmp_path / "nope")})
+
+
 def test_max_lateness_as_a_duration(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('max_lateness = "6h"\n')

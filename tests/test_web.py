@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine
@@ -696,3 +697,39 @@ def test_web_command_help() -> None:
 
     result = CliRunner().invoke(COMMANDS[0], ["--help"])
     assert result.exit_code == 0 and "--port" in result.output and "--host" in result.output
+
+
+# ---------------------------------------------------------------- templates_dir over built-ins
+
+
+def test_templates_dir_overrides_a_page_and_a_static_file_and_keeps_the_rest(
+    engine: Engine, settings: Settings, clock: Clock, tmp_path: Path
+) -> None:
+    from digest import resources
+
+    own = tmp_path / "own"
+    (own / "web" / "static").mkdir(parents=True)
+    (own / "web" / "static" / "site.css").write_text("body { color: rebeccapurple }\n")
+    (own / "web" / "static" / "logo.svg").write_text("<svg/>")
+    (own / "web" / "message.html").write_text(
+        '{% extends "base.html" %}{% block main %}<p class="own">{{ text }}</p>{% endblock %}'
+    )
+    builtin_js = resources.path("templates/web/static/tz.js").read_bytes()
+
+    plain = create_app(web_settings(settings), engine, clock=clock)
+    with TestClient(plain, base_url="https://news.example.org") as client:
+        css = client.get("/static/site.css")
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+        assert css.content == resources.path("templates/web/static/site.css").read_bytes()
+        assert client.get("/static/logo.svg").status_code == 404
+        assert client.get("/static/../../settings.py").status_code == 404
+
+    custom = create_app(web_settings(settings, templates_dir=str(own)), engine, clock=clock)
+    with TestClient(custom, base_url="https://news.example.org") as client:
+        assert client.get("/static/site.css").text == "body { color: rebeccapurple }\n"
+        assert client.get("/static/logo.svg").text == "<svg/>"
+        assert client.get("/static/tz.js").content == builtin_js  # not overridden: built-in
+        page = client.get("/subscribe")  # not overridden: the built-in page
+        assert page.status_code == 200 and "<form" in page.text
+        gone = client.get("/unsubscribe/not-a-token")  # a message page: the operator's
+        assert '<p class="own">' in gone.text

@@ -13,14 +13,19 @@ from digest.init_files import GENERATED, plan_files, write_files
 
 @click.command("init")
 @click.argument("folder", default=".", type=click.Path(file_okay=False))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Where the SQLite store and saved mail go (default: FOLDER/data).",
+)
 @click.option("--force", is_flag=True, help="Replace existing files (and their secrets).")
-def init_command(folder: str, force: bool) -> None:
+def init_command(folder: str, data_dir: str | None, force: bool) -> None:
     """Start an install in FOLDER (default: here): digest.toml, every setting with its default
     and meaning, and .env (mode 0600) with DIGEST_CONFIG and newly generated secrets.
 
     Existing files are left alone unless --force. The secrets are not shown: they are in .env.
     """
-    files = plan_files(folder, datetime.now(UTC))
+    files = plan_files(folder, datetime.now(UTC), data_dir)
     try:
         write_files(files, overwrite=force)
     except FileExistsError as exc:
