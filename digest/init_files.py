@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,8 +100,8 @@ def env_text(folder: Path, values: Mapping[str, str], now: datetime) -> str:
         f"# digest environment, written by `digest init` on {now:%Y-%m-%d}. Keep it private:",
         "# mode 0600, owned by the user that runs digest. Secrets are read only from the",
         "# environment. Load it with systemd's EnvironmentFile= or in a shell:",
-        f"#   set -a; . {folder / ENV_NAME}; set +a",
-        f"DIGEST_CONFIG={folder / CONFIG_NAME}",
+        f"#   set -a; . {shlex.quote(str(folder / ENV_NAME))}; set +a",
+        f"DIGEST_CONFIG={shlex.quote(str(folder / CONFIG_NAME))}",  # both read shell quoting
     ]
     for key in [*GENERATED, *sorted(SECRET_KEYS - set(GENERATED))]:
         lines.append("")
@@ -116,6 +117,9 @@ def plan_files(folder: str | Path, now: datetime, data: str | Path | None = None
     folders in ``data`` (default: ``folder/data``)."""
     where = Path(folder).expanduser().resolve()
     data_dir = Path(data).expanduser().resolve() if data else None
+    for place in (where, data_dir):
+        if place is not None and any(ord(c) < 32 or ord(c) == 127 for c in str(place)):
+            raise ValueError(f"{str(place)!r}: a folder name with control characters")
     values = {key: make() for key, make in GENERATED.items()}
     return InitFiles(where, config_text(where, now, data_dir), env_text(where, values, now))
 

@@ -133,6 +133,24 @@ def test_a_folder_that_cannot_be_written_is_bad_input(tmp_path: Path) -> None:
     assert "cannot write there" in output
 
 
+def test_a_folder_with_spaces_is_quoted_and_one_with_a_newline_refused(tmp_path: Path) -> None:
+    import subprocess
+
+    code, _ = init(str(tmp_path / "my site"))
+    assert code == 0
+    env_file = tmp_path / "my site" / ".env"
+    shell = subprocess.run(
+        ["sh", "-c", f'set -a; . "{env_file}"; set +a; printf %s "$DIGEST_CONFIG"'],
+        capture_output=True,
+        text=True,
+    )
+    assert shell.stdout == str(tmp_path / "my site" / "digest.toml"), shell.stderr
+
+    code, output = init(str(tmp_path / "evil\nname = 1"))
+    assert code == 2 and "control characters" in output
+    assert not (tmp_path / "evil\nname = 1").exists()
+
+
 @pytest.mark.parametrize("umask", [0o000, 0o077])
 def test_modes_do_not_depend_on_the_umask(tmp_path: Path, umask: int) -> None:
     old = os.umask(umask)

@@ -25,7 +25,10 @@ def init_command(folder: str, data_dir: str | None, force: bool) -> None:
 
     Existing files are left alone unless --force. The secrets are not shown: they are in .env.
     """
-    files = plan_files(folder, datetime.now(UTC), data_dir)
+    try:
+        files = plan_files(folder, datetime.now(UTC), data_dir)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     try:
         write_files(files, overwrite=force)
     except FileExistsError as exc:
