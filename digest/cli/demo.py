@@ -97,6 +97,9 @@ def demo_command(app: App, now: datetime) -> None:
             "--format html --out preview.html"
         )
         click.echo(f"  {key}digest preview --email {email} --edition {edition} --format text")
+    web = f"http://{app.settings.web_host}:{app.settings.web_port}/subscribe"
+    click.echo(f"and the web app (the subscribe page at {web}, Ctrl-C to stop):")
+    click.echo(f"  {key}digest web")
     if sent.failed or sent.retry:
         raise WorkFailed(f"{sent.failed} failed, {sent.retry} to retry")
 
