@@ -488,34 +488,40 @@ def test_a_near_server_keeps_one_lane(
         assert report.lanes == 1
 
 
-def _moving_clock() -> Callable[[], datetime]:
-    start = time.monotonic()
-    return lambda: NOW + timedelta(seconds=time.monotonic() - start)
-
-
 def test_a_lane_paced_past_its_lease_keeps_its_claims(engine: Engine, settings: Settings) -> None:
-    """A rate limit holds a lane's claims longer than the lease: it renews, so a second worker
-    that starts meanwhile finds nothing to take, and no message arrives twice."""
+    """A lane whose sending outlasts its lease (a rate limit, a slow server) renews it, so a
+    second worker that starts meanwhile finds nothing to take, and no message arrives twice.
+
+    Time is the test's: each message takes a second of it, so the lease (2 s) runs out
+    mid-claim on any machine, busy or not; the second worker starts after the third message.
+    """
     seed(engine, 6)
     handler = FaultHandler()
+    clock = [NOW]
+    reports: dict[str, Any] = {}
     with fault_server(handler) as (host, port):
-        s = engine_settings(
-            settings, host, port, lease_seconds=2, claim_size=6, rate_per_second=1.0,
-            smtp_pool_size=1,
-        )  # fmt: skip
+        s = engine_settings(settings, host, port, lease_seconds=2, claim_size=6, smtp_pool_size=1)
         assert plan(engine, s, NOW).planned == 6
-        clock = _moving_clock()
 
-        def worker(name: str) -> Sender:
-            transports = lambda: SMTPTransport.from_settings(s)  # noqa: E731
-            return Sender(engine, s, Editions(s), transports, clock, worker_id=name)
+        def worker(name: str, transports: Callable[[], Any]) -> Sender:
+            return Sender(engine, s, Editions(s), transports, lambda: clock[-1], worker_id=name)
 
-        reports: dict[str, Any] = {}
-        first = threading.Thread(target=lambda: reports.update(a=worker("a").run()))
-        first.start()
-        time.sleep(3.0)  # past the first lease of 2 s, with half the claims still to send
-        reports["b"] = worker("b").run()
-        first.join()
+        class SecondPerMessage:
+            def __init__(self) -> None:
+                self.inner = SMTPTransport.from_settings(s)
+
+            def send(self, sender: str, recipient: str, data: bytes, message_id: str) -> Any:
+                result = self.inner.send(sender, recipient, data, message_id)
+                clock.append(clock[-1] + timedelta(seconds=1))
+                if handler.total == 3:  # past the first lease, half the claims still to send
+                    reports["b"] = worker("b", lambda: SMTPTransport.from_settings(s)).run()
+                return result
+
+            def close(self) -> None:
+                self.inner.close()
+
+        reports["a"] = worker("a", SecondPerMessage).run()
+    assert clock[-1] - NOW == timedelta(seconds=6)  # three times the lease
     assert handler.total == 6 and set(handler.received.values()) == {1}
     assert reports["a"].sent == 6 and reports["b"].sent == 0
     assert statuses(engine) == {"sent": 6}
