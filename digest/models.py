@@ -171,3 +171,66 @@ class SchedulerState(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     last_error_at: datetime | None = _ts()
     updated_at: datetime | None = _ts()
+
+
+#: What a returned message or provider event says about a delivery (the classifier's words).
+HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT, UNSUBSCRIBE, DELAYED, UNCLASSIFIED = (
+    "hard_bounce", "soft_bounce", "complaint", "unsubscribe", "delayed", "unclassified",
+)  # fmt: skip
+EVENT_KINDS = (HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT, UNSUBSCRIBE, DELAYED, UNCLASSIFIED)
+
+
+class DeliveryEvent(SQLModel, table=True):
+    """Something that came back about a delivery: a bounce, a complaint, an unsubscribe.
+
+    ``event_key`` is unique: the provider's event id, or a hash of a received message, so the
+    same event delivered three times is recorded (and has its effect) once. Mail that could
+    not be classified is kept too (``unclassified``, with ``raw_ref`` naming the kept copy);
+    an event that names no delivery we can trust has no delivery and no member.
+    """
+
+    __tablename__ = "delivery_event"
+    __table_args__ = (
+        Index("ix_delivery_event_delivery", "delivery_id"),
+        Index("ix_delivery_event_member", "subscriber_id", "kind", "received_at"),
+        Index("ix_delivery_event_received", "received_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    event_key: str = Field(sa_column=Column(String(200), unique=True, nullable=False))
+    kind: str = Field(sa_column=Column(String(20), nullable=False))
+    source: str = Field(sa_column=Column(String(20), nullable=False))
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", ondelete="CASCADE")
+    subscriber_id: int | None = Field(default=None, foreign_key="subscriber.id", ondelete="CASCADE")
+    recipient: str | None = Field(default=None, sa_column=Column(String(320)))
+    status_code: str | None = Field(default=None, sa_column=Column(String(20)))
+    diagnostic: str | None = Field(default=None, sa_column=Column(Text))
+    raw_ref: str | None = Field(default=None, sa_column=Column(String(500)))
+    effect: str | None = Field(default=None, sa_column=Column(Text))
+    occurred_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class WebhookNonce(SQLModel, table=True):
+    """A provider signature's one-time value (Mailgun's token), so it is never used twice."""
+
+    __tablename__ = "webhook_nonce"
+    nonce: str = Field(sa_column=Column(String(200), primary_key=True))
+    event_key: str = Field(sa_column=Column(String(200), nullable=False))
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class SendingState(SQLModel, table=True):
+    """The brake: whether sending is paused, why and since when (one row, ``main``).
+
+    Persisted so a restart keeps the pause; ``resumed_at`` is where the rates that can trip
+    it again start counting.
+    """
+
+    __tablename__ = "sending_state"
+    name: str = Field(sa_column=Column(String(50), primary_key=True))
+    paused: bool = False
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    paused_at: datetime | None = _ts()
+    resumed_at: datetime | None = _ts()
+    resumed_by: str | None = Field(default=None, sa_column=Column(String(200)))
+    updated_at: datetime | None = _ts()

@@ -22,9 +22,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from digest import catalog, ledger
+from digest.brake import Brake
 from digest.compose import UnmailableAddress
 from digest.content import ArticleView, MemberView
 from digest.editions import Editions
+from digest.feedback.verp import verp_from_settings
 from digest.mailer import SendResult, Transport, TransportFactory, begin_send
 from digest.members.rules import ACTIVE, BOUNCED
 from digest.settings import Settings
@@ -83,6 +85,7 @@ class Sender:
         limiter: RateLimiter | None = None,
         breaker: CircuitBreaker | None = None,
         subscriber_ids: Sequence[int] | None = None,
+        brake: Brake | None = None,
     ) -> None:
         self.engine, self.settings, self.editions = engine, settings, editions
         self.transports, self.clock = transports, clock
@@ -91,6 +94,10 @@ class Sender:
         self.limiter = limiter or RateLimiter(settings.rate_per_second, settings.rate_per_hour)
         self.breaker = breaker or CircuitBreaker(settings.max_consecutive_errors)
         self.sender = settings.envelope_sender
+        # each delivery's own return path when a bounce domain is set (VERP), so a bounce
+        # names its delivery; From (and DKIM/DMARC alignment) stays as it is
+        self.verp = verp_from_settings(settings.bounce_address, settings.secret_key)
+        self.brake = brake or Brake(engine, settings, clock)
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.base = timedelta(seconds=settings.retry_base_seconds)
         self._lock = threading.Lock()
@@ -154,7 +161,7 @@ class Sender:
         report.lanes = len(threads)
         if errors:
             raise errors[0]
-        if self.breaker.open:
+        if self.breaker.open and not report.paused_reason:
             report.paused_reason = (
                 f"{self.breaker.consecutive} consecutive send errors, "
                 f"last: {self.breaker.last_error}"
@@ -201,6 +208,11 @@ class Sender:
 
         try:
             while not stop():
+                paused = self.brake.reason()  # the brake: no claim while sending is paused
+                if paused:
+                    with self._lock:
+                        report.paused_reason = paused
+                    return
                 with self._writing:
                     claimed = ledger.claim(
                         self.engine,
@@ -340,7 +352,8 @@ class Sender:
         transport: Transport,
     ) -> Callable[[], ledger.Outcome]:
         """Send the message; the returned function reads the server's verdict as an outcome."""
-        finish = begin_send(transport, self.sender, member.email, data, delivery.message_id)
+        sender = self.verp.address(delivery.id, delivery.message_id) if self.verp else self.sender
+        finish = begin_send(transport, sender, member.email, data, delivery.message_id)
         return lambda: self._outcome(delivery, member, finish(), now, len(data))
 
     def _outcome(

@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 #: Keys that may only come from the environment, never from a file that could be committed.
-SECRET_KEYS = frozenset({"secret_key", "smtp_password", "editor_password", "dkim_private_key"})
+SECRET_KEYS = frozenset(
+    {
+        "secret_key",
+        "smtp_password",
+        "editor_password",
+        "dkim_private_key",
+        "imap_password",
+        "mailgun_signing_key",
+        "postmark_webhook_password",
+    }
+)
 
 #: Environment names that do not follow the plain ``DIGEST_<KEY>`` rule.
 ENV_ALIASES = {"DIGEST_FROM": "from_address", "DIGEST_MAX_LATENESS": "max_lateness"}
@@ -50,12 +60,15 @@ _POSITIVE = (
     "poll_seconds", "smtp_timeout", "batch_size", "claim_size", "smtp_pool_size",
     "max_attempts", "retry_base_seconds", "max_import_bytes", "max_age_days",
     "preferences_link_days", "confirm_link_days", "editor_session_hours", "html_size_budget",
-    "subscribe_rate_window_seconds", "pause_seconds",
+    "subscribe_rate_window_seconds", "pause_seconds", "inbound_max_bytes", "imap_port",
+    "dns_port", "dns_timeout", "soft_bounce_limit", "soft_bounce_days", "complaint_window",
+    "webhook_tolerance_seconds", "inbound_timeout_seconds",
 )  # fmt: skip
 #: Settings where zero means "no limit" or "off", but a negative value means nothing.
 _NOT_NEGATIVE = (
     "rate_per_second", "rate_per_hour", "max_consecutive_errors", "max_lateness_hours",
-    "subscribe_rate_limit",
+    "subscribe_rate_limit", "complaint_rate_limit", "bounce_rate_limit", "bounce_poll_minutes",
+    "inbound_rate_limit",
 )  # fmt: skip
 
 
@@ -123,6 +136,38 @@ class Settings:
     subscribe_rate_window_seconds: int = 3600
     confirm_link_days: int = 7
     editor_session_hours: int = 12
+    # what comes back: the return path, the receivers, the effects and the brake
+    bounce_address: str = ""  # VERP base: bounces@bounce.example.org -> bounces+<token>@...
+    complaint_address: str = ""  # where feedback loops send ARF reports; empty: bounce_address
+    inbound_host: str = "127.0.0.1"  # `digest inbound` listens here (behind the MX)
+    inbound_port: int = 2525
+    inbound_max_bytes: int = 10 * 1024 * 1024  # larger messages are refused in the session
+    inbound_rate_limit: int = 120  # messages per client address per minute; 0 = no limit
+    inbound_timeout_seconds: float = 60.0  # an idle SMTP session is closed after this
+    inbound_dir: str = "data/inbound"  # every message received is kept here as .eml
+    soft_bounce_limit: int = 3  # soft bounces on this many editions ...
+    soft_bounce_days: int = 30  # ... within this many days mark the member bounced
+    complaint_window: int = 1000  # the brake looks at the last this many deliveries
+    complaint_rate_limit: float = 0.003  # complaints per delivery above which sending pauses
+    bounce_rate_limit: float = 0.05  # hard bounces per delivery above which sending pauses
+    imap_host: str = ""  # bounce mailbox read by `digest bounces poll`; empty: none
+    imap_port: int = 993
+    imap_security: str = "tls"  # tls (IMAPS) | starttls
+    imap_username: str = ""
+    imap_password: str = ""  # secret: environment only
+    imap_folder: str = "INBOX"
+    imap_processed_folder: str = "Processed"  # processed messages are moved here
+    imap_ca_file: str = ""  # CA bundle to trust for the IMAP server; empty: the system's
+    bounce_poll_minutes: float = 0.0  # the scheduler polls the mailbox this often; 0 = never
+    webhook_tolerance_seconds: int = 300  # provider events signed longer ago are refused
+    ses_topic_arn: str = ""  # the SNS topic whose SES events /webhooks/ses accepts
+    mailgun_signing_key: str = ""  # secret: environment only
+    postmark_webhook_user: str = ""
+    postmark_webhook_password: str = ""  # secret: environment only
+    sendgrid_public_key: str = ""  # the Event Webhook's verification key (PEM or base64 DER)
+    dns_nameserver: str = ""  # resolver(s) for `digest doctor`, "host" or "host:port"; empty:
+    dns_port: int = 53  # the system's (/etc/resolv.conf)
+    dns_timeout: float = 5.0
     # where the values came from, for `digest config` style diagnostics
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -133,6 +178,17 @@ class Settings:
             )
         if self.transport not in ("smtp", "outbox"):
             raise SettingsError(f"transport must be smtp or outbox, not {self.transport!r}")
+        if self.imap_security not in ("tls", "starttls"):
+            raise SettingsError(
+                f"imap_security must be tls or starttls, not {self.imap_security!r}"
+            )
+        for key in ("complaint_rate_limit", "bounce_rate_limit"):
+            if getattr(self, key) > 1:
+                raise SettingsError(f"{key} is a share of deliveries (0.003 or 0.3%), at most 1")
+        for key in ("bounce_address", "complaint_address"):
+            problem = _address_problem(getattr(self, key))
+            if problem:
+                raise SettingsError(f"{key}: {problem}")
         if self.weekly_day not in WEEKDAYS:
             raise SettingsError(f"weekly_day must be one of {', '.join(WEEKDAYS)}")
         if self.templates_dir.strip() and not Path(self.templates_dir).is_dir():
@@ -172,6 +228,11 @@ class Settings:
             return self.list_id
         return f"{self.site_name} <digest.{self.from_domain}>"
 
+    @property
+    def effective_complaint_address(self) -> str:
+        """Where ARF complaints go: ``complaint_address``, else the bounce address."""
+        return self.complaint_address or self.bounce_address
+
     @functools.cached_property  # read for every message sent
     def effective_unsubscribe_mailto(self) -> str:
         if self.unsubscribe_mailto:
@@ -180,6 +241,18 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _address_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an envelope address we receive at (None: it can, or is empty)."""
+    if not value:
+        return None
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain or "." not in domain:
+        return f"{value!r} is not an address like bounces@bounce.example.org"
+    if "+" in local or any(c.isspace() or c in '<>"(),;:[]\\' for c in value):
+        return f"{value!r}: use a plain address (no '+', no display name)"
+    return None
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "sources"}
@@ -193,6 +266,8 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
                 raise ValueError
             return int(value)
         if kind == "float":
+            if isinstance(value, str) and value.strip().endswith("%"):  # "0.3%" -> 0.003
+                return float(value.strip()[:-1]) / 100
             return float(value)
         if kind == "str":
             if not isinstance(value, str):

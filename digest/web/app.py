@@ -22,13 +22,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from digest.clock import system_clock
 from digest.db import make_engine
 from digest.editions import Editions
+from digest.feedback.hooks import Webhooks
+from digest.feedback.intake import Intake
+from digest.feedback.providers import CertificateCache, Fetch
 from digest.mailer import TransportFactory, make_transport
 from digest.members import Membership
 from digest.outbound import Outbound
 from digest.resources import static_folders
 from digest.settings import Settings
 from digest.tokens import InvalidToken, TokenSigner
-from digest.web import editor, members, ops
+from digest.web import editor, members, ops, webhooks
 from digest.web.context import (
     WebContext,
     page_environment,
@@ -98,26 +101,35 @@ class BodyLimit:
     the process hold a body of any size in memory.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_BODY_BYTES,
+        prefixes: dict[str, int] | None = None,
+    ) -> None:
+        self.app, self.default = app, limit
+        # larger limits for some paths (provider webhooks), longest prefix first
+        self.prefixes = sorted((prefixes or {}).items(), key=lambda item: -len(item[0]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        limit = next((n for p, n in self.prefixes if path.startswith(p)), self.default)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         # a declared length is the body's length (the server frames it); chunked bodies count
-        seen = 0 if declared is None else int(declared) if declared.isdigit() else self.limit + 1
+        seen = 0 if declared is None else int(declared) if declared.isdigit() else limit + 1
 
         async def bounded() -> Message:
             # raised where the endpoint reads the body, so the app's 413 page answers
             nonlocal seen
-            if seen > self.limit:
+            if seen > limit:
                 raise HTTPException(413)
             message = await receive()
             if declared is None:
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise HTTPException(413)
             return message
 
@@ -217,10 +229,13 @@ def create_app(
     engine: Engine | None = None,
     clock: Callable[[], datetime] | None = None,
     transport_factory: TransportFactory | None = None,
+    certificate_fetch: Fetch | None = None,
 ) -> Starlette:
     """An app serving members, editors and operators from ``settings``' store.
 
-    Raises ValueError without a secret key: links, forms and sessions are all signed with it.
+    ``certificate_fetch`` fetches SNS signing certificates (and confirms subscriptions); by
+    default over https from the SNS hosts. Raises ValueError without a secret key: links,
+    forms and sessions are all signed with it.
     """
     if not settings.secret_key:
         raise ValueError(
@@ -250,12 +265,20 @@ def create_app(
         login_limiter=RateLimiter(10, 300),
         test_copy_limiter=RateLimiter(30, 3600),
         pages=page_environment(settings.templates_dir),
+        webhooks=Webhooks(
+            engine,
+            settings,
+            Intake(engine, settings, clock),
+            clock,
+            CertificateCache(certificate_fetch) if certificate_fetch else None,
+        ),
     )
     routes = [
         Route("/", _home, methods=["GET"]),
         *members.ROUTES,
         *editor.ROUTES,
         *ops.ROUTES,
+        *webhooks.ROUTES,
         Mount("/static", static_files(settings.templates_dir), name="static"),
     ]
     app = Starlette(
@@ -270,6 +293,6 @@ def create_app(
         },
     )
     app.state.web = ctx
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, prefixes={"/webhooks/": webhooks.MAX_WEBHOOK_BYTES})
     app.add_middleware(SecurityHeaders)
     return app

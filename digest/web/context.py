@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from digest.editions import Editions
+from digest.feedback.hooks import Webhooks
 from digest.members import Membership
 from digest.outbound import Outbound
 from digest.resources import template_loader
@@ -49,6 +50,7 @@ class WebContext:
     login_limiter: RateLimiter
     test_copy_limiter: RateLimiter
     pages: jinja2.Environment
+    webhooks: Webhooks
 
     def page(
         self,
