@@ -8,8 +8,11 @@ or the hard-bounce rate passes ``bounce_rate_limit``, the brake engages: a row i
 claiming deliveries, and ``digest status`` and ``/healthz`` say so, until an operator runs
 ``digest sending resume``. The pause survives restarts because it lives in the store.
 
-After a resume only the bounces and complaints that arrive later count, so the brake does not
-engage again at once on the evidence the operator has just looked at.
+Every complaint counts, however small the list: a person said "spam". Hard bounces count
+once the window holds ``bounce_rate_min_deliveries`` deliveries, so two typos among a
+twenty-member list do not stop it. After a resume only the bounces and complaints that
+arrive later count, so the brake does not engage again at once on the evidence the operator
+has just looked at.
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ def verdict(rates: Rates, settings: Settings) -> str | None:
             f"{rates.attempted} deliveries) is above complaint_rate_limit "
             f"{settings.complaint_rate_limit:.2%}"
         )
-    if rates.attempted and rates.bounce_rate > settings.bounce_rate_limit:
+    enough = rates.attempted >= settings.bounce_rate_min_deliveries
+    if enough and rates.bounce_rate > settings.bounce_rate_limit:
         return (
             f"hard-bounce rate {rates.bounce_rate:.2%} ({rates.hard_bounces} of the last "
             f"{rates.attempted} deliveries) is above bounce_rate_limit "

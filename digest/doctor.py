@@ -1,7 +1,10 @@
 """``digest doctor``: check the configuration an operator is about to send with, before a send.
 
-Each check answers ok, warn or fail with a sentence saying what to fix. Nothing is sent: the
-SMTP check connects, says EHLO, starts TLS where configured, logs in where configured, and quits.
+Each check answers ok, warning or error (``ok``/``warn``/``fail``) with a sentence saying what
+to fix and, for DNS, the record it read. Nothing is sent: the SMTP check connects, says EHLO,
+starts TLS where configured, logs in where configured, and quits. The DNS checks (SPF of the
+envelope domain, the DKIM key's TXT record, DMARC and its alignment with From, the bounce
+domain's MX) ask the resolver ``dns_nameserver`` names, or the system's.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import jinja2
 
+from digest import dnsrecords
 from digest.content import (
     ArticleView,
     DigestIssue,
@@ -37,6 +41,9 @@ from digest.members.rules import ACTIVE
 from digest.render import GMAIL_CLIP_BYTES, Renderer, make_environment
 from digest.resources import template_names
 from digest.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from dns.resolver import Resolver
 
 Status = Literal["ok", "warn", "fail"]
 SPAM_OK = 0.5
@@ -146,7 +153,9 @@ def check_smtp(settings: Settings) -> Check:
     return Check(name, "ok", detail)
 
 
-def check_dkim(settings: Settings) -> Check:
+def check_dkim(settings: Settings, resolver: Resolver | None = None) -> Check:
+    """The signing key against its TXT record: read from DNS when a resolver is given, else
+    the ``dkim_dns_txt`` setting."""
     name = "DKIM"
     if not settings.dkim_selector.strip():
         return Check(name, "warn", "not signing: set dkim_selector and a key for bulk mail")
@@ -163,15 +172,149 @@ def check_dkim(settings: Settings) -> Check:
     from_domain = settings.from_domain.lower()
     if not (from_domain == signer.domain or from_domain.endswith("." + signer.domain)):
         return Check(name, "warn", f"{record} does not align with the From domain {from_domain}")
-    if not settings.dkim_dns_txt.strip():
+    source = "dkim_dns_txt"
+    published = settings.dkim_dns_txt.strip()
+    if resolver is not None:
+        found = dnsrecords.txt(resolver, record)
+        keys = [r for r in found.records if "p=" in r]
+        if not keys:
+            why = found.error or f"no DKIM key among its TXT records {list(found.records)}"
+            return Check(name, "fail", f"{record}: {why}; publish the key's TXT record there")
+        if len(keys) > 1:
+            return Check(name, "fail", f"{record} has {len(keys)} DKIM keys: {keys}")
+        published, source = keys[0], "DNS"
+    if not published:
         return Check(name, "warn", f"key loaded for {record}; set dkim_dns_txt to check it")
     try:
-        matches = key_matches_txt(signer, settings.dkim_dns_txt)
+        matches = key_matches_txt(signer, published)
     except DKIMError as exc:
-        return Check(name, "fail", f"{record}: {exc}")
+        return Check(name, "fail", f"{record}: {exc} (read: {_short(published)})")
     if not matches:
-        return Check(name, "fail", f"the private key does not match the TXT record of {record}")
-    return Check(name, "ok", f"signing as {record}; the key matches its TXT record")
+        return Check(
+            name,
+            "fail",
+            f"the private key does not match the TXT record of {record} ({source}): "
+            f"{_short(published)}",
+        )
+    return Check(
+        name,
+        "ok",
+        f"signing as {record}; the key matches its TXT record ({source}): {_short(published)}",
+    )
+
+
+def _short(record: str, keep: int = 90) -> str:
+    return record if len(record) <= keep else record[:keep] + "..."
+
+
+def envelope_domain(settings: Settings) -> str:
+    """The MAIL FROM domain: the bounce domain when set (VERP), else the From domain."""
+    if settings.bounce_address:
+        return settings.bounce_address.rpartition("@")[2].lower()
+    return settings.from_domain.lower()
+
+
+def check_spf(settings: Settings, resolver: Resolver) -> Check:
+    """An SPF record on the envelope (MAIL FROM) domain, which receivers check."""
+    name = "SPF"
+    domain = envelope_domain(settings)
+    found = dnsrecords.txt(resolver, domain)
+    spf = [r for r in found.records if r.lower().split(" ", 1)[0] == "v=spf1"]
+    if not spf:
+        why = found.error or "no v=spf1 record among its TXT records"
+        return Check(
+            name,
+            "fail",
+            f'{domain} (envelope domain): {why}; publish e.g. "v=spf1 include:<your relay> -all"',
+        )
+    if len(spf) > 1:
+        return Check(name, "fail", f"{domain} has {len(spf)} SPF records (a permerror): {spf}")
+    record = spf[0]
+    terms = record.lower().split()
+    if "+all" in terms or "all" in terms:
+        return Check(name, "warn", f"{domain}: {record} lets anyone send as you (+all)")
+    if not any(t.endswith("all") for t in terms[1:]) and not any(
+        t.startswith("redirect=") for t in terms
+    ):
+        return Check(name, "warn", f"{domain}: {record} ends without an -all or ~all")
+    return Check(name, "ok", f"{domain}: {record}")
+
+
+def check_dmarc(settings: Settings, resolver: Resolver) -> Check:
+    """A DMARC record for the From domain, and DKIM or SPF aligned with From under it."""
+    name = "DMARC"
+    from_domain = settings.from_domain.lower()
+    names = [f"_dmarc.{from_domain}"]
+    org = dnsrecords.organizational_domain(from_domain)
+    if org != from_domain:
+        names.append(f"_dmarc.{org}")
+    tried: list[str] = []
+    found: dnsrecords.Lookup | None = None
+    for where in names:
+        lookup = dnsrecords.txt(resolver, where)
+        records = [r for r in lookup.records if r.replace(" ", "").lower().startswith("v=dmarc1")]
+        if records:
+            found = dnsrecords.Lookup(where, tuple(records))
+            break
+        tried.append(f"{where}: {lookup.error or 'no v=DMARC1 record'}")
+    if found is None:
+        return Check(
+            name,
+            "fail",
+            "no DMARC record (" + "; ".join(tried) + "); Gmail and Yahoo require one for bulk "
+            'mail: publish e.g. "v=DMARC1; p=none; rua=mailto:dmarc@' + org + '"',
+        )
+    if len(found.records) > 1:
+        return Check(name, "fail", f"{found.name} has {len(found.records)} DMARC records")
+    record = found.records[0]
+    policy = dnsrecords.tags(record)
+    adkim, aspf = policy.get("adkim", "r").lower()[:1], policy.get("aspf", "r").lower()[:1]
+    envelope = envelope_domain(settings)
+    spf_ok = dnsrecords.aligned(envelope, from_domain, aspf)
+    dkim_domain = (settings.dkim_domain or from_domain).lower()
+    signing = bool(settings.dkim_selector.strip())
+    dkim_ok = signing and dnsrecords.aligned(dkim_domain, from_domain, adkim)
+    said = (
+        f"DKIM d={dkim_domain} {'aligned' if dkim_ok else 'not aligned' if signing else 'off'}, "
+        f"envelope {envelope} {'aligned' if spf_ok else 'not aligned'} (adkim={adkim}, aspf={aspf})"
+    )
+    if not (dkim_ok or spf_ok):
+        return Check(
+            name, "fail", f"{found.name}: {record}; neither aligns with From {from_domain}: {said}"
+        )
+    return Check(name, "ok", f"{found.name}: {record}; {said}")
+
+
+def check_bounce_mx(settings: Settings, resolver: Resolver) -> Check:
+    """An MX for the bounce domain, so DSNs reach ``digest inbound`` (or the bounce mailbox)."""
+    name = "Bounce domain MX"
+    if not settings.bounce_address:
+        return Check(
+            name, "warn", "bounce_address is not set: bounces go to the From address, unread"
+        )
+    domain = settings.bounce_address.rpartition("@")[2].lower()
+    found = dnsrecords.mx(resolver, domain)
+    if not found.records:
+        return Check(
+            name,
+            "fail",
+            f"{domain}: {found.error or 'no MX record'}; point an MX at the host running "
+            "digest inbound",
+        )
+    return Check(name, "ok", f"{domain} MX " + ", ".join(found.records))
+
+
+def dns_checks(settings: Settings) -> list[Check]:
+    """SPF, DMARC and the bounce MX (DKIM is checked against DNS by ``check_dkim``)."""
+    try:
+        resolver = dnsrecords.make_resolver(settings)
+    except ValueError as exc:
+        return [Check("DNS", "fail", str(exc))]
+    return [
+        check_spf(settings, resolver),
+        check_dmarc(settings, resolver),
+        check_bounce_mx(settings, resolver),
+    ]
 
 
 def template_problems(templates_dir: str | Path = "") -> list[str]:
@@ -388,7 +531,9 @@ def contrast_ratio(a: str, b: str) -> float:
 # ------------------------------------------------------------------ all of it
 
 
-def run_checks(settings: Settings, *, smtp: bool = True, spamassassin: bool = True) -> list[Check]:
+def run_checks(
+    settings: Settings, *, smtp: bool = True, spamassassin: bool = True, dns: bool = True
+) -> list[Check]:
     """Every check in checklist order; a crashing check is a failed check, not a traceback."""
     steps: list[Callable[[], Check | list[Check]]] = [
         lambda: check_from(settings),
@@ -397,8 +542,19 @@ def run_checks(settings: Settings, *, smtp: bool = True, spamassassin: bool = Tr
     ]
     if smtp:
         steps.append(lambda: check_smtp(settings))
+    resolver: Resolver | None = None
+    if dns:
+        try:
+            resolver = dnsrecords.make_resolver(settings)
+        except ValueError:
+            resolver = None  # dns_checks reports the setting
+        steps.append(lambda: dns_checks(settings))
     steps += [
-        lambda: check_dkim(settings),
+        lambda: (
+            check_dkim(settings, resolver)
+            if resolver is not None or not dns
+            else Check("DKIM", "fail", "no resolver to read the key's TXT record with")
+        ),
         lambda: check_templates(settings),
         lambda: check_brand(settings),
         lambda: check_sample(settings, spamassassin),
@@ -413,10 +569,15 @@ def run_checks(settings: Settings, *, smtp: bool = True, spamassassin: bool = Tr
     return checks
 
 
+#: How each status is worded where people read it.
+WORDS = {"ok": "ok", "warn": "warning", "fail": "error"}
+
+
 def format_checklist(checks: list[Check]) -> str:
-    marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
     width = max((len(c.name) for c in checks), default=0)
-    return "\n".join(f"{marks[c.status]} {c.name:<{width}}  {c.detail}" for c in checks)
+    return "\n".join(
+        f"{'[' + WORDS[c.status] + ']':<9} {c.name:<{width}}  {c.detail}" for c in checks
+    )
 
 
 def failed(checks: list[Check]) -> bool:

@@ -35,6 +35,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from digest.db import chunks, driver_params, driver_statement, id_filters, session_scope
+from digest.feedback.store import (
+    EventRow,
+    edition_rates,
+    event_counts,
+    events_by_delivery,
+    recent_rates,
+)
 from digest.models import DELIVERY_STATUSES as DELIVERY_STATUSES
 from digest.models import FAILED as FAILED
 from digest.models import PLANNED as PLANNED
@@ -736,6 +743,7 @@ class DeliveryRow:
     attempts: int
     planned_at: datetime
     sent_at: datetime | None
+    events: tuple[EventRow, ...] = ()  # bounces, complaints, unsubscribes that came back
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -750,6 +758,7 @@ class DeliveryRow:
             "attempts": self.attempts,
             "planned_at": self.planned_at.isoformat(),
             "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "events": [event.as_json() for event in self.events],
         }
 
 
@@ -760,11 +769,15 @@ def list_deliveries(
     edition: str | None = None,
     emails: Sequence[str] | None = None,
     limit: int | None = None,
+    delivery_id: int | None = None,
 ) -> list[DeliveryRow]:
-    """Deliveries, newest first; ``emails`` are the stored forms of one member's address."""
+    """Deliveries, newest first, with their events; ``emails`` are the stored forms of one
+    member's address."""
     query = select(Delivery, Subscriber.email).join(
         Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id)
     )
+    if delivery_id is not None:
+        query = query.where(Delivery.id == delivery_id)
     if status:
         query = query.where(Delivery.status == status)
     if edition:
@@ -780,6 +793,7 @@ def list_deliveries(
     for part in chunks(ids):
         found = session.exec(select(Article.id, Article.url).where(col(Article.id).in_(part)))
         urls.update((article_id, url) for article_id, url in found)
+    events = events_by_delivery(session, [d.id for d, _ in rows if d.id is not None])
     return [
         DeliveryRow(
             id=d.id or 0,
@@ -793,6 +807,7 @@ def list_deliveries(
             attempts=d.attempts,
             planned_at=d.planned_at,
             sent_at=d.sent_at,
+            events=tuple(events.get(d.id or 0, ())),
         )
         for d, email in rows
     ]
@@ -829,8 +844,9 @@ def sent_between(session: Session, start: datetime, end: datetime) -> int:
 
 
 def stats(session: Session, now: datetime) -> dict[str, Any]:
-    """``digest deliveries stats``: counts by status and edition, the last hour's sends and
-    the oldest delivery still waiting."""
+    """``digest deliveries stats``: counts by status and edition, the last hour's sends, the
+    oldest delivery still waiting, and bounce and complaint rates (per edition and over the
+    last 7 days) with the events received by kind."""
     by_status = counts_by_status(session)
     editions: dict[str, dict[str, int]] = {}
     for edition, status, count in session.exec(
@@ -852,6 +868,9 @@ def stats(session: Session, now: datetime) -> dict[str, Any]:
         "send_rate_per_minute": round(sent_last_hour / 60, 2),
         "oldest_waiting_planned_at": oldest.isoformat() if oldest else None,
         "total": sum(by_status.values()),
+        "rates_last_7_days": recent_rates(session, now, 7).as_json(),
+        "rates_by_edition": {e: r.as_json() for e, r in edition_rates(session).items()},
+        "events": event_counts(session),
     }
 
 

@@ -29,10 +29,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, col, select
 
-from digest import catalog, ledger
+from digest import brake, catalog, ledger
 from digest.clock import Clock, system_clock
 from digest.db import session_scope
 from digest.editions import Editions
+from digest.feedback import store
 from digest.ingest import load_paths, upsert_articles
 from digest.mailer import make_transport
 from digest.models import SchedulerState
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 LEADER = "main"
 JOB_TABLE = "apscheduler_jobs"
+#: The optional job that reads the bounce mailbox (``bounce_poll_minutes``).
+BOUNCES = "bounces"
 
 
 # ------------------------------------------------------------------ leadership (a lease row)
@@ -204,6 +207,16 @@ class Jobs:
     def job_plan(self) -> dict[str, Any]:
         return dict(plan(self.engine, self.settings, self.clock()).summary())
 
+    def job_bounces(self) -> dict[str, Any]:
+        """Read the bounce mailbox once (``digest bounces poll``)."""
+        from digest.feedback.imap import Poller
+        from digest.feedback.intake import Intake
+
+        report = Poller(Intake(self.engine, self.settings, self.clock), self.settings).poll()
+        if report.failed:
+            raise RuntimeError(f"bounce mailbox: {report.failed} messages not recorded")
+        return {"fetched": report.fetched, "moved": report.moved, "kept": report.kept}
+
     def job_send(self) -> dict[str, Any]:
         settings = self.settings
         sender = Sender(
@@ -270,11 +283,14 @@ class Service:
         self._reload_requested.set()
 
     def intervals(self) -> dict[str, float]:
-        return {
+        out = {
             "ingest": self.settings.ingest_interval_minutes * 60.0,
             "plan": self.tick_override or self.settings.tick_seconds,
             "send": self.tick_override or self.settings.tick_seconds,
         }
+        if self.settings.imap_host and self.settings.bounce_poll_minutes > 0:
+            out[BOUNCES] = self.settings.bounce_poll_minutes * 60.0
+        return out
 
     def _start_jobs(self) -> None:
         global _ACTIVE
@@ -294,7 +310,10 @@ class Service:
     def _sync_jobs(self) -> None:
         """Add missing jobs; keep existing ones (their next run time is the catch-up)."""
         assert self.scheduler is not None
-        for name, seconds in self.intervals().items():
+        wanted = self.intervals()
+        if BOUNCES not in wanted and self.scheduler.get_job(BOUNCES) is not None:
+            self.scheduler.remove_job(BOUNCES)  # the mailbox is no longer configured
+        for name, seconds in wanted.items():
             job = self.scheduler.get_job(name)
             if job is None:
                 self.scheduler.add_job(
@@ -381,17 +400,23 @@ def stored_last_tick(session: Session) -> datetime | None:
     return stored if isinstance(stored, datetime) else None
 
 
-def status(engine: Engine, now: datetime) -> dict[str, Any]:
-    """What ``digest status`` prints: active scheduler, jobs' next runs, queue, last tick/error."""
+def status(engine: Engine, now: datetime, complaint_window: int = 1000) -> dict[str, Any]:
+    """What ``digest status`` prints: active scheduler, jobs' next runs, queue, last tick/error,
+    whether sending is paused (the brake) and why, and bounce and complaint rates (over the
+    brake's window, the last 7 days, and per edition of the last 7 days)."""
     with Session(engine) as session:
         state = session.get(SchedulerState, LEADER)
         counts = ledger.counts_by_status(session)
+        sending = brake.state(session)
+        window = store.window_rates(session, complaint_window, sending.resumed_at)
+        week = store.recent_rates(session, now, 7)
+        editions = store.edition_rates(session, since=now - timedelta(days=7))
     jobs: dict[str, str | None] = {}
     from sqlalchemy import inspect
 
     if inspect(engine).has_table(JOB_TABLE):
-        store = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)
-        for job in store.get_all_jobs():
+        job_store = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)
+        for job in job_store.get_all_jobs():
             jobs[job.id] = job.next_run_time.isoformat() if job.next_run_time else None
     active = bool(state and state.holder and state.lease_until and state.lease_until >= now)
     return {
@@ -408,4 +433,10 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
         "last_error_at": (
             state.last_error_at.isoformat() if state and state.last_error_at else None
         ),
+        "sending": sending.as_json(),
+        "rates": {
+            "window": {"deliveries": complaint_window, **window.as_json()},
+            "last_7_days": week.as_json(),
+            "by_edition": {edition: rates.as_json() for edition, rates in editions.items()},
+        },
     }

@@ -62,7 +62,7 @@ _POSITIVE = (
     "preferences_link_days", "confirm_link_days", "editor_session_hours", "html_size_budget",
     "subscribe_rate_window_seconds", "pause_seconds", "inbound_max_bytes", "imap_port",
     "dns_port", "dns_timeout", "soft_bounce_limit", "soft_bounce_days", "complaint_window",
-    "webhook_tolerance_seconds", "inbound_timeout_seconds",
+    "webhook_tolerance_seconds", "inbound_timeout_seconds", "bounce_rate_min_deliveries",
 )  # fmt: skip
 #: Settings where zero means "no limit" or "off", but a negative value means nothing.
 _NOT_NEGATIVE = (
@@ -150,6 +150,7 @@ class Settings:
     complaint_window: int = 1000  # the brake looks at the last this many deliveries
     complaint_rate_limit: float = 0.003  # complaints per delivery above which sending pauses
     bounce_rate_limit: float = 0.05  # hard bounces per delivery above which sending pauses
+    bounce_rate_min_deliveries: int = 100  # ... once the window holds at least this many
     imap_host: str = ""  # bounce mailbox read by `digest bounces poll`; empty: none
     imap_port: int = 993
     imap_security: str = "tls"  # tls (IMAPS) | starttls

@@ -68,6 +68,7 @@ def _register() -> None:
         deliveries,
         demo,
         doctor,
+        feedback,
         init,
         run,
         service,
@@ -76,8 +77,8 @@ def _register() -> None:
         worker,
     )
 
-    modules = (init, articles, subscribers, run, worker, service, web, deliveries, doctor, demo, db)
-    for module in modules:
+    modules = (init, articles, subscribers, run, worker, service, web, deliveries, feedback)
+    for module in (*modules, doctor, demo, db):
         for command in module.COMMANDS:
             main.add_command(command)
     for command in doctor.TEMPLATES_COMMANDS:

@@ -61,7 +61,46 @@ def list_command(
         line = f"#{r['id']:<6} {r['status']:<8} {r['edition']:<18} {r['email']}  {count} articles"
         if r["error"]:
             line += f"  ({r['error']})"
+        if r["events"]:
+            line += "  [" + ", ".join(e["kind"] for e in r["events"]) + "]"
         click.echo(line)
+
+
+@deliveries_group.command("show")
+@click.argument("delivery_id", type=int)
+@json_option
+@pass_app
+def show_command(app: App, delivery_id: int, as_json: bool) -> None:
+    """One delivery: its member, edition, articles, outcome, and what came back about it."""
+    with Session(app.engine) as session:
+        rows = ledger.list_deliveries(session, delivery_id=delivery_id)
+    if not rows:
+        raise BadInput(f"no delivery #{delivery_id}")
+    record = rows[0].as_json()
+    if as_json:
+        print_json_lines([record])
+        return
+    click.echo(f"delivery #{record['id']}: {record['edition']} to {record['email']}")
+    click.echo(f"  status      {record['status']} after {record['attempts']} attempt(s)")
+    click.echo(f"  message-id  {record['message_id']}")
+    click.echo(f"  planned     {record['planned_at']}")
+    click.echo(f"  sent        {record['sent_at'] or '-'}")
+    if record["error"] or record["smtp_code"]:
+        click.echo(f"  server said {record['smtp_code'] or ''} {record['error'] or ''}".rstrip())
+    click.echo(f"  articles    {len(record['articles'])}")
+    for url in record["articles"]:
+        click.echo(f"    - {url}")
+    click.echo(f"  events      {len(record['events'])}")
+    for e in record["events"]:
+        click.echo(
+            f"    - {e['received_at']} {e['kind']} via {e['source']}"
+            + (f" {e['status_code']}" if e["status_code"] else "")
+            + f": {e['effect'] or '-'}"
+        )
+        if e["diagnostic"]:
+            click.echo(f"      {e['diagnostic']}")
+        if e["raw_ref"]:
+            click.echo(f"      kept as {e['raw_ref']}")
 
 
 @deliveries_group.command("stats")
@@ -85,6 +124,24 @@ def stats_command(app: App, now: datetime, as_json: bool) -> None:
         click.echo(f"  {edition:<18} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     click.echo(f"sent in the last hour: {sent_last_hour} ({stats['send_rate_per_minute']}/min)")
     click.echo(f"oldest waiting: {stats['oldest_waiting_planned_at'] or '-'}")
+    week = stats["rates_last_7_days"]
+    click.echo(f"last 7 days: {_rates_line(week)}")
+    if stats["rates_by_edition"]:
+        click.echo("bounces and complaints by edition:")
+        for edition, rates in stats["rates_by_edition"].items():
+            click.echo(f"  {edition:<18} {_rates_line(rates)}")
+    events = stats["events"]
+    click.echo("received: " + ", ".join(f"{k} {v}" for k, v in events.items()))
+
+
+def _rates_line(rates: dict[str, float]) -> str:
+    """One line of bounce and complaint figures."""
+    return (
+        f"{rates['attempted']} delivered or refused, hard bounces {rates['hard_bounces']} "
+        f"({rates['bounce_rate']:.2%}), soft bounces {rates['soft_bounces']}, complaints "
+        f"{rates['complaints']} ({rates['complaint_rate']:.2%}), unsubscribes "
+        f"{rates['unsubscribes']}"
+    )
 
 
 @deliveries_group.command("retry")

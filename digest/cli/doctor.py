@@ -8,8 +8,16 @@ from pathlib import Path
 
 import click
 
-from digest.cli.common import EXIT_WORK_FAILED, App, BadInput, pass_app
+from digest.cli.common import (
+    EXIT_WORK_FAILED,
+    App,
+    BadInput,
+    json_option,
+    pass_app,
+    print_json_lines,
+)
 from digest.doctor import (
+    WORDS,
     failed,
     format_checklist,
     page_template_problems,
@@ -23,16 +31,33 @@ from digest.resources import copy_templates
 @click.command("doctor")
 @click.option("--no-smtp", is_flag=True, help="Skip connecting to the SMTP server.")
 @click.option("--no-spamassassin", is_flag=True, help="Skip scoring a sample with SpamAssassin.")
+@click.option("--no-dns", is_flag=True, help="Skip the DNS records (SPF, DKIM, DMARC, MX).")
+@json_option
 @pass_app
 @click.pass_context
-def doctor_command(ctx: click.Context, app: App, no_smtp: bool, no_spamassassin: bool) -> None:
-    """Check From, SMTP, DKIM, links, templates, size and spam score; exit 1 on any failure.
+def doctor_command(
+    ctx: click.Context,
+    app: App,
+    no_smtp: bool,
+    no_spamassassin: bool,
+    no_dns: bool,
+    as_json: bool,
+) -> None:
+    """Check From, SMTP, DNS (SPF, DKIM, DMARC, bounce MX), links, templates, size and spam
+    score; each line says ok, warning or error; exit 1 on any error.
 
     Nothing is sent: the SMTP check connects, says EHLO (and STARTTLS/AUTH where configured)
-    and quits.
+    and quits. DNS is read from dns_nameserver, or the system's resolver.
     """
-    checks = run_checks(app.settings, smtp=not no_smtp, spamassassin=not no_spamassassin)
-    click.echo(format_checklist(checks))
+    checks = run_checks(
+        app.settings, smtp=not no_smtp, spamassassin=not no_spamassassin, dns=not no_dns
+    )
+    if as_json:
+        print_json_lines(
+            {"check": c.name, "status": WORDS[c.status], "detail": c.detail} for c in checks
+        )
+    else:
+        click.echo(format_checklist(checks))
     if failed(checks):
         ctx.exit(EXIT_WORK_FAILED)
 

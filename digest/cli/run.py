@@ -174,10 +174,10 @@ def run_command(
             f"stopped before everything was sent ({sent.released} claims given back); "
             "what is left stays planned for the next run"
         )
-    if sent.paused_reason:
-        click.echo(f"sending paused: {sent.paused_reason}", err=True)
     for error in sent.errors[:20]:
         click.echo(f"failed: {error}", err=True)
+    if sent.paused_reason:  # what is left stays planned for when sending goes on
+        raise WorkFailed(f"sending paused: {sent.paused_reason}")
     if sent.failed or sent.retry:
         raise WorkFailed(f"{sent.failed} deliveries failed, {sent.retry} to retry later")
 

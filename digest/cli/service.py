@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from digest import ledger
+from digest.brake import describe
 from digest.cli.common import App, BadInput, WorkFailed, json_option, now_option, pass_app
 from digest.scheduler import Service, Source, sources_from_config, status
 from digest.settings import Settings, SettingsError, config_sources, load_settings
@@ -133,7 +134,7 @@ def serve_command(app: App, tick: float | None, host: str | None, port: int | No
 @pass_app
 def status_command(app: App, now: datetime, as_json: bool) -> None:
     """The active scheduler, each job's next run, the queue, the last tick and the last error."""
-    info = status(app.engine, now)
+    info = status(app.engine, now, app.settings.complaint_window)
     if as_json:
         click.echo(json.dumps(info, default=str))
         return
@@ -153,6 +154,28 @@ def status_command(app: App, now: datetime, as_json: bool) -> None:
     )
     click.echo(f"last tick: {info['last_tick_at'] or '-'}")
     click.echo(f"last error: {info['last_error'] or '-'} {info['last_error_at'] or ''}".rstrip())
+    sending = info["sending"]
+    if sending["paused"]:
+        click.echo(f"sending: PAUSED since {sending['paused_at']}: {describe(sending['reason'])}")
+    else:
+        click.echo("sending: on")
+    rates = info["rates"]
+    window, limits = rates["window"], app.settings
+    click.echo(
+        f"brake window (last {window['deliveries']} deliveries): "
+        f"complaints {window['complaint_rate']:.2%} (limit {limits.complaint_rate_limit:.2%}), "
+        f"hard bounces {window['bounce_rate']:.2%} (limit {limits.bounce_rate_limit:.2%})"
+    )
+    week = rates["last_7_days"]
+    click.echo(
+        f"last 7 days: {week['attempted']} deliveries, bounce rate {week['bounce_rate']:.2%}, "
+        f"complaint rate {week['complaint_rate']:.2%}"
+    )
+    for edition, r in rates["by_edition"].items():
+        click.echo(
+            f"  {edition:<18} {r['attempted']} deliveries, bounce rate {r['bounce_rate']:.2%}, "
+            f"complaint rate {r['complaint_rate']:.2%}"
+        )
 
 
 COMMANDS = [scheduler_command, serve_command, status_command]

@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from digest import ledger
+from digest import brake, ledger
 from digest.db import ping
+from digest.feedback import store
 from digest.members import count_by_status
 from digest.scheduler import stored_last_tick
 from digest.web.context import WebContext, web_context
@@ -46,18 +47,34 @@ def last_tick(session: Session) -> datetime | None:
     return max(known) if known else None
 
 
-def _database_ok(ctx: WebContext) -> bool:
+def _health(ctx: WebContext) -> tuple[bool, brake.BrakeState | None]:
+    """Whether the store answers, and the brake's state (None when it could not be read)."""
     try:
-        return ping(ctx.engine)
+        if not ping(ctx.engine):
+            return False, None
     except Exception:
-        return False
+        return False, None
+    try:
+        with Session(ctx.engine) as session:
+            return True, brake.state(session)
+    except Exception:  # an older store without the table: the web app still serves
+        return True, None
 
 
 async def healthz(request: Request) -> Response:
-    ok = await run_in_threadpool(_database_ok, web_context(request))
-    if ok:
-        return PlainTextResponse("ok\n", headers={"Cache-Control": "no-store"})
-    return PlainTextResponse("database unreachable\n", status_code=503)
+    """200 while the web app can serve (members must always be able to unsubscribe, so a
+    paused sender does not take it out of a load balancer); the body says when sending is
+    paused and why, and ``X-Digest-Sending: paused`` lets monitoring alert on it."""
+    ok, sending = await run_in_threadpool(_health, web_context(request))
+    if not ok:
+        return PlainTextResponse("database unreachable\n", status_code=503)
+    headers = {"Cache-Control": "no-store", "X-Digest-Sending": "on"}
+    body = "ok\n"
+    if sending is not None and sending.paused:
+        headers["X-Digest-Sending"] = "paused"
+        reason = brake.describe(sending.reason or "paused")
+        body += f"sending paused since {sending.paused_at:%Y-%m-%d %H:%M:%S} UTC: {reason}\n"
+    return PlainTextResponse(body, headers=headers)
 
 
 def _gauge(lines: list[str], name: str, help_text: str, kind: str = "gauge") -> None:
@@ -75,6 +92,13 @@ def metrics_text(ctx: WebContext) -> str:
         sent_recently = ledger.sent_between(session, now - RATE_WINDOW, now)
         ready = ledger.ready_count(session, now)
         tick = last_tick(session)
+        sending = brake.state(session)
+        brake_window = store.window_rates(
+            session, ctx.settings.complaint_window, sending.resumed_at
+        )
+        week = store.recent_rates(session, now, 7)
+        editions = store.edition_rates(session, since=now - timedelta(days=7))
+        received = store.event_counts(session)
     _gauge(lines, "digest_deliveries", "Deliveries in the ledger by status.")
     for status, count in by_status.items():
         lines.append(f'digest_deliveries{{status="{status}"}} {count}')
@@ -94,7 +118,30 @@ def metrics_text(ctx: WebContext) -> str:
     if tick is not None:
         _gauge(lines, "digest_scheduler_last_tick_timestamp_seconds", "Last scheduler tick.")
         lines.append(f"digest_scheduler_last_tick_timestamp_seconds {tick.timestamp():.3f}")
+    _gauge(lines, "digest_sending_paused", "1 while the brake has paused sending.")
+    lines.append(f"digest_sending_paused {1 if sending.paused else 0}")
+    _gauge(lines, "digest_bounce_rate", "Hard bounces per delivery, by window.")
+    _gauge(lines, "digest_complaint_rate", "Complaints per delivery, by window.")
+    for label, rates in (("brake", brake_window), ("7d", week)):
+        lines.append(f'digest_bounce_rate{{window="{label}"}} {rates.bounce_rate:.6g}')
+        lines.append(f'digest_complaint_rate{{window="{label}"}} {rates.complaint_rate:.6g}')
+    _gauge(lines, "digest_edition_bounce_rate", "Hard bounces per delivery of recent editions.")
+    _gauge(lines, "digest_edition_complaint_rate", "Complaints per delivery of recent editions.")
+    for edition, rates in editions.items():
+        name = _label(edition)
+        lines.append(f'digest_edition_bounce_rate{{edition="{name}"}} {rates.bounce_rate:.6g}')
+        lines.append(
+            f'digest_edition_complaint_rate{{edition="{name}"}} {rates.complaint_rate:.6g}'
+        )
+    _gauge(lines, "digest_delivery_events_total", "Events received by kind.", "counter")
+    for kind, count in received.items():
+        lines.append(f'digest_delivery_events_total{{kind="{kind}"}} {count}')
     return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value, escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 async def metrics(request: Request) -> Response:
