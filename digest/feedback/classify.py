@@ -43,7 +43,11 @@ ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-
 _UNSUBSCRIBE = re.compile(r"\bunsubscribe\s+([A-Za-z0-9_.\-]{20,400})", re.IGNORECASE)
 #: A DSN's enhanced status code (RFC 3463), as it appears in a Status field.
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-#: Message-IDs in text: ``<local@domain>``.
+#: Message-ID fields (Message-ID, In-Reply-To, References) in headers or quoted text.
+_ID_FIELD = re.compile(
+    rb"(?i)\b(?:message-id|in-reply-to|references)[ \t]*:[ \t]*((?:<[^<>\s]{1,400}>[\s,]*)+)"
+)
+#: One Message-ID: ``<local@domain>``.
 _MESSAGE_ID = re.compile(rb"<([^<>\s@]{1,200}@[A-Za-z0-9.\-]{1,253})>")
 #: Read at most this much of a message's text when looking for our Message-IDs.
 _SCAN_BYTES = 2_000_000
@@ -355,8 +359,9 @@ def _walk(msg: Message, skip_quoted: bool) -> Iterable[Message]:
 
 
 def _our_message_ids(msg: Message, raw: bytes, domain: str) -> tuple[str, ...]:
-    """Message-IDs on our domain anywhere in the message: the original's header in an
-    attached copy, the quoted text of a non-standard bounce, or References.
+    """Message-IDs on our domain in the message's Message-ID, In-Reply-To and References
+    fields: the original's header in an attached copy or in the quoted text of a
+    non-standard bounce, or the bounce's own References.
 
     The message's own Message-ID is not one of them (a bounce has its own).
     """
@@ -366,13 +371,13 @@ def _our_message_ids(msg: Message, raw: bytes, domain: str) -> tuple[str, ...]:
     chunks.extend(t.encode("utf-8", "replace") for t in _texts(msg, limit=_SCAN_BYTES))
     found: list[str] = []
     for chunk in chunks:
-        for match in _MESSAGE_ID.finditer(chunk):
-            value = match.group(0)
-            if value.rpartition(b"@")[2].lower() != wanted:
-                continue
-            text = value.decode("ascii", "replace")
-            if text.lower() != own:
-                found.append(text)
+        for field in _ID_FIELD.finditer(chunk):
+            for match in _MESSAGE_ID.finditer(field.group(1)):
+                if match.group(1).rpartition(b"@")[2].lower() != wanted:
+                    continue
+                text = match.group(0).decode("ascii", "replace")
+                if text.lower() != own:
+                    found.append(text)
     return tuple(dict.fromkeys(found))
 
 
