@@ -133,7 +133,7 @@ class Poller:
             self._one(conn, uid.decode(), capabilities, report)
 
     def _ensure_folder(self, conn: imaplib.IMAP4, name: str) -> None:
-        kind, data = conn.list("", _quote(name))
+        kind, data = conn.list('""', _quote(name))
         if kind == "OK" and any(item for item in data if item):
             return
         _ok(conn.create(_quote(name)), f"create {name}")
