@@ -401,7 +401,8 @@ Fetch = Callable[[str], bytes]
 def sns_url(url: object, what: str) -> str:
     """``url`` if it is an https URL on an SNS host, else refused."""
     parts = urlsplit(str(url or ""))
-    if parts.scheme != "https" or not SNS_HOST.match(parts.hostname or "") or parts.port:
+    hosted = SNS_HOST.match(parts.hostname or "") and parts.port is None and not parts.username
+    if parts.scheme != "https" or not hosted:
         raise WebhookRefused(403, f"{what} is not an https URL on sns.<region>.amazonaws.com")
     return str(url)
 
