@@ -178,8 +178,9 @@ def use_nonce(session: Session, nonce: str, event_key: str, now: datetime) -> st
         _insert(session)(WebhookNonce)
         .values(nonce=nonce[:200], event_key=event_key[:200], received_at=now)
         .on_conflict_do_nothing(index_elements=["nonce"])
-    ).rowcount
-    if inserted:
+        .returning(col(WebhookNonce.nonce))
+    ).scalar()
+    if inserted is not None:
         if now.second == 0:  # about once a minute under steady traffic
             session.execute(
                 delete(WebhookNonce).where(col(WebhookNonce.received_at) < now - timedelta(days=1))
