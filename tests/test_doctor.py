@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from digest.doctor import (
 )
 from digest.settings import Settings, load_settings
 from tests.conftest import TEST_SECRET, SMTPServer, free_port
+from tests.dns_server import Zone, dns_server
 from tests.test_dkim import make_key
 
 TEMPLATES = resources.path("templates")
@@ -175,3 +177,105 @@ def test_templates_copy_starts_a_templates_dir(tmp_path: Path) -> None:
 def test_contrast_ratio() -> None:
     assert round(contrast_ratio("#000000", "#ffffff"), 1) == 21.0
     assert contrast_ratio("#0b57d0", "#ffffff") >= 4.5
+
+
+# ------------------------------------------------------------------ DNS (a real server on loopback)
+
+
+def dns_zone(txt_dkim: str) -> Zone:
+    """What a careful operator publishes, except DMARC (the tests add it when they want it)."""
+    return Zone(
+        txt={
+            "news.example.org": ["v=spf1 ip4:192.0.2.0/24 -all"],
+            "bounce.news.example.org": ["v=spf1 ip4:192.0.2.0/24 ~all", "google-site-verif=x"],
+            "s1._domainkey.news.example.org": [txt_dkim],
+        },
+        mx={"bounce.news.example.org": [(10, "mx1.news.example.org")]},
+    )
+
+
+def dns_settings(smtp_server: SMTPServer, key: Path, nameserver: str, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "dkim_selector": "s1",
+        "dkim_private_key_path": str(key),
+        "bounce_address": "bounces@bounce.news.example.org",
+        "dns_nameserver": nameserver,
+    }
+    return good_settings(smtp_server, **{**values, **extra})
+
+
+def test_dns_missing_dmarc_is_an_error_and_a_matching_key_ok(
+    smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    pytest.importorskip("dkim")
+    key, txt = make_key(tmp_path)
+    zone = dns_zone(txt)
+    with dns_server(zone) as nameserver:
+        settings = dns_settings(smtp_server, key, nameserver)
+        result = run_cli(settings, "--no-spamassassin", "--no-smtp")
+        checks = by_name(run_checks(settings, smtp=False, spamassassin=False))
+    assert result.exit_code == 1, result.output
+    dmarc = next(line for line in result.output.splitlines() if "DMARC" in line)
+    assert dmarc.startswith("[error]") and "_dmarc.news.example.org" in dmarc
+    dkim = next(line for line in result.output.splitlines() if line.split()[1] == "DKIM")
+    assert dkim.startswith("[ok]") and "matches its TXT record (DNS)" in dkim
+    assert checks["SPF"].status == "ok"
+    assert "bounce.news.example.org: v=spf1 ip4:192.0.2.0/24 ~all" in checks["SPF"].detail
+    assert checks["Bounce domain MX"].status == "ok"
+    assert "10 mx1.news.example.org" in checks["Bounce domain MX"].detail
+    assert ("_dmarc.news.example.org", "TXT") in zone.queries  # asked the server, not a mock
+    assert ("_dmarc.example.org", "TXT") in zone.queries  # and the organizational domain
+
+
+def test_dns_dmarc_alignment_and_the_other_errors(smtp_server: SMTPServer, tmp_path: Path) -> None:
+    pytest.importorskip("dkim")
+    key, txt = make_key(tmp_path)
+    _, other_txt = make_key(tmp_path, "other")
+    zone = dns_zone(other_txt)  # a key that is not ours
+    zone.txt["_dmarc.example.org"] = ["v=DMARC1; p=quarantine; adkim=s; aspf=s"]
+    del zone.txt["bounce.news.example.org"]
+    del zone.mx["bounce.news.example.org"]
+    unsigned = {"dkim_selector": "", "dkim_private_key_path": ""}
+    with dns_server(zone) as nameserver:
+        checks = by_name(
+            run_checks(dns_settings(smtp_server, key, nameserver), smtp=False, spamassassin=False)
+        )
+        strict = by_name(
+            run_checks(
+                dns_settings(smtp_server, key, nameserver, **unsigned),
+                smtp=False,
+                spamassassin=False,
+            )
+        )
+        zone.txt["_dmarc.news.example.org"] = ["v=DMARC1; p=none; rua=mailto:d@example.org"]
+        relaxed = by_name(
+            run_checks(
+                dns_settings(smtp_server, key, nameserver, **unsigned),
+                smtp=False,
+                spamassassin=False,
+            )
+        )
+        signed = by_name(
+            run_checks(dns_settings(smtp_server, key, nameserver), smtp=False, spamassassin=False)
+        )
+    assert checks["DKIM"].status == "fail" and "does not match" in checks["DKIM"].detail
+    assert checks["SPF"].status == "fail" and "NXDOMAIN" in checks["SPF"].detail
+    assert checks["Bounce domain MX"].status == "fail"
+    # the organizational domain's record, found from the From domain's; under aspf=s the
+    # envelope's bounce.news.example.org is not news.example.org, and nothing is signed
+    assert strict["DMARC"].status == "fail" and "neither aligns" in strict["DMARC"].detail
+    assert "_dmarc.example.org: v=DMARC1; p=quarantine" in strict["DMARC"].detail
+    # relaxed (the default): the envelope's organizational domain is the From's
+    assert relaxed["DMARC"].status == "ok", relaxed["DMARC"]
+    assert "envelope bounce.news.example.org aligned" in relaxed["DMARC"].detail
+    assert "DKIM d=news.example.org aligned" in signed["DMARC"].detail
+
+
+def test_dns_json_words_and_a_bad_nameserver(smtp_server: SMTPServer) -> None:
+    settings = good_settings(smtp_server, dns_nameserver="dns.example.org")
+    result = run_cli(settings, "--no-spamassassin", "--no-smtp", "--json")
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    dns = next(line for line in lines if line["check"] == "DNS")
+    assert dns["status"] == "error" and "use an IP address" in dns["detail"]
+    assert {line["status"] for line in lines} <= {"ok", "warning", "error"}
