@@ -461,3 +461,48 @@ def test_sink_on_a_taken_port_is_one_line_and_exit_1(cli: CLI, tmp_path: Path) -
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_returned_mail_shows_in_the_ledger(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    """A DSN recorded with `digest bounces process`: the member is bounced, the delivery
+    carries the event (list --json, show), and the rates count it."""
+    from tests.returned_mail import BOUNCE_ADDRESS, Original, dsn
+
+    cli.env.update(
+        {"DIGEST_BOUNCE_ADDRESS": BOUNCE_ADDRESS, "DIGEST_INBOUND_DIR": str(tmp_path / "in")}
+    )
+    setup_basic(cli, tmp_path)
+    assert cli("run", "--now", RUN1).exit_code == 0
+    (received,) = smtp_server.handler.to("ada@example.org")
+    assert received.mail_from.startswith("bounces+")
+    bounce = tmp_path / "bounce.eml"
+    bounce.write_bytes(dsn(Original.of(received)))
+    result = cli("bounces", "process", str(bounce))
+    assert result.exit_code == 0 and "hard_bounce: member bounced" in result.output
+    again = cli("bounces", "process", str(bounce))
+    assert "recorded before" in again.output  # the same message twice is one event
+    members = cli("subscribers", "list", "--json")
+    status = {json.loads(x)["email"]: json.loads(x)["status"] for x in members.stdout.splitlines()}
+    assert status == {
+        "ada@example.org": "bounced",
+        "bob@example.org": "active",
+        "kolkata@example.org": "active",
+    }
+    ada = next(d for d in deliveries(cli) if d["email"] == "ada@example.org")
+    (event,) = ada["events"]
+    assert event["kind"] == "hard_bounce" and event["status_code"] == "5.1.1"
+    assert event["effect"] == "member bounced" and Path(event["raw_ref"]).exists()
+    assert all(not d["events"] for d in deliveries(cli) if d["email"] != "ada@example.org")
+    shown = cli("deliveries", "show", str(ada["id"]))
+    assert shown.exit_code == 0
+    assert "hard_bounce via file 5.1.1: member bounced" in shown.output
+    assert "Recipient rejected" in shown.output and "kept as" in shown.output
+    assert cli("deliveries", "show", "999999").exit_code == 2
+    stats = json.loads(cli("deliveries", "stats", "--json", "--now", RUN1).stdout)
+    edition = stats["rates_by_edition"]["daily:2025-03-25"]
+    assert edition["attempted"] == 2 and edition["hard_bounces"] == 1
+    assert edition["bounce_rate"] == 0.5 and stats["events"]["hard_bounce"] == 1
+    text = cli("deliveries", "stats", "--now", RUN1).output
+    assert "daily:2025-03-25" in text and "hard bounces 1 (50.00%)" in text

@@ -104,3 +104,34 @@ def test_processes_starting_together_on_a_fresh_store_all_get_the_schema(db_url:
     engine = make_engine(db_url)
     assert current_revision(engine) == head_revision(engine)
     engine.dispose()
+
+
+def test_upgrade_to_delivery_events_keeps_rows(db_url: str) -> None:
+    """A store at 0002 (scheduler state, sizes) with rows gains the event, nonce and brake
+    tables; its members and deliveries are as they were, and events can name them."""
+    from datetime import timedelta
+
+    from digest.feedback import store
+    from digest.models import HARD_BOUNCE
+
+    engine = make_engine(db_url)
+    upgrade_schema(engine, "0002")
+    fill_revision_0001(engine)
+    assert not inspect(engine).has_table("delivery_event")
+    upgrade_schema(engine)
+    assert {"delivery_event", "webhook_nonce", "sending_state"} <= set(
+        inspect(engine).get_table_names()
+    )
+    with Session(engine) as session:
+        delivery = session.exec(select(Delivery)).one()
+        assert delivery.message_id == "<m1@example.org>" and delivery.status == "sent"
+        found = store.delivery_by_message_id(session, "m1@example.org")
+        assert found is not None and found.email == "ada@example.org"
+        event_id = store.insert_event(
+            session,
+            store.NewEvent("mail:abc", HARD_BOUNCE, "smtp", NOW, NOW + timedelta(hours=1), 1, 1),
+        )
+        session.commit()
+        assert event_id is not None
+        assert store.events_by_delivery(session, [1])[1][0].kind == HARD_BOUNCE
+    engine.dispose()
