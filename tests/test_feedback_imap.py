@@ -318,3 +318,21 @@ def test_the_command(
     assert failed.exit_code == 1 and "could not be read" in failed.output
     with socket.socket() as probe:  # the mailbox is still there: only the login failed
         probe.connect(("127.0.0.1", dovecot.imaps_port))
+
+
+def test_the_scheduler_polls_when_configured(
+    engine: Engine, settings: Settings, smtp_server: SMTPServer, dovecot: Dovecot
+) -> None:
+    from digest.scheduler import BOUNCES, Jobs, Service
+    from digest.scheduler import status as scheduler_status
+
+    ms = mailbox_settings(settings, dovecot, bounce_poll_minutes=5)
+    assert Service(engine, ms, []).intervals()[BOUNCES] == 300
+    assert BOUNCES not in Service(engine, ms.replace(bounce_poll_minutes=0), []).intervals()
+    assert BOUNCES not in Service(engine, ms.replace(imap_host=""), []).intervals()
+    original = Original.of(send_digests(engine, ms, smtp_server, 1)[0])
+    dovecot.append(dsn(original))
+    summary = Jobs(engine, ms, [], clock=lambda: datetime.now(UTC)).run(BOUNCES)
+    assert summary == {"fetched": 1, "moved": 1, "kept": 0}
+    assert status(engine, original.recipient) == "bounced"
+    assert scheduler_status(engine, datetime.now(UTC))["runs"][BOUNCES]["runs"] == 1

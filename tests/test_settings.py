@@ -126,3 +126,35 @@ def test_an_unreachable_store_is_one_line_not_a_traceback() -> None:
         assert done.returncode == 1, done.stderr
         assert "Error: the store is not reachable: " in done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 2
+
+
+def test_feedback_settings(tmp_path: Path) -> None:
+    s = load_settings(
+        env={
+            "DIGEST_BOUNCE_ADDRESS": "bounces@bounce.example.org",
+            "DIGEST_COMPLAINT_RATE_LIMIT": "0.5%",
+            "DIGEST_IMAP_PASSWORD": "from-env",
+        }
+    )
+    assert s.complaint_rate_limit == pytest.approx(0.005)
+    assert s.effective_complaint_address == "bounces@bounce.example.org"  # the default
+    assert s.imap_password == "from-env"
+    for text, message in (
+        ('bounce_address = "Bounces <b@x.example.org>"', "plain address"),
+        ('bounce_address = "bounces+x@x.example.org"', "plain address"),
+        ('bounce_address = "nobody"', "not an address"),
+        ("complaint_rate_limit = 3", "at most 1"),
+        ("soft_bounce_limit = 0", "above zero"),
+        ('[imap]\nsecurity = "none"', "imap_security"),
+        ('[imap]\npassword = "oops"', "DIGEST_IMAP_PASSWORD"),
+    ):
+        config = tmp_path / "c.toml"
+        config.write_text(text)
+        with pytest.raises(SettingsError, match=message):
+            load_settings(config, env={})
+    for secret in ("DIGEST_MAILGUN_SIGNING_KEY", "DIGEST_POSTMARK_WEBHOOK_PASSWORD"):
+        key = secret[len("DIGEST_") :].lower()
+        config = tmp_path / "c.toml"
+        config.write_text(f'{key} = "oops"')
+        with pytest.raises(SettingsError, match=secret):
+            load_settings(config, env={})

@@ -480,3 +480,17 @@ def test_certificates_only_from_sns_hosts(url: str) -> None:
         cache.get(url)
     assert fetched == []
     assert SNS(TOPIC, cache).topic_arn == TOPIC
+
+
+def test_webhook_bodies_are_bounded_but_take_a_real_batch(
+    client: TestClient, engine: Engine, digest: Original, keys: Keys
+) -> None:
+    batch = [
+        {"email": f"x{i}@example.net", "event": "delivered", "sg_event_id": f"sg-{i}"}
+        for i in range(3000)
+    ]  # about 200 KB: over the forms' 64 KB, a normal SendGrid batch
+    answer = sendgrid_post(client, keys, batch)
+    assert answer.status_code == 200 and "3000 other events ignored" in answer.text
+    huge = sendgrid_post(client, keys, batch * 8)
+    assert huge.status_code == 413
+    assert client.post("/subscribe", content=b"x" * 70_000).status_code == 413
