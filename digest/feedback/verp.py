@@ -2,7 +2,7 @@
 
 ``bounces@bounce.example.org`` becomes ``bounces+<token>@bounce.example.org`` for one
 delivery, where the token is the delivery id (base 36) and an 80-bit HMAC of the id and the
-delivery's Message-ID, in lower-case base 32 (MTAs may fold the case of a local part). A
+delivery's Message-ID, in lower-case hex (MTAs may fold the case of a local part). A
 bounce then names its delivery even when the DSN body is mangled, and nobody can make a
 token for a delivery: a forged one does not verify, so it changes nothing. The Message-ID in
 the MAC ties a token to one row, so a store rebuilt with reused ids does not accept old ones.
@@ -12,13 +12,12 @@ Only the envelope sender changes: From, and so DKIM and DMARC alignment, stay as
 
 from __future__ import annotations
 
-import base64
 import hmac
 import re
 from dataclasses import dataclass
 
-#: ``<id base 36>-<16 base-32 characters>``
-TOKEN = re.compile(r"^([0-9a-z]{1,13})-([a-z2-7]{16})$")
+#: ``<id base 36>-<20 hex digits>``
+TOKEN = re.compile(r"^([0-9a-z]{1,13})-([0-9a-f]{20})$")
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -52,12 +51,15 @@ class Verp:
             raise ValueError("the VERP tokens are signed with DIGEST_SECRET_KEY, which is empty")
         self.local, self.domain = local, domain.lower()
         self.base = f"{local}@{self.domain}"
-        # a key of its own, derived from the secret: a token is no link token and vice versa
-        self._key = hmac.digest(secret_key.encode("utf-8"), b"digest.verp", "sha256")
+        # a key of its own, derived from the secret: a token is no link token and vice versa;
+        # the keyed state is made once and copied (a token is made for every message sent)
+        key = hmac.digest(secret_key.encode("utf-8"), b"digest.verp", "sha256")
+        self._keyed = hmac.new(key, digestmod="sha256")
 
     def _mac(self, delivery_id: int, message_id: str) -> str:
-        digest = hmac.digest(self._key, f"{delivery_id}\n{message_id}".encode(), "sha256")
-        return base64.b32encode(digest[:10]).decode("ascii").lower()
+        mac = self._keyed.copy()
+        mac.update(f"{delivery_id}\n{message_id}".encode())
+        return mac.digest()[:10].hex()
 
     def token(self, delivery_id: int, message_id: str) -> str:
         return f"{_base36(delivery_id)}-{self._mac(delivery_id, message_id)}"
