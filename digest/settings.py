@@ -162,6 +162,7 @@ class Settings:
     bounce_poll_minutes: float = 0.0  # the scheduler polls the mailbox this often; 0 = never
     webhook_tolerance_seconds: int = 300  # provider events signed longer ago are refused
     ses_topic_arn: str = ""  # the SNS topic whose SES events /webhooks/ses accepts
+    sns_certificate_dir: str = "data/sns-certificates"  # fetched signing certificates, kept
     mailgun_signing_key: str = ""  # secret: environment only
     postmark_webhook_user: str = ""
     postmark_webhook_password: str = ""  # secret: environment only
@@ -218,10 +219,12 @@ class Settings:
 
     @functools.cached_property  # read for every message sent
     def envelope_sender(self) -> str:
-        """The SMTP envelope sender (MAIL FROM): the From address itself."""
+        """The SMTP envelope sender (MAIL FROM) of mail that is no delivery (notices, test
+        copies): the bounce address when one is set, so their bounces reach the bounce domain
+        too, else the From address. Digests get a VERP address of their own (``Sender``)."""
         from email.utils import parseaddr
 
-        return parseaddr(self.from_address)[1]
+        return self.bounce_address or parseaddr(self.from_address)[1]
 
     @functools.cached_property  # read for every message sent
     def effective_list_id(self) -> str:

@@ -41,6 +41,7 @@ def feedback_settings(settings: Settings, **extra: object) -> Settings:
         "bounce_address": BOUNCE_ADDRESS,
         "complaint_address": COMPLAINT_ADDRESS,
         "inbound_dir": str(settings.data_dir) + "/inbound",
+        "sns_certificate_dir": str(settings.data_dir) + "/sns-certificates",
     }
     values.update(extra)
     return settings.replace(**values)

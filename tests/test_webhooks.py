@@ -455,6 +455,28 @@ def test_sns_subscription_confirmation(client: TestClient, engine: Engine, keys:
     assert refused.status_code == 403 and len(keys.fetched) == 2
 
 
+def test_kept_certificates_survive_a_restart(
+    engine: Engine, hook_settings: Settings, digest: Original, keys: Keys
+) -> None:
+    """A certificate fetched once is kept in sns_certificate_dir: a new process verifies with
+    it without fetching (here the fetcher of the second app fails)."""
+    first = create_app(hook_settings, engine, certificate_fetch=keys.fetch)
+    body = sns_body(keys, ses_complaint(digest))
+    with TestClient(first, base_url="https://news.example.org") as client:
+        assert client.post("/webhooks/ses", content=body).status_code == 200
+    kept = CertificateCache(folder=hook_settings.sns_certificate_dir).path_for(CERT_URL)
+    assert kept is not None and kept.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+
+    def offline(url: str) -> bytes:
+        raise OSError("no network")
+
+    second = create_app(hook_settings, engine, certificate_fetch=offline)
+    other = sns_body(keys, ses_complaint(digest), MessageId="another-sns-message")
+    with TestClient(second, base_url="https://news.example.org") as client:
+        assert client.post("/webhooks/ses", content=other).status_code == 200
+    assert len(keys.fetched) == 1
+
+
 def test_unconfigured_providers_refuse(engine: Engine, settings: Settings) -> None:
     app = create_app(feedback_settings(settings), engine)
     with TestClient(app, base_url="https://news.example.org") as bare:

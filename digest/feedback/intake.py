@@ -243,8 +243,8 @@ class Intake:
             incoming.detail or incoming.diagnostic or "-",
             effect,
         )
-        if changed and incoming.kind in (COMPLAINT, HARD_BOUNCE, SOFT_BOUNCE):
-            brake.evaluate(self.engine, self.settings, now)
+        if target.delivery is not None and incoming.kind in (COMPLAINT, HARD_BOUNCE):
+            brake.evaluate(self.engine, self.settings, now)  # it counts towards the rates
         return Recorded(
             incoming.kind,
             effect,

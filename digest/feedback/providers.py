@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -430,11 +431,13 @@ def https_get(url: str, timeout: float = 10.0, max_bytes: int = 65536) -> bytes:
 
 
 class CertificateCache:
-    """SNS signing certificates by URL, fetched once and kept for ``ttl`` seconds.
+    """SNS signing certificates by URL, fetched once and kept for ``ttl`` seconds in memory,
+    and in ``folder`` (``<sha256 of the URL>.pem``) across restarts when one is given.
 
-    ``fetch`` is the seam: the real one is ``https_get``; tests pass one that serves the
-    certificate they made, and everything else (URL rule, parsing, validity, signature) is
-    the real code.
+    AWS gives a new certificate a new URL, so a kept file stays right for its URL; its
+    validity dates are checked on every use. ``fetch`` is the seam: the real one is
+    ``https_get``; tests pass one that serves the certificate they made (or put it in the
+    folder), and everything else (URL rule, parsing, validity, signature) is the real code.
     """
 
     def __init__(
@@ -443,10 +446,31 @@ class CertificateCache:
         ttl: float = 24 * 3600,
         max_entries: int = 32,
         monotonic: Callable[[], float] = time.monotonic,
+        folder: str | Path | None = None,
     ) -> None:
         self.fetch, self.ttl, self.max_entries, self.monotonic = fetch, ttl, max_entries, monotonic
+        self.folder = Path(folder) if folder else None
         self._certs: OrderedDict[str, tuple[float, x509.Certificate]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def path_for(self, url: str) -> Path | None:
+        """Where the certificate of ``url`` is kept (None without a folder)."""
+        if self.folder is None:
+            return None
+        return self.folder / (hashlib.sha256(url.encode("utf-8")).hexdigest() + ".pem")
+
+    def _load(self, url: str) -> bytes:
+        kept = self.path_for(url)
+        if kept is not None and kept.is_file():
+            return kept.read_bytes()
+        pem = self.fetch(url)
+        x509.load_pem_x509_certificate(pem)  # only a certificate is kept
+        if kept is not None:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            tmp = kept.with_suffix(".tmp")
+            tmp.write_bytes(pem)
+            tmp.replace(kept)
+        return pem
 
     def get(self, url: str) -> x509.Certificate:
         url = sns_url(url, "SigningCertURL")
@@ -457,8 +481,7 @@ class CertificateCache:
                 self._certs.move_to_end(url)
                 return cached[1]
         try:
-            pem = self.fetch(url)
-            cert = x509.load_pem_x509_certificate(pem)
+            cert = x509.load_pem_x509_certificate(self._load(url))
         except (OSError, ValueError) as exc:
             raise WebhookRefused(403, f"the signing certificate could not be had: {exc}") from None
         with self._lock:

@@ -24,7 +24,7 @@ from digest.db import make_engine
 from digest.editions import Editions
 from digest.feedback.hooks import Webhooks
 from digest.feedback.intake import Intake
-from digest.feedback.providers import CertificateCache, Fetch
+from digest.feedback.providers import CertificateCache, Fetch, https_get
 from digest.mailer import TransportFactory, make_transport
 from digest.members import Membership
 from digest.outbound import Outbound
@@ -270,7 +270,7 @@ def create_app(
             settings,
             Intake(engine, settings, clock),
             clock,
-            CertificateCache(certificate_fetch) if certificate_fetch else None,
+            CertificateCache(certificate_fetch or https_get, folder=settings.sns_certificate_dir),
         ),
     )
     routes = [
