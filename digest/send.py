@@ -208,7 +208,8 @@ class Sender:
 
         try:
             while not stop():
-                paused = self.brake.reason()  # the brake: no claim while sending is paused
+                with self._writing:  # (SQLite: one transaction at a time, like the claim)
+                    paused = self.brake.reason()  # the brake: no claim while sending is paused
                 if paused:
                     with self._lock:
                         report.paused_reason = paused
