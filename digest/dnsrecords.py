@@ -18,11 +18,25 @@ from digest.settings import Settings
 
 @dataclass(frozen=True)
 class Lookup:
-    """The records found at a name, or why there are none (``error``)."""
+    """The records found at a name, or why there are none (``error``).
+
+    ``answered``: the DNS said so (the records, or that there are none); False when no
+    server answered, which says nothing about the records.
+    """
 
     name: str
     records: tuple[str, ...] = ()
     error: str | None = None
+    answered: bool = True
+
+
+#: Domains reserved for examples and tests (RFC 2606, RFC 6761): not looked up in public DNS.
+RESERVED = ("example.com", "example.net", "example.org", "example", "test", "invalid", "localhost")
+
+
+def reserved(domain: str) -> bool:
+    domain = domain.lower().rstrip(".")
+    return any(domain == r or domain.endswith("." + r) for r in RESERVED)
 
 
 def _nameserver(value: str, default_port: int) -> tuple[str, int]:
@@ -65,40 +79,40 @@ def make_resolver(settings: Settings) -> dns.resolver.Resolver:
 
 def _query(
     resolver: dns.resolver.Resolver, name: str, kind: str
-) -> tuple[list[object], str | None]:
+) -> tuple[list[object], str | None, bool]:
     try:
         answer = resolver.resolve(name, kind, search=False)
     except dns.resolver.NXDOMAIN:
-        return [], "no such name (NXDOMAIN)"
+        return [], "no such name (NXDOMAIN)", True
     except dns.resolver.NoAnswer:
-        return [], f"no {kind} record"
+        return [], f"no {kind} record", True
     except dns.resolver.NoNameservers as exc:
-        return [], f"no name server answered ({exc})"
+        return [], f"no name server answered ({exc})", False
     except dns.exception.Timeout:
-        return [], f"no answer within {resolver.lifetime:g} s"
+        return [], f"no answer within {resolver.lifetime:g} s", False
     except dns.exception.DNSException as exc:
-        return [], f"{type(exc).__name__}: {exc}"
-    return list(answer), None
+        return [], f"{type(exc).__name__}: {exc}", False
+    return list(answer), None, True
 
 
 def txt(resolver: dns.resolver.Resolver, name: str) -> Lookup:
     """TXT records at ``name``, each one string (its character-strings joined)."""
-    answers, error = _query(resolver, name, "TXT")
+    answers, error, answered = _query(resolver, name, "TXT")
     records = tuple(
         b"".join(r.strings).decode("utf-8", "replace")  # type: ignore[attr-defined]
         for r in answers
     )
-    return Lookup(name, records, error)
+    return Lookup(name, records, error, answered)
 
 
 def mx(resolver: dns.resolver.Resolver, name: str) -> Lookup:
     """MX records at ``name`` as ``"<preference> <host>"``, lowest preference first."""
-    answers, error = _query(resolver, name, "MX")
+    answers, error, answered = _query(resolver, name, "MX")
     found = sorted(
         (int(r.preference), str(r.exchange).rstrip("."))  # type: ignore[attr-defined]
         for r in answers
     )
-    return Lookup(name, tuple(f"{pref} {host}" for pref, host in found), error)
+    return Lookup(name, tuple(f"{pref} {host}" for pref, host in found), error, answered)
 
 
 def organizational_domain(domain: str) -> str:

@@ -174,8 +174,10 @@ def check_dkim(settings: Settings, resolver: Resolver | None = None) -> Check:
         return Check(name, "warn", f"{record} does not align with the From domain {from_domain}")
     source = "dkim_dns_txt"
     published = settings.dkim_dns_txt.strip()
-    if resolver is not None:
-        found = dnsrecords.txt(resolver, record)
+    found = _lookup(settings, resolver, record)
+    if found is not None and not found.answered and not published:
+        return Check(name, "warn", f"{record}: could not read DNS: {found.error}")
+    if found is not None and found.answered:
         keys = [r for r in found.records if "p=" in r]
         if not keys:
             why = found.error or f"no DKIM key among its TXT records {list(found.records)}"
@@ -207,6 +209,32 @@ def _short(record: str, keep: int = 90) -> str:
     return record if len(record) <= keep else record[:keep] + "..."
 
 
+def _lookup(
+    settings: Settings, resolver: Resolver | None, name: str, kind: str = "TXT"
+) -> dnsrecords.Lookup | None:
+    """The records at ``name``, or None when DNS is not to be asked: no resolver, or a
+    reserved example domain with the system's resolver (``dns_nameserver`` set: always)."""
+    if resolver is None:
+        return None
+    if dnsrecords.reserved(name) and not settings.dns_nameserver.strip():
+        return None
+    return dnsrecords.mx(resolver, name) if kind == "MX" else dnsrecords.txt(resolver, name)
+
+
+def _unread(name: str, found: dnsrecords.Lookup | None, domain: str) -> Check | None:
+    """A warning when DNS was not asked or did not answer: that says nothing either way."""
+    if found is None:
+        return Check(
+            name,
+            "warn",
+            f"{domain} is a reserved example domain: not looked up (set dns_nameserver to "
+            "ask a server of yours)",
+        )
+    if not found.answered:
+        return Check(name, "warn", f"could not read {found.name}: {found.error}")
+    return None
+
+
 def envelope_domain(settings: Settings) -> str:
     """The MAIL FROM domain: the bounce domain when set (VERP), else the From domain."""
     if settings.bounce_address:
@@ -218,7 +246,10 @@ def check_spf(settings: Settings, resolver: Resolver) -> Check:
     """An SPF record on the envelope (MAIL FROM) domain, which receivers check."""
     name = "SPF"
     domain = envelope_domain(settings)
-    found = dnsrecords.txt(resolver, domain)
+    found = _lookup(settings, resolver, domain)
+    unread = _unread(name, found, domain)
+    if unread is not None or found is None:
+        return unread or Check(name, "warn", "not checked")
     spf = [r for r in found.records if r.lower().split(" ", 1)[0] == "v=spf1"]
     if not spf:
         why = found.error or "no v=spf1 record among its TXT records"
@@ -251,7 +282,10 @@ def check_dmarc(settings: Settings, resolver: Resolver) -> Check:
     tried: list[str] = []
     found: dnsrecords.Lookup | None = None
     for where in names:
-        lookup = dnsrecords.txt(resolver, where)
+        lookup = _lookup(settings, resolver, where)
+        unread = _unread(name, lookup, from_domain)
+        if unread is not None or lookup is None:
+            return unread or Check(name, "warn", "not checked")
         records = [r for r in lookup.records if r.replace(" ", "").lower().startswith("v=dmarc1")]
         if records:
             found = dnsrecords.Lookup(where, tuple(records))
@@ -293,7 +327,10 @@ def check_bounce_mx(settings: Settings, resolver: Resolver) -> Check:
             name, "warn", "bounce_address is not set: bounces go to the From address, unread"
         )
     domain = settings.bounce_address.rpartition("@")[2].lower()
-    found = dnsrecords.mx(resolver, domain)
+    found = _lookup(settings, resolver, domain, "MX")
+    unread = _unread(name, found, domain)
+    if unread is not None or found is None:
+        return unread or Check(name, "warn", "not checked")
     if not found.records:
         return Check(
             name,

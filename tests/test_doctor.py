@@ -279,3 +279,21 @@ def test_dns_json_words_and_a_bad_nameserver(smtp_server: SMTPServer) -> None:
     dns = next(line for line in lines if line["check"] == "DNS")
     assert dns["status"] == "error" and "use an IP address" in dns["detail"]
     assert {line["status"] for line in lines} <= {"ok", "warning", "error"}
+
+
+def test_dns_says_nothing_it_could_not_read(smtp_server: SMTPServer) -> None:
+    """Example domains are not looked up in public DNS, and a server that does not answer is
+    a warning (it says nothing about the records), so neither turns a good setup into
+    errors."""
+    example = by_name(run_checks(good_settings(smtp_server), smtp=False, spamassassin=False))
+    assert example["SPF"].status == "warn" and "reserved example domain" in example["SPF"].detail
+    assert example["DMARC"].status == "warn"
+    silent = good_settings(
+        smtp_server,
+        dns_nameserver=f"127.0.0.1:{free_port()}",
+        dns_timeout=0.5,
+        bounce_address="bounces@bounce.news.example.org",
+    )
+    checks = by_name(run_checks(silent, smtp=False, spamassassin=False))
+    for name in ("SPF", "DMARC", "Bounce domain MX"):
+        assert checks[name].status == "warn" and "could not read" in checks[name].detail
