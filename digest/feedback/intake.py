@@ -38,7 +38,14 @@ from digest.db import session_scope
 from digest.feedback import store
 from digest.feedback.classify import Report, classify_message
 from digest.feedback.verp import Verp, verp_from_settings
-from digest.members import SUPPRESSED_STATUSES, get_member, normalize_email, set_status
+from digest.members import (
+    BOUNCED,
+    SUPPRESSED_STATUSES,
+    UNSUBSCRIBED,
+    get_member,
+    normalize_email,
+    set_status,
+)
 from digest.members.rules import MemberError
 from digest.models import (
     COMPLAINT,
@@ -323,7 +330,7 @@ class Intake:
             if status in SUPPRESSED_STATUSES:
                 return f"none: member already {status}", False
             reason = f"hard bounce ({how}) {incoming.status or ''}".strip()
-            return self._set(session, member, "bounced", reason, now, "member bounced")
+            return self._set(session, member, BOUNCED, reason, now, "member bounced")
         if kind == SOFT_BOUNCE:
             days, limit = self.settings.soft_bounce_days, self.settings.soft_bounce_limit
             count = store.soft_bounced_deliveries(session, member.id or 0, now - timedelta(days))
@@ -335,7 +342,7 @@ class Intake:
             return self._set(
                 session,
                 member,
-                "bounced",
+                BOUNCED,
                 reason,
                 now,
                 f"member bounced ({count} soft bounces within {days} days)",
@@ -345,7 +352,7 @@ class Intake:
                 return f"none: member already {status}", False
             word = "complaint" if kind == COMPLAINT else "unsubscribe request"
             return self._set(
-                session, member, "unsubscribed", f"{word} ({how})", now, "member unsubscribed"
+                session, member, UNSUBSCRIBED, f"{word} ({how})", now, "member unsubscribed"
             )
         return "none", False
 
