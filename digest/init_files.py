@@ -46,6 +46,12 @@ SECRET_HELP: Mapping[str, str] = {
         "DKIM private key (PEM); or dkim_private_key_path in digest.toml, simpler for a\n"
         "multi-line key."
     ),
+    "imap_password": "Password of the bounce mailbox `digest bounces poll` reads ([imap]).",
+    "mailgun_signing_key": "Mailgun's HTTP webhook signing key, for POST /webhooks/mailgun.",
+    "postmark_webhook_password": (
+        "Basic-auth password of Postmark's webhook (POST /webhooks/postmark), with\n"
+        "postmark_webhook_user in digest.toml."
+    ),
 }
 
 
