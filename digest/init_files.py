@@ -84,6 +84,8 @@ def config_text(folder: Path, now: datetime, data: Path | None = None) -> str:
         "database_url": f"sqlite:///{data / 'digest.db'}",
         "data_dir": str(data),
         "outbox_dir": str(data / "outbox"),
+        "inbound_dir": str(data / "inbound"),
+        "sns_certificate_dir": str(data / "sns-certificates"),
     }
     text = resources.read_text("config/digest.toml")
     first, _, rest = text.partition("\n")
@@ -93,7 +95,7 @@ def config_text(folder: Path, now: datetime, data: Path | None = None) -> str:
         text = re.sub(rf"^{key} = .*$", f"{key} = {_toml_string(value)}", text, count=1, flags=re.M)
     header = (
         f"# Written by `digest init` on {now:%Y-%m-%d} for {folder}.\n"
-        f"# Every key is optional. database_url, data_dir and outbox_dir point into {data};\n"
+        f"# Every key is optional. The store and the data folders point into {data};\n"
         f"# every other value shown is the default. Secrets go in {folder / ENV_NAME}, not here.\n"
     )
     return header + text

@@ -42,10 +42,13 @@ def test_config_is_the_shipped_one_with_its_places_in_the_folder(tmp_path: Path)
     assert parsed["database_url"] == f"sqlite:///{data}/digest.db"
     assert parsed["data_dir"] == str(data)
     assert parsed["outbox_dir"] == str(data / "outbox")
+    assert parsed["inbound_dir"] == str(data / "inbound")  # kept bounces and reports
+    assert parsed["sns_certificate_dir"] == str(data / "sns-certificates")
     shipped = resources.read_text("config/digest.toml")
     # every comment and every other setting of the reference config is there
+    places = ("database_url", "data_dir", "outbox_dir", "inbound_dir", "sns_certificate_dir")
     for line in shipped.splitlines()[1:]:
-        if not line.startswith(("database_url", "data_dir", "outbox_dir")):
+        if not line.startswith(places):
             assert line in files.config_text
     config = tmp_path / "c.toml"
     config.write_text(files.config_text)
