@@ -112,8 +112,7 @@ def read_member_csv(
             continue
         # an export's neutralised cells ('=...) are read back to the values they stand for
         row = {
-            name: csvsafe.restore(cells[i]) if i < len(cells) else ""
-            for name, i in index.items()
+            name: csvsafe.restore(cells[i]) if i < len(cells) else "" for name, i in index.items()
         }
         where = f"{source}: line {start}"
         try:
