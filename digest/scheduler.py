@@ -192,6 +192,8 @@ class Jobs:
             now=self.clock(),
             max_bytes=self.settings.max_import_bytes,
         )
+        for warning in batch.warnings:
+            log.warning("ingest: %s", warning)
         for error in batch.errors:
             log.warning("ingest: skipped %s", error)
         with session_scope(self.engine) as session:

@@ -59,6 +59,28 @@ _NOT_NEGATIVE = (
 )  # fmt: skip
 
 
+_DAY = 24 * 3600
+#: Upper bounds: far past any sensible value, and low enough that the date arithmetic built
+#: on them (look-backs, leases, backoff, link lifetimes) stays within the calendar.
+_AT_MOST: dict[str, tuple[float, str]] = {
+    "max_age_days": (36525, "100 years"),
+    "preferences_link_days": (36525, "100 years"),
+    "confirm_link_days": (3660, "10 years"),
+    "max_lateness_hours": (24 * 366, "a year"),
+    "editor_session_hours": (24 * 366, "a year"),
+    "tick_seconds": (_DAY, "a day"),
+    "ingest_interval_minutes": (60 * 24 * 366, "a year"),
+    "scheduler_lease_seconds": (_DAY, "a day"),
+    "lease_seconds": (7 * _DAY, "a week"),
+    "retry_base_seconds": (7 * _DAY, "a week"),
+    "max_attempts": (100, "a hundred attempts"),
+    "pause_seconds": (7 * _DAY, "a week"),
+    "poll_seconds": (_DAY, "a day"),
+    "smtp_timeout": (_DAY, "a day"),
+    "subscribe_rate_window_seconds": (366 * _DAY, "a year"),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     # store
@@ -147,6 +169,10 @@ class Settings:
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise SettingsError(f"{key} must be zero or more, not {value!r}")
+        for key, (most, words) in _AT_MOST.items():
+            value = getattr(self, key)
+            if value > most:
+                raise SettingsError(f"{key} must be at most {most:g} ({words}), not {value!r}")
 
     @property
     def weekly_weekday(self) -> int:

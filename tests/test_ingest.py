@@ -619,3 +619,64 @@ def test_trickling_headers_stop_at_the_deadline_and_size_bound_holds(trickle_ser
     ]
     fine = load.fetch_url(f"{trickle_server}/fast", now, 10**6, deadline=1.0)
     assert [r.url for r in fine.records] == ["https://slow.example/1"] and not fine.errors
+
+
+# ---------------------------------------------------------------- impossible dates
+
+
+def test_a_date_more_than_a_day_ahead_is_a_field_error(cli, engine: Engine, tmp_path: Path) -> None:
+    """9999-12-31 would otherwise be the lead article of every digest for ever."""
+    rows = [
+        _record(url="https://n.example/far", published_at="9999-12-31T23:59:59Z"),
+        _record(url="https://n.example/near", published_at="2025-03-26T07:59:00Z"),
+    ]
+    path = _write_jsonl(tmp_path / "future.jsonl", rows)
+    result = cli("articles", "import", str(path), "--now", NOW)
+    assert result.exit_code == 2
+    assert (
+        "future.jsonl: line 1: field 'published_at': 9999-12-31T23:59:59+00:00 is more than "
+        "a day after the import time (2025-03-25T08:00:00+00:00)" in result.stderr
+    )
+    assert "line 2" not in result.stderr  # a few hours ahead: time zones, not a mistake
+    assert _articles(engine) == []
+    md = tmp_path / "future.md"
+    md.write_text("---\nurl: https://m.example/f\ntitle: T\npublished_at: 2031-01-01\n---\nBody.\n")
+    result = cli("articles", "import", str(md), "--now", NOW)
+    assert result.exit_code == 2 and "field 'published_at'" in result.stderr
+    skipped = cli("articles", "import", str(path), "--now", NOW, "--skip-invalid")
+    assert skipped.exit_code == 0
+    assert [a.url for a in _articles(engine)] == ["https://n.example/near"]
+
+
+def test_a_feeds_future_entry_is_dated_at_the_import_time_with_a_warning(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    feed = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>F</title>'
+        "<item><title>From the future</title><link>https://f.example/1</link>"
+        "<pubDate>Fri, 31 Dec 9999 23:59:59 GMT</pubDate></item>"
+        "<item><title>Today</title><link>https://f.example/2</link>"
+        "<pubDate>Mon, 24 Mar 2025 09:00:00 GMT</pubDate></item></channel></rss>"
+    )
+    (tmp_path / "f.xml").write_text(feed)
+    jsonfeed = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "items": [{"id": "1", "url": "https://j.example/1", "title": "Later",
+                   "content_text": "x", "date_published": "2040-01-01T00:00:00Z"}],
+    }  # fmt: skip
+    (tmp_path / "j.json").write_text(json.dumps(jsonfeed))
+    result = cli("articles", "import", str(tmp_path), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    assert "f.xml: entry 1: published_at 9999-12-31T23:59:59+00:00 is in the future" in (
+        result.stderr
+    )
+    assert "j.json: item 1: published_at 2040-01-01T00:00:00+00:00 is in the future" in (
+        result.stderr
+    )
+    dates = {a.url: a.published_at for a in _articles(engine)}
+    assert dates == {
+        "https://f.example/1": datetime(2025, 3, 25, 8, tzinfo=UTC),
+        "https://f.example/2": datetime(2025, 3, 24, 9, tzinfo=UTC),
+        "https://j.example/1": datetime(2025, 3, 25, 8, tzinfo=UTC),
+    }

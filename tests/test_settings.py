@@ -126,3 +126,56 @@ def test_an_unreachable_store_is_one_line_not_a_traceback() -> None:
         assert done.returncode == 1, done.stderr
         assert "Error: the store is not reachable: " in done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--now", "9999-12-31T23:59:59Z"],
+        ["run", "--now", "0001-01-01T00:00:00Z"],
+        ["plan", "--dry-run", "--now", "9999-12-31T23:59:59Z"],
+        ["articles", "import", "nothing.json", "--now", "0001-01-01T00:00:00Z"],
+        ["run", "--now", "not-a-time"],
+    ],
+)
+def test_an_out_of_range_now_is_one_line_and_exit_2(args: list[str], tmp_path: Path) -> None:
+    """Date arithmetic on year 1 or 9999 overflowed into a traceback (exit 1)."""
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    env = {"DIGEST_SECRET_KEY": "x" * 32, "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path}/d.db"}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
+    assert "--now" in result.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("DIGEST_MAX_AGE_DAYS", "800000", "max_age_days must be at most 36525"),
+        ("DIGEST_LEASE_SECONDS", "99999999999", "lease_seconds must be at most"),
+        ("DIGEST_MAX_ATTEMPTS", "1000000", "max_attempts must be at most 100"),
+        ("DIGEST_RETRY_BASE_SECONDS", "99999999999", "retry_base_seconds must be at most"),
+        ("DIGEST_MAX_LATENESS_HOURS", "1e12", "max_lateness_hours must be at most"),
+    ],
+)
+def test_settings_too_large_for_date_arithmetic_are_one_line_and_exit_2(
+    key: str, value: str, message: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    with pytest.raises(SettingsError, match=message):
+        load_settings(env={key: value})
+    env = {
+        "DIGEST_SECRET_KEY": "x" * 32,
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path}/d.db",
+        key: value,
+    }
+    result = CliRunner().invoke(main, ["run"], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and message in result.output
+    assert load_settings(env={"DIGEST_MAX_AGE_DAYS": "36500"}).max_age_days == 36500  # README

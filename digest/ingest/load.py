@@ -160,7 +160,7 @@ def parse_bytes(
         text = decode_text(data, name)
         if isinstance(text, ParseResult):
             return text
-        return parse_markdown_text(text, name)
+        return parse_markdown_text(text, name, now)
     if kind == "feed":
         return parse_feed_bytes(data, name, now, headers)
     return ParseResult.failed(name, "unsupported file type (expected JSON, Markdown or a feed)")
