@@ -191,6 +191,7 @@ class Jobs:
             [s.location for s in self.sources],
             now=self.clock(),
             max_bytes=self.settings.max_import_bytes,
+            allow_private_feed_hosts=self.settings.allow_private_feed_hosts,
         )
         for warning in batch.warnings:
             log.warning("ingest: %s", warning)

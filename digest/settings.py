@@ -127,6 +127,7 @@ class Settings:
     retry_base_seconds: int = 60
     # import limits
     max_import_bytes: int = 20 * 1024 * 1024
+    allow_private_feed_hosts: bool = False  # feed URLs on loopback/private/link-local hosts
     editor_password: str = ""
     # deliverability: DKIM signing, HTML size budget, branding
     dkim_selector: str = ""  # empty: messages are not signed
@@ -214,6 +215,13 @@ _FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "sources"}
 def _coerce(key: str, value: Any, origin: str) -> Any:
     kind = _FIELD_TYPES[key]
     try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+            if not isinstance(value, str) or value.strip().lower() not in words:
+                raise ValueError
+            return words[value.strip().lower()]
         if kind == "int":
             if isinstance(value, bool):
                 raise ValueError
