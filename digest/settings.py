@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from digest.topics import topic_length_problem
+
 #: Keys that may only come from the environment, never from a file that could be committed.
 SECRET_KEYS = frozenset({"secret_key", "smtp_password", "editor_password", "dkim_private_key"})
 
@@ -50,7 +52,7 @@ _POSITIVE = (
     "poll_seconds", "smtp_timeout", "batch_size", "claim_size", "smtp_pool_size",
     "max_attempts", "retry_base_seconds", "max_import_bytes", "max_age_days",
     "preferences_link_days", "confirm_link_days", "editor_session_hours", "html_size_budget",
-    "subscribe_rate_window_seconds", "pause_seconds",
+    "subscribe_rate_window_seconds", "pause_seconds", "max_topics_per_member",
 )  # fmt: skip
 #: Settings where zero means "no limit" or "off", but a negative value means nothing.
 _NOT_NEGATIVE = (
@@ -78,6 +80,7 @@ _AT_MOST: dict[str, tuple[float, str]] = {
     "poll_seconds": (_DAY, "a day"),
     "smtp_timeout": (_DAY, "a day"),
     "subscribe_rate_window_seconds": (366 * _DAY, "a year"),
+    "max_topics_per_member": (10_000, "ten thousand"),
 }
 
 
@@ -96,6 +99,10 @@ class Settings:
     unsubscribe_mailto: str = ""
     secret_key: str = ""
     preferences_link_days: int = 90
+    # topics: what the subscribe and preferences forms offer (empty: every topic that has an
+    # article), and how many one member may follow
+    topics: tuple[str, ...] = ()
+    max_topics_per_member: int = 50
     # selection and schedule
     max_items: int = 20
     max_age_days: int = 30
@@ -170,6 +177,10 @@ class Settings:
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise SettingsError(f"{key} must be zero or more, not {value!r}")
+        for name in self.topics:
+            problem = topic_length_problem(name)
+            if problem:
+                raise SettingsError(f"topics: {problem}")
         for key, (most, words) in _AT_MOST.items():
             value = getattr(self, key)
             if value > most:
@@ -210,6 +221,13 @@ class Settings:
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "sources"}
+#: List settings, and what separates their items in an environment variable (or a string
+#: in the file): topic names may hold commas, so they are separated as in the member CSV.
+_LIST_SEPARATORS = {
+    name: ";" if name == "topics" else ","
+    for name, kind in _FIELD_TYPES.items()
+    if kind == "tuple[str, ...]"
+}
 
 
 def _coerce(key: str, value: Any, origin: str) -> Any:
@@ -232,8 +250,15 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
+        if kind == "tuple[str, ...]":
+            if isinstance(value, str):
+                value = value.split(_LIST_SEPARATORS[key])
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ValueError
+            return tuple(v.strip() for v in value if v.strip())
     except (TypeError, ValueError):
-        raise SettingsError(f"{origin}: {key} must be {kind}, got {value!r}") from None
+        words = {"tuple[str, ...]": "a list of strings", "bool": "true or false"}.get(kind, kind)
+        raise SettingsError(f"{origin}: {key} must be {words}, got {value!r}") from None
     return value
 
 
@@ -253,6 +278,8 @@ def _flatten(table: Mapping[str, Any], origin: str, prefix: str = "") -> dict[st
         elif key == "sources" and not prefix:
             continue  # [[sources]] is read by the scheduler, not a scalar setting
         elif isinstance(value, list):
+            if name in _LIST_SEPARATORS:  # a list setting (topics = ["Space", ...])
+                out[name] = value
             continue
         else:
             out[name] = value

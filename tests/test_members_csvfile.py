@@ -413,3 +413,22 @@ def test_export_neutralises_formulas_and_import_reads_them_back(
     copy.dispose()
     assert [names[f"m{i}@example.org"] for i in range(len(HOSTILE_NAMES))] == list(HOSTILE_NAMES)
     assert names["-dash@example.org"] == "Dash" and "=Evil topic" in topics
+
+
+def test_a_row_with_too_many_topics_is_refused(cli, engine: Engine, tmp_path: Path) -> None:
+    """One row with 5,000 topics made them all public choices for ever."""
+    topics = ";".join(f"Topic {i}" for i in range(5000))
+    path = write(tmp_path, HEADER + f'big@example.org,Big,"{topics}",,,\n')
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 2
+    assert (
+        "members.csv: line 2: field 'topics': 5000 topics; a member has at most 50 "
+        "(setting max_topics_per_member)" in result.output
+    )
+    with Session(engine) as session:
+        assert session.exec(select(Topic)).all() == []
+    added = cli("subscribers", "add", "a@example.org", "--topic", topics[:2000])
+    assert added.exit_code == 2 and "a member has at most 50" in added.output
+    cli.env["DIGEST_MAX_TOPICS_PER_MEMBER"] = "5000"
+    assert cli("subscribers", "import", str(path)).exit_code == 0
+    assert len(topics_of(engine, "big@example.org")) == 5000

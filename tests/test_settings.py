@@ -179,3 +179,20 @@ def test_settings_too_large_for_date_arithmetic_are_one_line_and_exit_2(
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and message in result.output
     assert load_settings(env={"DIGEST_MAX_AGE_DAYS": "36500"}).max_age_days == 36500  # README
+
+
+def test_list_and_boolean_settings(tmp_path: Path) -> None:
+    config = tmp_path / "digest.toml"
+    config.write_text('topics = ["Space", "Mind, Brain"]\nallow_private_feed_hosts = true\n')
+    settings = load_settings(config, env={})
+    assert settings.topics == ("Space", "Mind, Brain")
+    assert settings.allow_private_feed_hosts is True
+    env = {"DIGEST_TOPICS": "Space; Mind, Brain ;", "DIGEST_ALLOW_PRIVATE_FEED_HOSTS": "no"}
+    settings = load_settings(config, env=env)
+    assert settings.topics == ("Space", "Mind, Brain")
+    assert settings.allow_private_feed_hosts is False
+    with pytest.raises(SettingsError, match="allow_private_feed_hosts must be true or false"):
+        load_settings(env={"DIGEST_ALLOW_PRIVATE_FEED_HOSTS": "maybe"})
+    config.write_text("topics = [1, 2]\n")
+    with pytest.raises(SettingsError, match="topics must be a list of strings"):
+        load_settings(config, env={})

@@ -733,3 +733,74 @@ def test_templates_dir_overrides_a_page_and_a_static_file_and_keeps_the_rest(
         assert page.status_code == 200 and "<form" in page.text
         gone = client.get("/unsubscribe/not-a-token")  # a message page: the operator's
         assert '<p class="own">' in gone.text
+
+
+# ---------------------------------------------------------------- which topics are offered
+
+
+def offered_on(page: str) -> set[str]:
+    return set(re.findall(r'name="topics" value="([^"]*)"', page))
+
+
+def test_forms_offer_topics_with_articles_not_orphans(
+    engine: Engine, client: TestClient, signer: TokenSigner
+) -> None:
+    """Topics that only a member list named (a CSV row with thousands) are no public choice."""
+    ids = seed(engine)
+    with session_scope(engine) as session:
+        names = tuple(f"Orphan {i}" for i in range(40))
+        add_member(session, MemberRecord("orphans@example.org", "", names), NOW)
+        add_member(
+            session,
+            MemberRecord("ada@example.org", "Ada", ("Stem Cells", "Orphan 3")),
+            NOW,
+        )
+    small = client.get("/subscribe")
+    assert offered_on(small.text) == {"Stem Cells", "Space", "Nervous System"}
+    token = signer.make(ids["ada@example.org"], "ada@example.org", "preferences", NOW)
+    page = client.get(f"/preferences/{token}")
+    # a member's own topics stay on their own page, checked, so saving keeps them
+    assert offered_on(page.text) == {"Stem Cells", "Space", "Nervous System", "Orphan 3"}
+    form = {
+        "topics": ["Stem Cells", "Orphan 3", "Orphan 4"],
+        "frequency": "daily",
+        "timezone": "UTC",
+        "send_hour": "7",
+        "action": "save",
+        "csrf_token": csrf_of(page.text),
+    }
+    assert client.post(f"/preferences/{token}", data=form).status_code == 200
+    assert member_topics(engine, "ada@example.org") == {"Stem Cells", "Orphan 3"}
+
+    with session_scope(engine) as session:
+        remove_member(session, "orphans@example.org", NOW, forget=True)
+    assert offered_on(client.get("/subscribe").text) == offered_on(small.text)
+
+
+def test_forms_offer_the_configured_topics(
+    engine: Engine, settings: Settings, clock: Clock, smtp_server: SMTPServer
+) -> None:
+    seed(engine)
+    curated = web_settings(settings, topics=("Space", "Genetics"), max_topics_per_member=1)
+    app = create_app(curated, engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as client:
+        page = client.get("/subscribe")
+        assert offered_on(page.text) == {"Space", "Genetics"}  # curated, articles or not
+        form = {
+            "email": "gene@example.org",
+            "topics": ["Space", "Genetics"],
+            "csrf_token": csrf_of(page.text),
+        }
+        too_many = client.post("/subscribe", data=form)
+        assert too_many.status_code == 400 and "at most 1 topic" in too_many.text
+        form["topics"] = ["Genetics", "Stem Cells"]  # Stem Cells is not offered: ignored
+        assert client.post("/subscribe", data=form).status_code == 200
+    [mail] = smtp_server.handler.to("gene@example.org")
+    confirm = next(link for link in links_in(mail.data) if link.startswith("/confirm/"))
+    with TestClient(app, base_url="https://news.example.org") as client:
+        shown = client.get(confirm)
+        p = re.search(r'name="p" value="([^"]*)"', shown.text)
+        assert p
+        data = {"p": p.group(1), "csrf_token": csrf_of(shown.text)}
+        assert client.post(confirm.split("?")[0], data=data).status_code == 200
+    assert member_topics(engine, "gene@example.org") == {"Genetics"}

@@ -20,6 +20,7 @@ from sqlmodel import Session
 from digest import csvsafe
 from digest.members.rules import (
     ACTIVE,
+    DEFAULT_MAX_TOPICS,
     MemberError,
     MemberRecord,
     check_new_status,
@@ -68,7 +69,7 @@ class ImportReport:
 
 
 def read_member_csv(
-    stream: IO[str], source: str
+    stream: IO[str], source: str, max_topics: int = DEFAULT_MAX_TOPICS
 ) -> Iterator[tuple[int, MemberRecord | MemberError, frozenset[str]]]:
     """Stream ``(line, record or error, columns present)`` from a member CSV.
 
@@ -116,7 +117,7 @@ def read_member_csv(
         }
         where = f"{source}: line {start}"
         try:
-            yield start, parse_member(row, where), present
+            yield start, parse_member(row, where, max_topics), present
         except MemberError as exc:
             yield start, exc, present
 
@@ -200,8 +201,10 @@ def import_csv_file(
     max_bytes: int,
     status: str = ACTIVE,
     skip_invalid: bool = False,
+    max_topics: int = DEFAULT_MAX_TOPICS,
 ) -> ImportReport:
-    """``import_members`` over a CSV file of at most ``max_bytes`` (BOM tolerated)."""
+    """``import_members`` over a CSV file of at most ``max_bytes`` (BOM tolerated), with at
+    most ``max_topics`` topics a member."""
     path = Path(path)
     size = path.stat().st_size
     if size > max_bytes:
@@ -220,7 +223,7 @@ def import_csv_file(
     with path.open(encoding="utf-8-sig", newline="") as stream:
         return import_members(
             session,
-            read_member_csv(stream, path.name),
+            read_member_csv(stream, path.name, max_topics),
             now,
             status=status,
             skip_invalid=skip_invalid,
