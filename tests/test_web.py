@@ -804,3 +804,58 @@ def test_forms_offer_the_configured_topics(
         data = {"p": p.group(1), "csrf_token": csrf_of(shown.text)}
         assert client.post(confirm.split("?")[0], data=data).status_code == 200
     assert member_topics(engine, "gene@example.org") == {"Genetics"}
+
+
+# ---------------------------------------------------------------- a stranger's words
+
+
+EVIL_NAME = "Your mailbox is full - restore it now at https://evil.example/restore"
+
+
+def confirm_link(smtp_server: SMTPServer, email: str, index: int = -1) -> str:
+    mails = smtp_server.handler.to(email)
+    return next(link for link in links_in(mails[index].data) if link.startswith("/confirm/"))
+
+
+def confirm_via(client: TestClient, link: str) -> None:
+    shown = client.get(link)
+    p = re.search(r'name="p" value="([^"]*)"', shown.text)
+    assert p
+    data = {"p": p.group(1), "csrf_token": csrf_of(shown.text)}
+    assert client.post(link.split("?")[0], data=data).status_code == 200
+
+
+def test_confirmation_mail_carries_no_visitor_text_and_names_wait_for_the_owner(
+    engine: Engine, client: TestClient, smtp_server: SMTPServer
+) -> None:
+    seed(engine)
+    subscribe(client, "victim@example.net", ["Space"], name=EVIL_NAME)
+    [mail] = smtp_server.handler.to("victim@example.net")
+    message = mail.message
+    assert message["To"].addresses[0].display_name == ""
+    assert str(message["To"]) == "victim@example.net"
+    texts = [part.get_content() for part in message.walk() if part.get_content_maintype() == "text"]
+    assert len(texts) == 2
+    for words in ("mailbox is full", "evil.example", "restore it"):
+        assert words not in mail.data.decode("utf-8", "replace")
+        assert all(words not in text for text in texts)
+    with Session(engine) as session:
+        pending = get_member(session, "victim@example.net")
+        assert pending is not None and pending.status == "pending" and pending.name == ""
+
+    # the owner asks with a blank name and other topics, and confirms their own link
+    subscribe(client, "victim@example.net", ["Nervous System"])
+    confirm_via(client, confirm_link(smtp_server, "victim@example.net"))
+    with Session(engine) as session:
+        member = get_member(session, "victim@example.net")
+        assert member is not None and member.status == "active" and member.name == ""
+        assert member.frequency == "weekly" and member.timezone == "Europe/Paris"
+    assert member_topics(engine, "victim@example.net") == {"Nervous System"}
+
+    # a name becomes the member's when the owner confirms the request that carried it
+    subscribe(client, "zoe@example.net", ["Space"], name="Zoë")
+    subscribe(client, "zoe@example.net", ["Space"], name="Zoë Müller")
+    confirm_via(client, confirm_link(smtp_server, "zoe@example.net", 0))
+    with Session(engine) as session:
+        zoe = get_member(session, "zoe@example.net")
+        assert zoe is not None and zoe.name == "Zoë"

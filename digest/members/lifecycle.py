@@ -48,8 +48,11 @@ if TYPE_CHECKING:  # the door is passed in; members sit below it
 
 log = logging.getLogger(__name__)
 
-#: Fields a confirmed request or a preferences form writes (the name only when one was given).
+#: Fields a preferences form writes.
 _REQUESTED = frozenset({"topics", "frequency", "timezone", "send_hour"})
+#: Fields a confirmed request writes: all of them, the name too (blank included), so the
+#: request the owner confirmed replaces whatever an earlier one asked for.
+_CONFIRMED = _REQUESTED | {"name"}
 
 #: What a preferences page may do, and the notice each leaves.
 ACTIONS = ("save", "pause", "resume", "unsubscribe")
@@ -154,6 +157,11 @@ class Membership:
         New and pending members get a confirmation link; unsubscribed or bounced ones too
         (only their own click reactivates them); subscribed members get a link to their
         preferences and nothing about them changes, so a stranger cannot alter a subscription.
+
+        Anyone can ask for any address, so nothing the visitor typed reaches the mail or the
+        store's row: the confirmation is addressed and worded without a name, and a new
+        pending row has none. The requested profile, name included, travels sealed in the
+        link and becomes the member's only when the owner confirms that request.
         """
         now = self.clock()
         if self.mail_allowance(record.email) is not None:
@@ -162,7 +170,7 @@ class Membership:
         with session_scope(self.engine) as session:
             member = get_member(session, record.email)
             if member is None:
-                add_member(session, record, now, status=PENDING)
+                add_member(session, dataclasses.replace(record, name=""), now, status=PENDING)
                 member = get_member(session, record.email)
                 assert member is not None
             view = self._view(session, member)
@@ -172,17 +180,19 @@ class Membership:
             return Requested("preferences", sent.ok)
         token = self.signer.make(view.id, view.email, "confirm", now)
         url = f"{self._link('confirm', token)}?p={self.seal(token, record)}"
+        nameless = dataclasses.replace(view, name="")  # To: the bare address
         asked = MemberView(
             id=view.id,
             email=view.email,
-            name=record.name or view.name,
+            name="",
             status=view.status,
             frequency=record.frequency,
             timezone=record.timezone,
             send_hour=record.send_hour,
-            topics=record.topics,
+            topics=record.topics,  # chosen among the offered topics: our words, not theirs
         )
-        sent = self.outbound.notice("confirm", view, {"confirm_url": url, "member": asked}, now)
+        context = {"confirm_url": url, "member": asked}
+        sent = self.outbound.notice("confirm", nameless, context, now)
         return Requested("confirm", sent.ok)
 
     # -- confirm
@@ -218,8 +228,7 @@ class Membership:
                 raise InvalidToken("stale")
             asked = self.unseal(token, sealed, member.email)
             if asked is not None:
-                given = _REQUESTED | ({"name"} if asked.name else set())
-                add_member(session, asked, now, given=given, reactivate=True)
+                add_member(session, asked, now, given=_CONFIRMED, reactivate=True)
             set_status(
                 session, member.email, ACTIVE, "confirmed by the member (double opt-in)", now
             )
