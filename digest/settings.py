@@ -19,7 +19,9 @@ from typing import Any
 from digest.topics import topic_length_problem
 
 #: Keys that may only come from the environment, never from a file that could be committed.
-SECRET_KEYS = frozenset({"secret_key", "smtp_password", "editor_password", "dkim_private_key"})
+SECRET_KEYS = frozenset(
+    {"secret_key", "smtp_password", "editor_password", "dkim_private_key", "metrics_token"}
+)
 
 #: Environment names that do not follow the plain ``DIGEST_<KEY>`` rule.
 ENV_ALIASES = {"DIGEST_FROM": "from_address", "DIGEST_MAX_LATENESS": "max_lateness"}
@@ -53,6 +55,7 @@ _POSITIVE = (
     "max_attempts", "retry_base_seconds", "max_import_bytes", "max_age_days",
     "preferences_link_days", "confirm_link_days", "editor_session_hours", "html_size_budget",
     "subscribe_rate_window_seconds", "pause_seconds", "max_topics_per_member",
+    "web_request_timeout_seconds",
 )  # fmt: skip
 #: Settings where zero means "no limit" or "off", but a negative value means nothing.
 _NOT_NEGATIVE = (
@@ -81,6 +84,7 @@ _AT_MOST: dict[str, tuple[float, str]] = {
     "smtp_timeout": (_DAY, "a day"),
     "subscribe_rate_window_seconds": (366 * _DAY, "a year"),
     "max_topics_per_member": (10_000, "ten thousand"),
+    "web_request_timeout_seconds": (3600, "an hour"),
 }
 
 
@@ -153,6 +157,14 @@ class Settings:
     subscribe_rate_window_seconds: int = 3600
     confirm_link_days: int = 7
     editor_session_hours: int = 12
+    # the web edge: which proxies' X-Forwarded-For/-Proto to believe (none by default), host
+    # names served besides base_url's, how long a request's headers (then body) may take to
+    # arrive, and where /metrics is served (a separate "host:port", or with a bearer token)
+    forwarded_allow_ips: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    web_request_timeout_seconds: float = 15.0
+    metrics_listen: str = ""
+    metrics_token: str = ""  # secret: environment only (DIGEST_METRICS_TOKEN)
     # where the values came from, for `digest config` style diagnostics
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -181,6 +193,14 @@ class Settings:
             problem = topic_length_problem(name)
             if problem:
                 raise SettingsError(f"topics: {problem}")
+        for pattern in self.allowed_hosts:
+            if "*" in pattern[1:] or (pattern.startswith("*") and not pattern.startswith("*.")):
+                raise SettingsError(
+                    f"allowed_hosts: {pattern!r} is not a host name or a pattern like "
+                    "'*.example.org'"
+                )
+        if self.metrics_listen:
+            listen_address(self.metrics_listen)
         for key, (most, words) in _AT_MOST.items():
             value = getattr(self, key)
             if value > most:
@@ -218,6 +238,17 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9464`` for IPv6) as a pair; SettingsError if it is not one."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(
+            f"metrics_listen must be host:port, such as 127.0.0.1:9464, not {value!r}"
+        )
+    return host, int(port)
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "sources"}

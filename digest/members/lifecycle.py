@@ -61,10 +61,12 @@ ACTIONS = ("save", "pause", "resume", "unsubscribe")
 @dataclass(frozen=True)
 class Requested:
     """What a subscribe request did: which mail went out (``confirm``, ``preferences``, or
-    none because the address had its share today: ``limited``) and whether it was taken."""
+    none because the address had its share of mails for now: ``limited``, with the seconds
+    until another may go in ``wait``) and whether the server took it."""
 
     kind: str
     sent: bool
+    wait: float | None = None
 
 
 @dataclass(frozen=True)
@@ -164,9 +166,14 @@ class Membership:
         link and becomes the member's only when the owner confirms that request.
         """
         now = self.clock()
-        if self.mail_allowance(record.email) is not None:
-            log.warning("subscribe: %s has had its share of mails today; none sent", record.email)
-            return Requested("limited", True)  # answered like a sent mail: reveals nothing
+        wait = self.mail_allowance(record.email)
+        if wait is not None:
+            # Said as it is ("we already sent you a link"): the cap counts requests for any
+            # address, member or not, so saying so tells nothing about membership, and the
+            # owner learns to use the link they have instead of waiting for one that never
+            # comes. Nothing about the member changes; the links already sent keep working.
+            log.warning("subscribe: %s has had its share of mails for now; none sent", record.email)
+            return Requested("limited", False, wait)
         with session_scope(self.engine) as session:
             member = get_member(session, record.email)
             if member is None:

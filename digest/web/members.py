@@ -138,6 +138,16 @@ async def subscribe(request: Request) -> Response:
     if record is None:
         return _subscribe_page(request, ctx, topics, worded(errors), form, status_code=400)
     requested = await run_in_threadpool(ctx.membership.request, record)
+    if requested.kind == "limited":  # the same answer whatever the address's state
+        hours = max(1, round((requested.wait or 0) / 3600))
+        return ctx.message(
+            request,
+            "We already sent you a link",
+            f"We already sent you a link at {email} a short while ago, so we have not sent "
+            "another: open the link in that message (look in your spam folder too). If you "
+            f"cannot find it, you can ask for a new one in about {hours} "
+            f"hour{'s' if hours != 1 else ''}.",
+        )
     if not requested.sent:  # the same answer whatever the address's state: it reveals nothing
         return ctx.message(
             request,
