@@ -171,7 +171,7 @@ class WebServers:
             app,
             settings,
             host or settings.web_host,
-            port or settings.web_port,
+            settings.web_port if port is None else port,  # 0: any free port, logged at start
             trusted,
             log_level,
         )
