@@ -110,7 +110,7 @@ def serve_command(
         forwarded_allow_ips=split_ips(forwarded_allow_ips),
         log_level="warning",
     )
-    _install_signals(service, [web.stop])
+    _install_signals(service, [web.request_stop])
     try:
         web.start()
     except RuntimeError as exc:  # e.g. the port is taken: no half a service for systemd

@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digest.settings import Settings, listen_address
+from digest.web.app import create_metrics_app
 
 #: What a client that sent part of a request, too slowly, is told before the connection closes.
 _TIMEOUT_RESPONSE = (
@@ -162,8 +163,6 @@ class WebServers:
         forwarded_allow_ips: Sequence[str] | None = None,
         log_level: str = "info",
     ) -> None:
-        from digest.web.app import create_metrics_app
-
         trusted = (
             settings.forwarded_allow_ips if forwarded_allow_ips is None else forwarded_allow_ips
         )
@@ -202,9 +201,14 @@ class WebServers:
                     f"the web app could not start on {server.config.host}:{server.config.port}"
                 )
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def request_stop(self) -> None:
+        """Ask both servers to finish their requests and close (returns at once: a signal
+        handler calls it)."""
         for server in self.servers:
             server.should_exit = True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.request_stop()
         for thread in self._threads:
             thread.join(timeout=timeout)
 
@@ -227,3 +231,5 @@ class WebServers:
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if not stopping.is_set():
+            raise RuntimeError("the web app stopped on its own (see the log above)")
