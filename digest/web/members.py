@@ -143,7 +143,7 @@ async def subscribe(request: Request) -> Response:
         return ctx.message(
             request,
             "We already sent you a link",
-            f"We already sent you a link at {email} a short while ago, so we have not sent "
+            f"We already sent you a link at {record.email} a short while ago, so we have not sent "
             "another: open the link in that message (look in your spam folder too). If you "
             f"cannot find it, you can ask for a new one in about {hours} "
             f"hour{'s' if hours != 1 else ''}.",
