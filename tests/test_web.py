@@ -943,6 +943,12 @@ def test_only_the_sites_own_hosts_are_served(
     # probes that know no host name still get an answer; nothing there builds a link
     assert client.get("/healthz", headers={"Host": "10.0.0.7:8000"}).status_code == 200
 
+    local = create_app(web_settings(settings, base_url="http://localhost:8000"), engine)
+    with TestClient(local, base_url="http://127.0.0.1:8123") as dev:  # one machine's names
+        assert dev.get("/subscribe").status_code == 200
+        assert dev.get("/subscribe", headers={"Host": "[::1]:8000"}).status_code == 200
+        assert dev.get("/subscribe", headers=evil).status_code == 400
+
     extra = web_settings(settings, allowed_hosts=("www.example.org", "*.news.example.net"))
     app = create_app(extra, engine, clock=clock)
     with TestClient(app, base_url="https://www.example.org") as www:

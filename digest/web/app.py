@@ -149,10 +149,18 @@ class HostCheck:
         await self.checked(scope, receive, send)
 
 
+#: One machine's own names: a site whose ``base_url`` is one of them (a development setup,
+#: ``http://localhost:8000`` by default) answers to all of them.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
 def site_hosts(settings: Settings) -> list[str]:
     """The host names the app answers to: ``base_url``'s and ``allowed_hosts``."""
     own = urlsplit(settings.base_url).hostname
-    return [*([own] if own else []), *settings.allowed_hosts]
+    hosts = [*([own] if own else []), *settings.allowed_hosts]
+    if own in LOOPBACK_NAMES:
+        hosts += [name for name in LOOPBACK_NAMES if name != own]
+    return hosts
 
 
 async def _invalid_token(request: Request, exc: Exception) -> Response:
