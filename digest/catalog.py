@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -387,3 +388,43 @@ def all_topics(session: Session) -> list[Topic]:
     topics = list(session.exec(select(Topic)).all())
     topics.sort(key=lambda t: t.name.casefold())
     return topics
+
+
+@dataclass(frozen=True)
+class TopicChoice:
+    """A topic a form offers: the slug it is known by and the name it is shown with."""
+
+    slug: str
+    name: str
+
+
+def offered_topics(
+    session: Session, curated: Sequence[str] = (), own: Iterable[str] = ()
+) -> list[TopicChoice]:
+    """The topics the subscribe and preferences forms offer.
+
+    The editor's list (setting ``topics``, in its order) when there is one; otherwise every
+    topic that has an article, by name. A topic that only a member list named (no article,
+    not curated) is offered to nobody, so a CSV row cannot make public choices. ``own``: a
+    member's own topics, added on their own preferences page so that saving keeps them.
+    """
+    if curated:
+        wanted = {topic_slug(n): clean_topic_name(n) for n in unique_topics(curated)}
+        stored = {
+            t.slug: t.name
+            for t in session.exec(select(Topic).where(col(Topic.slug).in_(list(wanted))))
+        }
+        choices = [TopicChoice(slug, stored.get(slug, name)) for slug, name in wanted.items()]
+    else:
+        with_articles = select(ArticleTopic.topic_id)
+        rows = session.exec(select(Topic).where(col(Topic.id).in_(with_articles))).all()
+        choices = sorted(
+            (TopicChoice(t.slug, t.name) for t in rows), key=lambda c: c.name.casefold()
+        )
+    offered = {c.slug for c in choices}
+    extra = [
+        TopicChoice(topic_slug(name), name)
+        for name in unique_topics(own)
+        if topic_slug(name) not in offered
+    ]
+    return choices + sorted(extra, key=lambda c: c.name.casefold())

@@ -883,3 +883,34 @@ def first_sent(session: Session) -> tuple[str, str] | None:
         .order_by(col(Delivery.id))
     ).first()
     return (row[0], row[1]) if row else None
+
+
+@dataclass(frozen=True)
+class Held:
+    """Deliveries one worker holds under a lease that has not run out: how many, until when."""
+
+    worker_id: str
+    count: int
+    until: datetime
+
+
+def held_claims(
+    session: Session, now: datetime, subscriber_ids: Sequence[int] | None = None
+) -> list[Held]:
+    """Who holds deliveries at ``now`` (status ``sending``, lease not expired), by worker id.
+
+    Claims whose lease has run out are not held: any worker claims them again. ``until`` is
+    the latest lease of the worker's claims. ``subscriber_ids``: only these members'.
+    """
+    query = (
+        select(Delivery.worker_id, func.count(), func.max(Delivery.lease_until))
+        .where(Delivery.status == SENDING, col(Delivery.lease_until) >= now)
+        .group_by(col(Delivery.worker_id))
+        .order_by(col(Delivery.worker_id))
+    )
+    if subscriber_ids is not None:
+        query = query.where(col(Delivery.subscriber_id).in_(list(subscriber_ids)))
+    return [
+        Held(worker_id or "", int(count), _aware(until))
+        for worker_id, count, until in session.exec(query).all()
+    ]

@@ -194,7 +194,10 @@ class Jobs:
             [s.location for s in self.sources],
             now=self.clock(),
             max_bytes=self.settings.max_import_bytes,
+            allow_private_feed_hosts=self.settings.allow_private_feed_hosts,
         )
+        for warning in batch.warnings:
+            log.warning("ingest: %s", warning)
         for error in batch.errors:
             log.warning("ingest: skipped %s", error)
         with session_scope(self.engine) as session:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from digest.topics import topic_length_problem
+
 #: Keys that may only come from the environment, never from a file that could be committed.
 SECRET_KEYS = frozenset(
     {
@@ -26,6 +28,7 @@ SECRET_KEYS = frozenset(
         "imap_password",
         "mailgun_signing_key",
         "postmark_webhook_password",
+        "metrics_token",
     }
 )
 
@@ -63,6 +66,7 @@ _POSITIVE = (
     "subscribe_rate_window_seconds", "pause_seconds", "inbound_max_bytes", "imap_port",
     "dns_port", "dns_timeout", "soft_bounce_limit", "soft_bounce_days", "complaint_window",
     "webhook_tolerance_seconds", "inbound_timeout_seconds", "bounce_rate_min_deliveries",
+    "max_topics_per_member", "web_request_timeout_seconds",
 )  # fmt: skip
 #: Settings where zero means "no limit" or "off", but a negative value means nothing.
 _NOT_NEGATIVE = (
@@ -70,6 +74,30 @@ _NOT_NEGATIVE = (
     "subscribe_rate_limit", "complaint_rate_limit", "bounce_rate_limit", "bounce_poll_minutes",
     "inbound_rate_limit",
 )  # fmt: skip
+
+
+_DAY = 24 * 3600
+#: Upper bounds: far past any sensible value, and low enough that the date arithmetic built
+#: on them (look-backs, leases, backoff, link lifetimes) stays within the calendar.
+_AT_MOST: dict[str, tuple[float, str]] = {
+    "max_age_days": (36525, "100 years"),
+    "preferences_link_days": (36525, "100 years"),
+    "confirm_link_days": (3660, "10 years"),
+    "max_lateness_hours": (24 * 366, "a year"),
+    "editor_session_hours": (24 * 366, "a year"),
+    "tick_seconds": (_DAY, "a day"),
+    "ingest_interval_minutes": (60 * 24 * 366, "a year"),
+    "scheduler_lease_seconds": (_DAY, "a day"),
+    "lease_seconds": (7 * _DAY, "a week"),
+    "retry_base_seconds": (7 * _DAY, "a week"),
+    "max_attempts": (100, "a hundred attempts"),
+    "pause_seconds": (7 * _DAY, "a week"),
+    "poll_seconds": (_DAY, "a day"),
+    "smtp_timeout": (_DAY, "a day"),
+    "subscribe_rate_window_seconds": (366 * _DAY, "a year"),
+    "max_topics_per_member": (10_000, "ten thousand"),
+    "web_request_timeout_seconds": (3600, "an hour"),
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +115,10 @@ class Settings:
     unsubscribe_mailto: str = ""
     secret_key: str = ""
     preferences_link_days: int = 90
+    # topics: what the subscribe and preferences forms offer (empty: every topic that has an
+    # article), and how many one member may follow
+    topics: tuple[str, ...] = ()
+    max_topics_per_member: int = 50
     # selection and schedule
     max_items: int = 20
     max_age_days: int = 30
@@ -118,6 +150,7 @@ class Settings:
     retry_base_seconds: int = 60
     # import limits
     max_import_bytes: int = 20 * 1024 * 1024
+    allow_private_feed_hosts: bool = False  # feed URLs on loopback/private/link-local hosts
     editor_password: str = ""
     # deliverability: DKIM signing, HTML size budget, branding
     dkim_selector: str = ""  # empty: messages are not signed
@@ -170,6 +203,14 @@ class Settings:
     dns_nameserver: str = ""  # resolver(s) for `digest doctor`, "host" or "host:port"; empty:
     dns_port: int = 53  # the system's (/etc/resolv.conf)
     dns_timeout: float = 5.0
+    # the web edge: which proxies' X-Forwarded-For/-Proto to believe (none by default), host
+    # names served besides base_url's, how long a request's headers (then body) may take to
+    # arrive, and where /metrics is served (a separate "host:port", or with a bearer token)
+    forwarded_allow_ips: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    web_request_timeout_seconds: float = 15.0
+    metrics_listen: str = ""
+    metrics_token: str = ""  # secret: environment only (DIGEST_METRICS_TOKEN)
     # where the values came from, for `digest config` style diagnostics
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -205,6 +246,22 @@ class Settings:
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise SettingsError(f"{key} must be zero or more, not {value!r}")
+        for name in self.topics:
+            problem = topic_length_problem(name)
+            if problem:
+                raise SettingsError(f"topics: {problem}")
+        for pattern in self.allowed_hosts:
+            if "*" in pattern[1:] or (pattern.startswith("*") and not pattern.startswith("*.")):
+                raise SettingsError(
+                    f"allowed_hosts: {pattern!r} is not a host name or a pattern like "
+                    "'*.example.org'"
+                )
+        if self.metrics_listen:
+            listen_address(self.metrics_listen)
+        for key, (most, words) in _AT_MOST.items():
+            value = getattr(self, key)
+            if value > most:
+                raise SettingsError(f"{key} must be at most {most:g} ({words}), not {value!r}")
 
     @property
     def weekly_weekday(self) -> int:
@@ -259,12 +316,37 @@ def _address_problem(value: str) -> str | None:
     return None
 
 
+def listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9464`` for IPv6) as a pair; SettingsError if it is not one."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(
+            f"metrics_listen must be host:port, such as 127.0.0.1:9464, not {value!r}"
+        )
+    return host, int(port)
+
+
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "sources"}
+#: List settings, and what separates their items in an environment variable (or a string
+#: in the file): topic names may hold commas, so they are separated as in the member CSV.
+_LIST_SEPARATORS = {
+    name: ";" if name == "topics" else ","
+    for name, kind in _FIELD_TYPES.items()
+    if kind == "tuple[str, ...]"
+}
 
 
 def _coerce(key: str, value: Any, origin: str) -> Any:
     kind = _FIELD_TYPES[key]
     try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+            if not isinstance(value, str) or value.strip().lower() not in words:
+                raise ValueError
+            return words[value.strip().lower()]
         if kind == "int":
             if isinstance(value, bool):
                 raise ValueError
@@ -277,8 +359,15 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
+        if kind == "tuple[str, ...]":
+            if isinstance(value, str):
+                value = value.split(_LIST_SEPARATORS[key])
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ValueError
+            return tuple(v.strip() for v in value if v.strip())
     except (TypeError, ValueError):
-        raise SettingsError(f"{origin}: {key} must be {kind}, got {value!r}") from None
+        words = {"tuple[str, ...]": "a list of strings", "bool": "true or false"}.get(kind, kind)
+        raise SettingsError(f"{origin}: {key} must be {words}, got {value!r}") from None
     return value
 
 
@@ -298,6 +387,8 @@ def _flatten(table: Mapping[str, Any], origin: str, prefix: str = "") -> dict[st
         elif key == "sources" and not prefix:
             continue  # [[sources]] is read by the scheduler, not a scalar setting
         elif isinstance(value, list):
+            if name in _LIST_SEPARATORS:  # a list setting (topics = ["Space", ...])
+                out[name] = value
             continue
         else:
             out[name] = value

@@ -62,10 +62,10 @@ def test_complaints_pause_workers_until_resumed(
 
     status = cli("status")
     assert "sending: PAUSED since" in status.output and "complaint rate 16.67%" in status.output
-    app = create_app(fs, engine)
+    app = create_app(fs.replace(metrics_token="scrape"), engine)
     with TestClient(app, base_url="https://news.example.org") as client:
         health = client.get("/healthz")
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", headers={"Authorization": "Bearer scrape"}).text
     assert health.status_code == 200 and health.headers["x-digest-sending"] == "paused"
     assert "sending paused since" in health.text and "complaint rate 16.67%" in health.text
     assert "digest_sending_paused 1" in metrics

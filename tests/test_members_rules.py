@@ -68,3 +68,25 @@ def test_a_form_reports_every_field_it_refuses() -> None:
     )
     assert record is None
     assert {e.field for e in errors} == {"email", "topics", "timezone", "send_hour"}
+
+
+def test_a_member_has_at_most_max_topics() -> None:
+    names = [f"Topic {i}" for i in range(51)]
+    assert len(members.parse_topics(names[:50])) == 50  # the default limit
+    with pytest.raises(members.MemberError) as caught:
+        members.parse_topics(names, "m.csv: line 2")
+    assert str(caught.value) == (
+        "m.csv: line 2: field 'topics': 51 topics; a member has at most 50 "
+        "(setting max_topics_per_member)"
+    )
+    assert len(members.parse_topics(names, max_topics=60)) == 51
+    row = {"email": "a@example.org", "topics": "; ".join(names[:3])}
+    with pytest.raises(members.MemberError, match="at most 2"):
+        members.parse_member(row, "line 2", max_topics=2)
+    with pytest.raises(members.MemberError, match="at most 2"):
+        members.parse_changes("a@example.org", "add", topics=names[:3], max_topics=2)
+    offered = {f"t{i}": f"Topic {i}" for i in range(5)}
+    form = {"email": "a@example.org"}
+    record, errors = members.parse_profile(form, list(offered), offered, 4)
+    assert record is None and [(e.field, e.code) for e in errors] == [("topics", "too_many_topics")]
+    assert "at most 4" in errors[0].message

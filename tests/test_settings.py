@@ -158,3 +158,73 @@ def test_feedback_settings(tmp_path: Path) -> None:
         config.write_text(f'{key} = "oops"')
         with pytest.raises(SettingsError, match=secret):
             load_settings(config, env={})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--now", "9999-12-31T23:59:59Z"],
+        ["run", "--now", "0001-01-01T00:00:00Z"],
+        ["plan", "--dry-run", "--now", "9999-12-31T23:59:59Z"],
+        ["articles", "import", "nothing.json", "--now", "0001-01-01T00:00:00Z"],
+        ["run", "--now", "not-a-time"],
+    ],
+)
+def test_an_out_of_range_now_is_one_line_and_exit_2(args: list[str], tmp_path: Path) -> None:
+    """Date arithmetic on year 1 or 9999 overflowed into a traceback (exit 1)."""
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    env = {"DIGEST_SECRET_KEY": "x" * 32, "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path}/d.db"}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
+    assert "--now" in result.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("DIGEST_MAX_AGE_DAYS", "800000", "max_age_days must be at most 36525"),
+        ("DIGEST_LEASE_SECONDS", "99999999999", "lease_seconds must be at most"),
+        ("DIGEST_MAX_ATTEMPTS", "1000000", "max_attempts must be at most 100"),
+        ("DIGEST_RETRY_BASE_SECONDS", "99999999999", "retry_base_seconds must be at most"),
+        ("DIGEST_MAX_LATENESS_HOURS", "1e12", "max_lateness_hours must be at most"),
+    ],
+)
+def test_settings_too_large_for_date_arithmetic_are_one_line_and_exit_2(
+    key: str, value: str, message: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    with pytest.raises(SettingsError, match=message):
+        load_settings(env={key: value})
+    env = {
+        "DIGEST_SECRET_KEY": "x" * 32,
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path}/d.db",
+        key: value,
+    }
+    result = CliRunner().invoke(main, ["run"], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and message in result.output
+    assert load_settings(env={"DIGEST_MAX_AGE_DAYS": "36500"}).max_age_days == 36500  # README
+
+
+def test_list_and_boolean_settings(tmp_path: Path) -> None:
+    config = tmp_path / "digest.toml"
+    config.write_text('topics = ["Space", "Mind, Brain"]\nallow_private_feed_hosts = true\n')
+    settings = load_settings(config, env={})
+    assert settings.topics == ("Space", "Mind, Brain")
+    assert settings.allow_private_feed_hosts is True
+    env = {"DIGEST_TOPICS": "Space; Mind, Brain ;", "DIGEST_ALLOW_PRIVATE_FEED_HOSTS": "no"}
+    settings = load_settings(config, env=env)
+    assert settings.topics == ("Space", "Mind, Brain")
+    assert settings.allow_private_feed_hosts is False
+    with pytest.raises(SettingsError, match="allow_private_feed_hosts must be true or false"):
+        load_settings(env={"DIGEST_ALLOW_PRIVATE_FEED_HOSTS": "maybe"})
+    config.write_text("topics = [1, 2]\n")
+    with pytest.raises(SettingsError, match="topics must be a list of strings"):
+        load_settings(config, env={})

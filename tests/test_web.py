@@ -590,7 +590,8 @@ def test_subscribe_mails_to_one_address_are_bounded_and_failures_said(
     seed(engine)
     for _ in range(3):
         assert "We have sent a message" in subscribe(client, "victim@example.net", ["Space"])
-    assert "We have sent a message" in subscribe(client, "victim@example.net", ["Space"])
+    capped = subscribe(client, "victim@example.net", ["Space"])
+    assert "We already sent you a link" in capped and "We have sent" not in capped
     assert len(smtp_server.handler.to("victim@example.net")) == 3
 
     closed = SMTPTransport("127.0.0.1", free_port(), "none", "", "", 1.0)
@@ -606,8 +607,14 @@ def test_subscribe_mails_to_one_address_are_bounded_and_failures_said(
 # ---------------------------------------------------------------- operators
 
 
-def test_healthz_and_metrics(engine: Engine, client: TestClient, settings: Settings) -> None:
+METRICS_TOKEN = "metrics-token-0123456789"
+BEARER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+def test_healthz_and_metrics(engine: Engine, settings: Settings, clock: Clock) -> None:
     seed(engine)
+    app = create_app(web_settings(settings, metrics_token=METRICS_TOKEN), engine, clock=clock)
+    client = TestClient(app, base_url="https://news.example.org", headers=BEARER)
     assert client.get("/healthz").status_code == 200
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
@@ -646,7 +653,8 @@ def test_cookies_are_secure_on_an_https_site_behind_a_silent_proxy(
     """TLS ends at a proxy that sends no X-Forwarded-Proto: base_url says the site is https."""
     for base_url, secure in (("https://news.example.org", True), ("http://127.0.0.1:8000", False)):
         app = create_app(web_settings(settings, base_url=base_url), engine, clock=clock)
-        with TestClient(app, base_url="http://127.0.0.1:8000") as plain:
+        plain_url = "http://" + base_url.split("://", 1)[1]  # TLS ended at the proxy
+        with TestClient(app, base_url=plain_url) as plain:
             cookie = plain.get("/subscribe").headers["set-cookie"].lower()
         assert ("secure" in cookie) is secure and "httponly" in cookie
 
@@ -677,7 +685,9 @@ def test_a_server_error_page_carries_the_security_headers(
 
     app = create_app(web_settings(settings), engine, clock=clock)
     app.router.routes.insert(0, Route("/boom", broken))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(
+        app, base_url="https://news.example.org", raise_server_exceptions=False
+    ) as test_client:
         answer = test_client.get("/boom")
     assert answer.status_code == 500 and "store went away" not in answer.text
     assert answer.headers["x-frame-options"] == "DENY"
@@ -733,3 +743,263 @@ def test_templates_dir_overrides_a_page_and_a_static_file_and_keeps_the_rest(
         assert page.status_code == 200 and "<form" in page.text
         gone = client.get("/unsubscribe/not-a-token")  # a message page: the operator's
         assert '<p class="own">' in gone.text
+
+
+# ---------------------------------------------------------------- which topics are offered
+
+
+def offered_on(page: str) -> set[str]:
+    return set(re.findall(r'name="topics" value="([^"]*)"', page))
+
+
+def test_forms_offer_topics_with_articles_not_orphans(
+    engine: Engine, client: TestClient, signer: TokenSigner
+) -> None:
+    """Topics that only a member list named (a CSV row with thousands) are no public choice."""
+    ids = seed(engine)
+    with session_scope(engine) as session:
+        names = tuple(f"Orphan {i}" for i in range(40))
+        add_member(session, MemberRecord("orphans@example.org", "", names), NOW)
+        add_member(
+            session,
+            MemberRecord("ada@example.org", "Ada", ("Stem Cells", "Orphan 3")),
+            NOW,
+        )
+    small = client.get("/subscribe")
+    assert offered_on(small.text) == {"Stem Cells", "Space", "Nervous System"}
+    token = signer.make(ids["ada@example.org"], "ada@example.org", "preferences", NOW)
+    page = client.get(f"/preferences/{token}")
+    # a member's own topics stay on their own page, checked, so saving keeps them
+    assert offered_on(page.text) == {"Stem Cells", "Space", "Nervous System", "Orphan 3"}
+    form = {
+        "topics": ["Stem Cells", "Orphan 3", "Orphan 4"],
+        "frequency": "daily",
+        "timezone": "UTC",
+        "send_hour": "7",
+        "action": "save",
+        "csrf_token": csrf_of(page.text),
+    }
+    assert client.post(f"/preferences/{token}", data=form).status_code == 200
+    assert member_topics(engine, "ada@example.org") == {"Stem Cells", "Orphan 3"}
+
+    with session_scope(engine) as session:
+        remove_member(session, "orphans@example.org", NOW, forget=True)
+    assert offered_on(client.get("/subscribe").text) == offered_on(small.text)
+
+
+def test_forms_offer_the_configured_topics(
+    engine: Engine, settings: Settings, clock: Clock, smtp_server: SMTPServer
+) -> None:
+    seed(engine)
+    curated = web_settings(settings, topics=("Space", "Genetics"), max_topics_per_member=1)
+    app = create_app(curated, engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as client:
+        page = client.get("/subscribe")
+        assert offered_on(page.text) == {"Space", "Genetics"}  # curated, articles or not
+        form = {
+            "email": "gene@example.org",
+            "topics": ["Space", "Genetics"],
+            "csrf_token": csrf_of(page.text),
+        }
+        too_many = client.post("/subscribe", data=form)
+        assert too_many.status_code == 400 and "at most 1 topic" in too_many.text
+        form["topics"] = ["Genetics", "Stem Cells"]  # Stem Cells is not offered: ignored
+        assert client.post("/subscribe", data=form).status_code == 200
+    [mail] = smtp_server.handler.to("gene@example.org")
+    confirm = next(link for link in links_in(mail.data) if link.startswith("/confirm/"))
+    with TestClient(app, base_url="https://news.example.org") as client:
+        shown = client.get(confirm)
+        p = re.search(r'name="p" value="([^"]*)"', shown.text)
+        assert p
+        data = {"p": p.group(1), "csrf_token": csrf_of(shown.text)}
+        assert client.post(confirm.split("?")[0], data=data).status_code == 200
+    assert member_topics(engine, "gene@example.org") == {"Genetics"}
+
+
+# ---------------------------------------------------------------- a stranger's words
+
+
+EVIL_NAME = "Your mailbox is full - restore it now at https://evil.example/restore"
+
+
+def confirm_link(smtp_server: SMTPServer, email: str, index: int = -1) -> str:
+    mails = smtp_server.handler.to(email)
+    return next(link for link in links_in(mails[index].data) if link.startswith("/confirm/"))
+
+
+def confirm_via(client: TestClient, link: str) -> None:
+    shown = client.get(link)
+    p = re.search(r'name="p" value="([^"]*)"', shown.text)
+    assert p
+    data = {"p": p.group(1), "csrf_token": csrf_of(shown.text)}
+    assert client.post(link.split("?")[0], data=data).status_code == 200
+
+
+def test_confirmation_mail_carries_no_visitor_text_and_names_wait_for_the_owner(
+    engine: Engine, client: TestClient, smtp_server: SMTPServer
+) -> None:
+    seed(engine)
+    subscribe(client, "victim@example.net", ["Space"], name=EVIL_NAME)
+    [mail] = smtp_server.handler.to("victim@example.net")
+    message = mail.message
+    assert message["To"].addresses[0].display_name == ""
+    assert str(message["To"]) == "victim@example.net"
+    texts = [part.get_content() for part in message.walk() if part.get_content_maintype() == "text"]
+    assert len(texts) == 2
+    for words in ("mailbox is full", "evil.example", "restore it"):
+        assert words not in mail.data.decode("utf-8", "replace")
+        assert all(words not in text for text in texts)
+    with Session(engine) as session:
+        pending = get_member(session, "victim@example.net")
+        assert pending is not None and pending.status == "pending" and pending.name == ""
+
+    # the owner asks with a blank name and other topics, and confirms their own link
+    subscribe(client, "victim@example.net", ["Nervous System"])
+    confirm_via(client, confirm_link(smtp_server, "victim@example.net"))
+    with Session(engine) as session:
+        member = get_member(session, "victim@example.net")
+        assert member is not None and member.status == "active" and member.name == ""
+        assert member.frequency == "weekly" and member.timezone == "Europe/Paris"
+    assert member_topics(engine, "victim@example.net") == {"Nervous System"}
+
+    # a name becomes the member's when the owner confirms the request that carried it
+    subscribe(client, "zoe@example.net", ["Space"], name="Zoë")
+    subscribe(client, "zoe@example.net", ["Space"], name="Zoë Müller")
+    confirm_via(client, confirm_link(smtp_server, "zoe@example.net", 0))
+    with Session(engine) as session:
+        zoe = get_member(session, "zoe@example.net")
+        assert zoe is not None and zoe.name == "Zoë"
+
+
+# ---------------------------------------------------------------- metrics are not public
+
+
+def test_metrics_need_a_token_or_their_own_listener(
+    engine: Engine, client: TestClient, settings: Settings, clock: Clock
+) -> None:
+    from digest.web import create_metrics_app
+
+    seed(engine)
+    closed = client.get("/metrics")  # neither configured: nobody gets them
+    assert closed.status_code == 403 and "digest_members" not in closed.text
+    assert "DIGEST_METRICS_TOKEN" in closed.text and "metrics_listen" in closed.text
+
+    app = create_app(web_settings(settings, metrics_token=METRICS_TOKEN), engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as scraper:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": METRICS_TOKEN}):
+            refused = scraper.get("/metrics", headers=headers)
+            assert refused.status_code == 401 and "digest_members" not in refused.text
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert scraper.get("/metrics", headers=BEARER).status_code == 200
+
+    listener = web_settings(settings, metrics_listen="127.0.0.1:9464")
+    app = create_app(listener, engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as public:
+        assert public.get("/metrics").status_code == 404  # served on the other address only
+        assert public.get("/healthz").status_code == 200
+    with TestClient(create_metrics_app(app), base_url="http://127.0.0.1:9464") as private:
+        answer = private.get("/metrics")
+        assert answer.status_code == 200 and 'digest_members{status="active"} 2' in answer.text
+        assert private.get("/subscribe").status_code == 404  # nothing else there
+
+
+def test_metrics_do_not_tell_whether_an_address_is_a_member(
+    engine: Engine, settings: Settings, clock: Clock, smtp_server: SMTPServer
+) -> None:
+    """The pending count moved by one for a new address and not for a member's."""
+    seed(engine)
+    app = create_app(web_settings(settings, metrics_token=METRICS_TOKEN), engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as client:
+        before = client.get("/metrics", headers=BEARER).text
+        subscribe(client, "newcomer@example.org", ["Space"])
+        after_new = client.get("/metrics", headers=BEARER).text
+        subscribe(client, "ada@example.org", ["Space"])
+        after_member = client.get("/metrics", headers=BEARER).text
+    assert status_of(engine, "newcomer@example.org") == "pending"
+    assert before == after_new == after_member
+    assert 'digest_members{status="active"} 2' in before
+
+
+# ---------------------------------------------------------------- hosts
+
+
+def test_only_the_sites_own_hosts_are_served(
+    engine: Engine, client: TestClient, settings: Settings, signer: TokenSigner, clock: Clock
+) -> None:
+    """Host: evil.example turned the trailing-slash redirect into a link to evil.example."""
+    ids = seed(engine)
+    token = signer.make(ids["ada@example.org"], "ada@example.org", "unsubscribe", NOW)
+    evil = {"Host": "evil.example"}
+    answer = client.get(f"/unsubscribe/{token}/", headers=evil, follow_redirects=False)
+    assert answer.status_code == 400 and "evil.example" not in answer.headers.get("location", "")
+    assert answer.headers["x-frame-options"] == "DENY"
+    for path in ("/subscribe", f"/unsubscribe/{token}", "/editor/login", "/static/site.css"):
+        assert client.get(path, headers=evil).status_code == 400, path
+    assert client.post("/subscribe", headers=evil, data={}).status_code == 400
+    own = client.get(f"/unsubscribe/{token}/", follow_redirects=False)
+    assert own.status_code in (301, 307, 308)
+    assert own.headers["location"] == f"https://news.example.org/unsubscribe/{token}"
+    assert client.get("/subscribe", headers={"Host": "NEWS.example.org:443"}).status_code == 200
+    # probes that know no host name still get an answer; nothing there builds a link
+    assert client.get("/healthz", headers={"Host": "10.0.0.7:8000"}).status_code == 200
+
+    local = create_app(web_settings(settings, base_url="http://localhost:8000"), engine)
+    with TestClient(local, base_url="http://127.0.0.1:8123") as dev:  # one machine's names
+        assert dev.get("/subscribe").status_code == 200
+        assert dev.get("/subscribe", headers={"Host": "[::1]:8000"}).status_code == 200
+        assert dev.get("/subscribe", headers=evil).status_code == 400
+
+    extra = web_settings(settings, allowed_hosts=("www.example.org", "*.news.example.net"))
+    app = create_app(extra, engine, clock=clock)
+    with TestClient(app, base_url="https://www.example.org") as www:
+        assert www.get("/subscribe").status_code == 200
+        assert www.get("/subscribe", headers={"Host": "a.news.example.net"}).status_code == 200
+        assert www.get("/subscribe", headers=evil).status_code == 400
+
+
+# ---------------------------------------------------------------- the per-address cap
+
+
+def test_the_cap_on_mails_to_one_address_never_locks_out_its_owner(
+    engine: Engine, settings: Settings, clock: Clock, smtp_server: SMTPServer
+) -> None:
+    """Five requests from five clients used the address's three mails for the day, and the
+    owner's own request then said "Check your inbox" with nothing sent."""
+    seed(engine)
+    app = create_app(web_settings(settings, subscribe_rate_limit=1), engine, clock=clock)
+    answers = []
+    for i in range(5):
+        with TestClient(
+            app, base_url="https://news.example.org", client=(f"10.0.0.{i}", 5000)
+        ) as stranger:
+            answers.append(subscribe(stranger, "owner@example.net", ["Space"]))
+    assert len(smtp_server.handler.to("owner@example.net")) == 3
+    assert all("We have sent a message" in a for a in answers[:3])
+    with TestClient(app, base_url="https://news.example.org", client=("192.0.2.1", 5000)) as owner:
+        honest = subscribe(owner, "owner@example.net", ["Stem Cells"])
+        assert "We have sent" not in honest and "Check your inbox" not in honest
+        assert "We already sent you a link" in honest
+        assert len(smtp_server.handler.to("owner@example.net")) == 3
+        # the links already sent work, and what they lead to is never blocked
+        link = confirm_link(smtp_server, "owner@example.net", 0)
+        shown = owner.get(link)
+        p = re.search(r'name="p" value="([^"]*)"', shown.text)
+        assert p
+        done = owner.post(
+            link.split("?")[0], data={"p": p.group(1), "csrf_token": csrf_of(shown.text)}
+        )
+        assert done.status_code == 200 and status_of(engine, "owner@example.net") == "active"
+        prefs = next(m for m in LINK_RE.findall(done.text) if m.startswith("/preferences/"))
+        page = owner.get(prefs)
+        assert owner.post("/subscribe", data={}).status_code == 429  # this client's limit
+        form = {
+            "topics": ["Stem Cells"],
+            "frequency": "daily",
+            "timezone": "UTC",
+            "send_hour": "6",
+            "action": "save",
+            "csrf_token": csrf_of(page.text),
+        }
+        saved = owner.post(prefs, data=form, follow_redirects=False)
+        assert saved.status_code == 303
+    assert member_topics(engine, "owner@example.net") == {"Stem Cells"}

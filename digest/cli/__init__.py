@@ -12,7 +12,7 @@ import click
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digest import __version__
-from digest.cli.common import App, pass_app
+from digest.cli.common import App, BadInput, pass_app
 from digest.settings import SettingsError, load_settings
 
 
@@ -57,7 +57,7 @@ def main(
     try:
         settings = load_settings(config_path, overrides={"database_url": database_url})
     except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     ctx.obj = App(settings=settings, config_path=config_path, quiet=quiet)
 
 

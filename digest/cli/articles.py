@@ -48,7 +48,13 @@ def import_command(
     """
     sources, errors = expand_paths(paths)
     with progress_bar("reading", total=len(sources), quiet=app.quiet, unit="file") as advance:
-        batch = load_sources(sources, now, app.settings.max_import_bytes, progress=advance)
+        batch = load_sources(
+            sources,
+            now,
+            app.settings.max_import_bytes,
+            progress=advance,
+            allow_private_feed_hosts=app.settings.allow_private_feed_hosts,
+        )
     batch.errors[:0] = errors
     for warning in batch.warnings:
         click.echo(f"warning: {warning}", err=True)

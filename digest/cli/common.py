@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 
-from digest.clock import parse_instant, system_clock
+from digest.clock import parse_now, system_clock
 from digest.db import SchemaOutOfDate, create_schema, make_engine
 from digest.settings import Settings
 
@@ -69,9 +69,9 @@ def _parse_now(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     if value is None:
         return system_clock()
     try:
-        return parse_instant(value)
-    except ValueError:
-        raise click.BadParameter(f"not an ISO 8601 time: {value!r}") from None
+        return parse_now(value)
+    except ValueError as exc:
+        raise BadInput(f"--now: {exc}") from None
 
 
 def now_option(func: F) -> F:

@@ -59,7 +59,13 @@ def demo_command(app: App, now: datetime) -> None:
     click.echo(f"articles: {len(batch.records)} from {articles} ({counts})")
 
     with session_scope(engine) as session:
-        report = import_csv_file(session, members, now, max_bytes=settings.max_import_bytes)
+        report = import_csv_file(
+            session,
+            members,
+            now,
+            max_bytes=settings.max_import_bytes,
+            max_topics=settings.max_topics_per_member,
+        )
     click.echo(f"members: {report.summary()} from {members}")
 
     with SinkServer(mail_dir) as sink:

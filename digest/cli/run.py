@@ -11,6 +11,7 @@ import click
 from sqlmodel import Session
 
 from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app, stop_on_signals
+from digest.cli.held import dead_holders_failure, settle_held, wait_held_option
 from digest.cli.progress import progress_bar
 from digest.clock import running_clock
 from digest.compose import UnmailableAddress
@@ -20,7 +21,7 @@ from digest.mailer import make_transport
 from digest.members import get_member
 from digest.plan import PlanReport, plan
 from digest.preview import preview
-from digest.send import SendReport, send_due
+from digest.send import Progress, SendReport, send_due, worker_name
 
 
 def _editions(app: App, check_templates: bool = False) -> Editions:
@@ -138,13 +139,21 @@ def plan_command(
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print JSON Lines.")
 @_force_option
 @_email_option
+@wait_held_option
 @pass_app
 def run_command(
-    app: App, now: datetime, dry_run: bool, as_json: bool, force: bool, emails: tuple[str, ...]
+    app: App,
+    now: datetime,
+    dry_run: bool,
+    as_json: bool,
+    force: bool,
+    emails: tuple[str, ...],
+    wait_held: bool,
 ) -> None:
     """Plan the due editions, render and send them, and record every delivery.
 
-    Exits 1 if any delivery failed or is waiting to be retried.
+    Exits 1 if any delivery failed or is waiting to be retried, or is still held by a
+    process that is no longer running (a run killed with -9; see --wait-held).
     """
     editions = _editions(app, check_templates=True)
     only = _member_ids(app, emails) if emails else None
@@ -154,20 +163,31 @@ def run_command(
         click.echo("dry run: nothing written, nothing sent", err=True)
         click.echo(_summary(report, None), err=as_json)
         return
-    with (
-        stop_on_signals("finishing messages in flight") as stop,
-        progress_bar("sending", report.planned, app.quiet, "msg") as bar,
-    ):
-        sent = send_due(
-            app.engine,
-            app.settings,
-            lambda: make_transport(app.settings),
-            editions,
-            running_clock(now),
-            progress=bar,
-            should_stop=stop.is_set,
-            subscriber_ids=only,
+    clock = running_clock(now)
+    own = worker_name()
+    with stop_on_signals("finishing messages in flight") as stop:
+
+        def send(progress: Progress | None = None) -> SendReport:
+            return send_due(
+                app.engine,
+                app.settings,
+                lambda: make_transport(app.settings),
+                editions,
+                clock,
+                worker_id=own,
+                progress=progress,
+                should_stop=stop.is_set,
+                subscriber_ids=only,
+            )
+
+        with progress_bar("sending", report.planned, app.quiet, "msg") as bar:
+            sent = send(bar)
+        more, dead = settle_held(
+            app.engine, clock, own, stop, send, wait=wait_held, subscriber_ids=only
         )
+        sent.add(more)
+        sent.errors.extend(more.errors)
+        sent.paused_reason = sent.paused_reason or more.paused_reason
     click.echo(_summary(report, sent))
     if stop.is_set():
         raise WorkFailed(
@@ -180,6 +200,8 @@ def run_command(
         raise WorkFailed(f"sending paused: {sent.paused_reason}")
     if sent.failed or sent.retry:
         raise WorkFailed(f"{sent.failed} deliveries failed, {sent.retry} to retry later")
+    if dead:
+        raise WorkFailed(dead_holders_failure(dead))
 
 
 @click.command("preview")

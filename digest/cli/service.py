@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import threading
-import time
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -17,6 +15,7 @@ import click
 from digest import ledger
 from digest.brake import describe
 from digest.cli.common import App, BadInput, WorkFailed, json_option, now_option, pass_app
+from digest.cli.web import forwarded_allow_ips_option, split_ips
 from digest.scheduler import Service, Source, sources_from_config, status
 from digest.settings import Settings, SettingsError, config_sources, load_settings
 
@@ -90,41 +89,36 @@ def scheduler_command(app: App, tick: float | None) -> None:
 @_tick_option
 @click.option("--host", default=None, help="Web app address [web_host].")
 @click.option("--port", type=int, default=None, help="Web app port [web_port].")
+@forwarded_allow_ips_option
 @pass_app
-def serve_command(app: App, tick: float | None, host: str | None, port: int | None) -> None:
+def serve_command(
+    app: App,
+    tick: float | None,
+    host: str | None,
+    port: int | None,
+    forwarded_allow_ips: str | None,
+) -> None:
     """The scheduler and the web app in one process (what the systemd unit runs)."""
-    import uvicorn
-
     from digest.web import create_app
+    from digest.web.serving import WebServers
 
     service = _service(app, tick)
-    web = create_app(app.settings, engine=app.engine)
-    config = uvicorn.Config(
-        web,
-        host=host or getattr(app.settings, "web_host", "127.0.0.1"),
-        port=port or getattr(app.settings, "web_port", 8000),
+    web = WebServers(
+        create_app(app.settings, engine=app.engine),
+        app.settings,
+        host=host,
+        port=port,
+        forwarded_allow_ips=split_ips(forwarded_allow_ips),
         log_level="warning",
-        lifespan="on",
     )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.run, name="digest-web", daemon=True)
-
-    def stop_web() -> None:
-        server.should_exit = True
-
-    _install_signals(service, [stop_web])
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not server.started:  # e.g. the port is taken: no half a service for systemd to keep
-        server.should_exit = True
-        raise WorkFailed(f"the web app could not start on {config.host}:{config.port}")
-    log.info("web app on http://%s:%s", config.host, config.port)
+    _install_signals(service, [web.request_stop])
+    try:
+        web.start()
+    except RuntimeError as exc:  # e.g. the port is taken: no half a service for systemd
+        raise WorkFailed(str(exc)) from None
+    log.info("web app on %s", ", ".join(f"http://{a}" for a in web.addresses))
     code = service.run()
-    server.should_exit = True
-    thread.join(timeout=10)
+    web.stop()
     raise SystemExit(code)
 
 

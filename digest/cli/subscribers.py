@@ -68,6 +68,7 @@ def import_command(
                 max_bytes=app.settings.max_import_bytes,
                 status=status,
                 skip_invalid=skip_invalid,
+                max_topics=app.settings.max_topics_per_member,
             )
             if report.invalid and not skip_invalid:
                 _print_errors(report)
@@ -149,6 +150,7 @@ def add_command(
             frequency=frequency,
             timezone=timezone,
             send_hour=send_hour,
+            max_topics=app.settings.max_topics_per_member,
         )
         with session_scope(app.engine) as session:
             result = members.add_member(

@@ -8,6 +8,7 @@ import click
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digest.cli.common import App, BadInput, WorkFailed, pass_app, stop_on_signals
+from digest.cli.held import Holding, dead_holders_failure, settle_held, wait_held_option
 from digest.clock import system_clock
 from digest.editions import Editions
 from digest.mailer import make_transport
@@ -28,11 +29,16 @@ log = logging.getLogger("digest.worker")
     help="Most SMTP connections (overrides smtp_pool_size).",
 )
 @click.option("--worker-id", help="Name in the ledger's claims [host:pid].")
+@wait_held_option
 @pass_app
-def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str | None) -> None:
+def worker_command(
+    app: App, once: bool, pool_size: int | None, worker_id: str | None, wait_held: bool
+) -> None:
     """Send planned deliveries until stopped.
 
     SIGTERM and SIGINT finish the messages in flight, release unsent claims and exit 0.
+    With --once: exit 1 if any failed, wait for a retry, or are held by a process that is
+    no longer running (see --wait-held).
     """
     settings = app.settings.replace(smtp_pool_size=pool_size) if pool_size else app.settings
     try:
@@ -74,9 +80,24 @@ def worker_command(app: App, once: bool, pool_size: int | None, worker_id: str |
                 break
             if report.claimed == 0:
                 stop.wait(settings.poll_seconds)
+        dead: list[Holding] = []
+        if once:
+            more, dead = settle_held(
+                app.engine,
+                system_clock,
+                name,
+                stop,
+                lambda: sender.run(should_stop=stop.is_set),
+                wait=wait_held,
+            )
+            totals.add(more)
+            if more.paused_reason:
+                raise WorkFailed(f"sending paused: {more.paused_reason}")
     click.echo(f"worker {name}: sent {totals.sent}, retry {totals.retry}, failed {totals.failed}")
     if once and (totals.retry or totals.failed):  # as `digest run`: the work did not all go
         raise WorkFailed(f"{totals.failed} deliveries failed, {totals.retry} to retry later")
+    if dead:
+        raise WorkFailed(dead_holders_failure(dead))
 
 
 COMMANDS = [worker_command]

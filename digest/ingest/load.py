@@ -4,11 +4,19 @@ Everything is parsed and validated before anything is written, so the caller can
 whole import when one record is bad. Reads are bounded by ``max_bytes`` (a file or response
 larger than that is refused, never loaded), and URL fetches by a per-read timeout and a
 deadline for the whole response.
+
+Feed URLs come from operators' configs and command lines, but the servers behind them choose
+where redirects lead, and DNS chooses where a name points. So a fetch follows redirects only
+to http(s), at most ``MAX_REDIRECTS``, and connects only to public addresses, checked on the
+address actually connected to, after resolution, on every hop (``address_refusal``), unless
+``allow_private_feed_hosts`` is set. Errors never quote what the remote side sent.
 """
 
 from __future__ import annotations
 
+import http
 import http.client
+import ipaddress
 import re
 import socket
 import threading
@@ -22,6 +30,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from digest import __version__
 from digest.ingest.parse_feed import parse_feed_bytes
@@ -37,6 +46,7 @@ SUPPORTED_EXTS = JSON_EXTS | JSONL_EXTS | MARKDOWN_EXTS | FEED_EXTS
 FETCH_TIMEOUT = 30.0  # per socket operation (connect, each read)
 FETCH_DEADLINE = 120.0  # the whole response, headers and body
 FETCH_CHUNK = 64 * 1024
+MAX_REDIRECTS = 5
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 
 
@@ -160,7 +170,7 @@ def parse_bytes(
         text = decode_text(data, name)
         if isinstance(text, ParseResult):
             return text
-        return parse_markdown_text(text, name)
+        return parse_markdown_text(text, name, now)
     if kind == "feed":
         return parse_feed_bytes(data, name, now, headers)
     return ParseResult.failed(name, "unsupported file type (expected JSON, Markdown or a feed)")
@@ -248,10 +258,101 @@ def _shutdown(sock: socket.socket) -> None:
         pass  # already closed
 
 
+class FetchRefused(OSError):
+    """A fetch this installation will not make: where it leads is not allowed."""
+
+
+#: Cloud providers' instance metadata services: credentials for the asking.
+_METADATA = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: someone's own network
+
+
+def address_refusal(address: str) -> str | None:
+    """Why a feed may not be fetched from the IP ``address`` (None: it may).
+
+    Public (globally routable) unicast addresses only. IPv6 forms that carry an IPv4
+    address (mapped, NAT64, 6to4) are judged by the IPv4 address they carry.
+    """
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+        address.split("%", 1)[0]  # an IPv6 scope (fe80::1%eth0) names a local link anyway
+    )
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+    if ip in _METADATA:
+        kind = "a cloud metadata address"
+    elif ip.is_loopback:
+        kind = "a loopback address"
+    elif ip.is_link_local:
+        kind = "a link-local address"
+    elif ip.is_unspecified:
+        kind = "the unspecified address"
+    elif ip.is_multicast:
+        kind = "a multicast address"
+    elif ip.is_private or ip in _SHARED:
+        kind = "a private address"
+    elif not ip.is_global:
+        kind = "a reserved address"
+    else:
+        return None
+    return f"{address} is {kind}"
+
+
+def _guarded_connection(
+    address: tuple[str, int],
+    timeout: float | object = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+    source_address: tuple[str, int] | None = None,
+    *,
+    allow_private: bool = False,
+) -> socket.socket:
+    """``socket.create_connection`` that connects only to addresses ``address_refusal``
+    allows: checked on the resolved address that is then connected to, so a name that
+    resolves differently a moment later (DNS rebinding) cannot slip through."""
+    host, port = address
+    refusals: list[str] = []
+    failure: OSError | None = None
+    for family, kind, proto, _name, sockaddr in socket.getaddrinfo(
+        host, port, 0, socket.SOCK_STREAM
+    ):
+        refusal = None if allow_private else address_refusal(str(sockaddr[0]))
+        if refusal is not None:
+            refusals.append(refusal)
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
+                sock.settimeout(timeout)  # type: ignore[arg-type]
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            failure = exc
+            sock.close()
+    if failure is not None:
+        raise failure
+    if refusals:
+        raise FetchRefused(
+            f"refused to connect to {host}: {refusals[0]}; feeds are fetched from public "
+            "addresses only (set allow_private_feed_hosts = true to fetch from your own network)"
+        )
+    raise OSError(f"{host} has no address")
+
+
 class _HTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, deadline: _Deadline, allow_private: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.deadline = deadline
+        self._create_connection = partial(_guarded_connection, allow_private=allow_private)
 
     def connect(self) -> None:
         super().connect()
@@ -260,9 +361,12 @@ class _HTTPConnection(http.client.HTTPConnection):
 
 
 class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, deadline: _Deadline, allow_private: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.deadline = deadline
+        self._create_connection = partial(_guarded_connection, allow_private=allow_private)
 
     def connect(self) -> None:
         super().connect()  # the TLS handshake is bounded by the per-read timeout only
@@ -271,22 +375,88 @@ class _HTTPSConnection(http.client.HTTPSConnection):
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline) -> None:
+    def __init__(self, deadline: _Deadline, allow_private: bool) -> None:
         super().__init__()
-        self.deadline = deadline
+        self.deadline, self.allow_private = deadline, allow_private
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(partial(_HTTPConnection, deadline=self.deadline), req)
+        connection = partial(
+            _HTTPConnection, deadline=self.deadline, allow_private=self.allow_private
+        )
+        return self.do_open(connection, req)
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
+    def __init__(self, deadline: _Deadline, allow_private: bool) -> None:
         super().__init__()
-        self.deadline = deadline
+        self.deadline, self.allow_private = deadline, allow_private
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        connection = partial(_HTTPSConnection, deadline=self.deadline)
+        connection = partial(
+            _HTTPSConnection, deadline=self.deadline, allow_private=self.allow_private
+        )
         return self.do_open(connection, req, context=self._context)
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) only, at most ``MAX_REDIRECTS`` in all (urllib alone
+    follows ftp:// too, and up to ten)."""
+
+    max_repeats = max_redirections = MAX_REDIRECTS + 1  # ours below is met first
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any
+    ) -> Any:
+        target = headers.get("location") or headers.get("uri")
+        if target:
+            newurl = urljoin(req.full_url, target)
+            if urlsplit(newurl).scheme.lower() not in ("http", "https"):
+                fp.close()
+                raise FetchRefused(
+                    f"redirect to {newurl[:200]} refused: only http and https are followed"
+                )
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        hops = sum(getattr(req, "redirect_dict", {}).values())
+        if hops >= MAX_REDIRECTS:
+            fp.close()
+            raise FetchRefused(f"more than {MAX_REDIRECTS} redirects")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener(limit: _Deadline, allow_private: bool) -> urllib.request.OpenerDirector:
+    """http(s) only, guarded connections, no proxy from the environment (a proxy would
+    connect on our behalf, past the address check)."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        _HTTPHandler(limit, allow_private),
+        _HTTPSHandler(limit, allow_private),
+        _RedirectHandler(),
+        urllib.request.UnknownHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+def _status_words(code: int) -> str:
+    """Our own words for a status code: a server's reason phrase is its text, not ours."""
+    try:
+        return f"HTTP {code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"HTTP {code}"
 
 
 def fetch_url(
@@ -295,11 +465,13 @@ def fetch_url(
     max_bytes: int,
     timeout: float = FETCH_TIMEOUT,
     deadline: float | None = None,
+    allow_private_feed_hosts: bool = False,
 ) -> ParseResult:
     """Fetch a feed (RSS, Atom or JSON Feed) with a timeout, a deadline and a size bound.
 
     ``timeout`` bounds each socket operation; ``deadline`` (default ``FETCH_DEADLINE``) the
-    whole response, so a server that trickles bytes cannot hold the import.
+    whole response, so a server that trickles bytes cannot hold the import. Only public
+    addresses are connected to, on every redirect hop, unless ``allow_private_feed_hosts``.
     """
     seconds = FETCH_DEADLINE if deadline is None else deadline
     request = urllib.request.Request(
@@ -314,7 +486,7 @@ def fetch_url(
     chunks: list[bytes] = []
     size = 0
     with _Deadline(seconds) as limit:
-        opener = urllib.request.build_opener(_HTTPHandler(limit), _HTTPSHandler(limit))
+        opener = _opener(limit, allow_private_feed_hosts)
         try:
             with opener.open(request, timeout=timeout) as response:
                 headers = {k.lower(): v for k, v in response.headers.items()}
@@ -326,11 +498,21 @@ def fetch_url(
                     chunks.append(chunk)
                     size += len(chunk)
         except urllib.error.HTTPError as exc:
-            return ParseResult.failed(url, f"fetch failed: HTTP {exc.code} {exc.reason}")
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            exc.close()
+            return ParseResult.failed(url, f"fetch failed: {_status_words(exc.code)}")
+        except http.client.HTTPException as exc:
+            # its message quotes what the server sent (a status line, an SMTP greeting)
+            if limit.passed():
+                return ParseResult.failed(url, too_slow)
+            return ParseResult.failed(
+                url, f"fetch failed: not an HTTP response ({type(exc).__name__})"
+            )
+        except (urllib.error.URLError, OSError, ValueError) as exc:
             if limit.passed():
                 return ParseResult.failed(url, too_slow)
             reason = getattr(exc, "reason", None) or exc
+            if isinstance(reason, http.client.HTTPException):
+                reason = f"not an HTTP response ({type(reason).__name__})"
             return ParseResult.failed(url, f"fetch failed: {reason}")
         if limit.passed():  # a shut-down socket reads as an early end: never parse a cut-off body
             return ParseResult.failed(url, too_slow)
@@ -347,6 +529,7 @@ def load_sources(
     now: datetime,
     max_bytes: int,
     progress: Callable[[int], object] | None = None,
+    allow_private_feed_hosts: bool = False,
 ) -> ImportBatch:
     """Read and validate every source; never raises for bad input.
 
@@ -357,7 +540,12 @@ def load_sources(
     for source in sources:
         try:
             if source.path is None:
-                result = fetch_url(source.location, now, max_bytes)
+                result = fetch_url(
+                    source.location,
+                    now,
+                    max_bytes,
+                    allow_private_feed_hosts=allow_private_feed_hosts,
+                )
             else:
                 result = read_file(source, now, max_bytes)
         except Exception as exc:  # noqa: BLE001  (one bad input must not abort the others)
@@ -377,9 +565,10 @@ def load_paths(
     now: datetime,
     max_bytes: int,
     progress: Callable[[int], object] | None = None,
+    allow_private_feed_hosts: bool = False,
 ) -> ImportBatch:
     """Read files, folders and feed URLs into one batch of records and errors."""
     sources, errors = expand_paths(paths)
-    batch = load_sources(sources, now, max_bytes, progress)
+    batch = load_sources(sources, now, max_bytes, progress, allow_private_feed_hosts)
     batch.errors[:0] = errors
     return batch

@@ -172,5 +172,5 @@ def _parse_feed(
         if reason:
             result.errors.append(ParseResult.failed(file, reason, where).errors[0])
             continue
-        result.add(raw, file, where)
+        result.add(raw, file, where, now, feed=True)
     return result

@@ -45,10 +45,10 @@ def parse_json_text(text: str, file: str, now: datetime, jsonlines: bool = False
             jsonlines = True
         else:
             return _parse_document(doc, file, now)
-    return _parse_lines(text, file)
+    return _parse_lines(text, file, now)
 
 
-def _parse_lines(text: str, file: str) -> ParseResult:
+def _parse_lines(text: str, file: str, now: datetime | None) -> ParseResult:
     """One record per line, split on LF only (CRLF allowed).
 
     ``str.splitlines`` would also break on U+2028, U+2029, U+0085 and the like, which JSON
@@ -70,7 +70,7 @@ def _parse_lines(text: str, file: str) -> ParseResult:
                 ]
             )
             continue
-        result.add(raw, file, where)
+        result.add(raw, file, where, now)
     return result
 
 
@@ -80,12 +80,12 @@ def _parse_document(doc: Any, file: str, now: datetime) -> ParseResult:
         if isinstance(version, str) and version.startswith(JSONFEED_PREFIX):
             return parse_json_feed(doc, file, now)
         result = ParseResult.empty()
-        result.add(doc, file, "record 1")
+        result.add(doc, file, "record 1", now)
         return result
     if isinstance(doc, list):
         result = ParseResult.empty()
         for index, raw in enumerate(doc):
-            result.add(raw, file, f"index {index}")
+            result.add(raw, file, f"index {index}", now)
         return result
     return ParseResult.failed(file, "expected a JSON object, a list of objects or JSON Lines")
 
@@ -108,7 +108,7 @@ def parse_json_feed(doc: dict[str, Any], file: str, now: datetime) -> ParseResul
             result.errors.append(ParseResult.failed(file, reason, where).errors[0])
             continue
         raw["source"] = source
-        result.add(raw, file, where)
+        result.add(raw, file, where, now, feed=True)
     return result
 
 

@@ -7,6 +7,7 @@ file can carry notes in its body without publishing them.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 import frontmatter
@@ -52,8 +53,11 @@ def body_paragraphs(body: str) -> list[str]:
     return out
 
 
-def parse_markdown_text(text: str, file: str) -> ParseResult:
-    """One record from a Markdown file with front matter, or the reason it was refused."""
+def parse_markdown_text(text: str, file: str, now: datetime | None = None) -> ParseResult:
+    """One record from a Markdown file with front matter, or the reason it was refused.
+
+    ``now`` is the import clock: a date more than a day after it is a field error.
+    """
     where = "record 1"
     if not text.lstrip("\ufeff").startswith("---"):
         return ParseResult.failed(file, "no YAML front matter (the file must start with '---')")
@@ -72,5 +76,5 @@ def parse_markdown_text(text: str, file: str) -> ParseResult:
     if raw.get("key_points") is None:
         raw["key_points"] = body_paragraphs(body)
     result = ParseResult.empty()
-    result.add(raw, file, where)
+    result.add(raw, file, where, now)
     return result

@@ -12,8 +12,8 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +30,10 @@ MAX_NAME = 500
 MAX_DESCRIPTION = 5000
 MAX_SOURCE = 500
 MAX_SUMMARY = 10000
+#: How far ahead of the import clock a publication date may be. Time zones and clock skew put
+#: honest dates hours ahead; a date days ahead is a mistake (9999-12-31 would lead every
+#: digest for ever).
+FUTURE_SLACK = timedelta(days=1)
 
 Mention = tuple[str, str, str | None]
 
@@ -360,9 +364,33 @@ class ParseResult:
     def failed(cls, file: str, message: str, record: str | None = None) -> ParseResult:
         return cls([], [RecordError(message, file=file, record=record)], [])
 
-    def add(self, raw: Any, file: str, record: str) -> None:
-        """Validate ``raw`` and keep the record or its errors, placed at ``file``/``record``."""
+    def add(
+        self,
+        raw: Any,
+        file: str,
+        record: str,
+        now: datetime | None = None,
+        *,
+        feed: bool = False,
+    ) -> None:
+        """Validate ``raw`` and keep the record or its errors, placed at ``file``/``record``.
+
+        With the import clock ``now``, a publication date more than ``FUTURE_SLACK`` ahead is
+        a field error; in a feed (``feed``), which nobody here can correct, the entry is
+        dated ``now`` instead, with a warning.
+        """
         built, errors = build_record(raw)
+        if built is not None and now is not None and built.published_at > now + FUTURE_SLACK:
+            when = built.published_at.isoformat()
+            if feed:
+                self.warnings.append(
+                    f"{file}: {record}: published_at {when} is in the future; "
+                    f"dated at the import time ({now.isoformat()})"
+                )
+                built = replace(built, published_at=now)
+            else:
+                message = f"{when} is more than a day after the import time ({now.isoformat()})"
+                built, errors = None, [RecordError(message, field="published_at")]
         if built is not None:
             self.records.append(built)
             self.origins.append((file, record))

@@ -17,8 +17,10 @@ from typing import IO
 
 from sqlmodel import Session
 
+from digest import csvsafe
 from digest.members.rules import (
     ACTIVE,
+    DEFAULT_MAX_TOPICS,
     MemberError,
     MemberRecord,
     check_new_status,
@@ -67,7 +69,7 @@ class ImportReport:
 
 
 def read_member_csv(
-    stream: IO[str], source: str
+    stream: IO[str], source: str, max_topics: int = DEFAULT_MAX_TOPICS
 ) -> Iterator[tuple[int, MemberRecord | MemberError, frozenset[str]]]:
     """Stream ``(line, record or error, columns present)`` from a member CSV.
 
@@ -109,10 +111,13 @@ def read_member_csv(
         last_line = reader.line_num
         if not any(c.strip() for c in cells):
             continue
-        row = {name: cells[i] if i < len(cells) else "" for name, i in index.items()}
+        # an export's neutralised cells ('=...) are read back to the values they stand for
+        row = {
+            name: csvsafe.restore(cells[i]) if i < len(cells) else "" for name, i in index.items()
+        }
         where = f"{source}: line {start}"
         try:
-            yield start, parse_member(row, where), present
+            yield start, parse_member(row, where, max_topics), present
         except MemberError as exc:
             yield start, exc, present
 
@@ -196,8 +201,10 @@ def import_csv_file(
     max_bytes: int,
     status: str = ACTIVE,
     skip_invalid: bool = False,
+    max_topics: int = DEFAULT_MAX_TOPICS,
 ) -> ImportReport:
-    """``import_members`` over a CSV file of at most ``max_bytes`` (BOM tolerated)."""
+    """``import_members`` over a CSV file of at most ``max_bytes`` (BOM tolerated), with at
+    most ``max_topics`` topics a member."""
     path = Path(path)
     size = path.stat().st_size
     if size > max_bytes:
@@ -216,7 +223,7 @@ def import_csv_file(
     with path.open(encoding="utf-8-sig", newline="") as stream:
         return import_members(
             session,
-            read_member_csv(stream, path.name),
+            read_member_csv(stream, path.name, max_topics),
             now,
             status=status,
             skip_invalid=skip_invalid,
@@ -228,8 +235,12 @@ def import_csv_file(
 
 
 def write_csv(rows: Iterable[MemberRow], stream: IO[str]) -> int:
-    """Write members in the import format plus ``status``; returns how many were written."""
-    writer = csv.DictWriter(stream, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    """Write members in the import format plus ``status``; returns how many were written.
+
+    Cells a spreadsheet would run as formulas are neutralised (``csvsafe``); the reader
+    above restores them, so an export imports back to the same members.
+    """
+    writer = csvsafe.writer(stream, EXPORT_COLUMNS)
     writer.writeheader()
     count = 0
     for row in rows:

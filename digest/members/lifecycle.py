@@ -48,8 +48,11 @@ if TYPE_CHECKING:  # the door is passed in; members sit below it
 
 log = logging.getLogger(__name__)
 
-#: Fields a confirmed request or a preferences form writes (the name only when one was given).
+#: Fields a preferences form writes.
 _REQUESTED = frozenset({"topics", "frequency", "timezone", "send_hour"})
+#: Fields a confirmed request writes: all of them, the name too (blank included), so the
+#: request the owner confirmed replaces whatever an earlier one asked for.
+_CONFIRMED = _REQUESTED | {"name"}
 
 #: What a preferences page may do, and the notice each leaves.
 ACTIONS = ("save", "pause", "resume", "unsubscribe")
@@ -58,10 +61,12 @@ ACTIONS = ("save", "pause", "resume", "unsubscribe")
 @dataclass(frozen=True)
 class Requested:
     """What a subscribe request did: which mail went out (``confirm``, ``preferences``, or
-    none because the address had its share today: ``limited``) and whether it was taken."""
+    none because the address had its share of mails for now: ``limited``, with the seconds
+    until another may go in ``wait``) and whether the server took it."""
 
     kind: str
     sent: bool
+    wait: float | None = None
 
 
 @dataclass(frozen=True)
@@ -154,15 +159,25 @@ class Membership:
         New and pending members get a confirmation link; unsubscribed or bounced ones too
         (only their own click reactivates them); subscribed members get a link to their
         preferences and nothing about them changes, so a stranger cannot alter a subscription.
+
+        Anyone can ask for any address, so nothing the visitor typed reaches the mail or the
+        store's row: the confirmation is addressed and worded without a name, and a new
+        pending row has none. The requested profile, name included, travels sealed in the
+        link and becomes the member's only when the owner confirms that request.
         """
         now = self.clock()
-        if self.mail_allowance(record.email) is not None:
-            log.warning("subscribe: %s has had its share of mails today; none sent", record.email)
-            return Requested("limited", True)  # answered like a sent mail: reveals nothing
+        wait = self.mail_allowance(record.email)
+        if wait is not None:
+            # Said as it is ("we already sent you a link"): the cap counts requests for any
+            # address, member or not, so saying so tells nothing about membership, and the
+            # owner learns to use the link they have instead of waiting for one that never
+            # comes. Nothing about the member changes; the links already sent keep working.
+            log.warning("subscribe: %s has had its share of mails for now; none sent", record.email)
+            return Requested("limited", False, wait)
         with session_scope(self.engine) as session:
             member = get_member(session, record.email)
             if member is None:
-                add_member(session, record, now, status=PENDING)
+                add_member(session, dataclasses.replace(record, name=""), now, status=PENDING)
                 member = get_member(session, record.email)
                 assert member is not None
             view = self._view(session, member)
@@ -172,17 +187,19 @@ class Membership:
             return Requested("preferences", sent.ok)
         token = self.signer.make(view.id, view.email, "confirm", now)
         url = f"{self._link('confirm', token)}?p={self.seal(token, record)}"
+        nameless = dataclasses.replace(view, name="")  # To: the bare address
         asked = MemberView(
             id=view.id,
             email=view.email,
-            name=record.name or view.name,
+            name="",
             status=view.status,
             frequency=record.frequency,
             timezone=record.timezone,
             send_hour=record.send_hour,
-            topics=record.topics,
+            topics=record.topics,  # chosen among the offered topics: our words, not theirs
         )
-        sent = self.outbound.notice("confirm", view, {"confirm_url": url, "member": asked}, now)
+        context = {"confirm_url": url, "member": asked}
+        sent = self.outbound.notice("confirm", nameless, context, now)
         return Requested("confirm", sent.ok)
 
     # -- confirm
@@ -218,8 +235,7 @@ class Membership:
                 raise InvalidToken("stale")
             asked = self.unseal(token, sealed, member.email)
             if asked is not None:
-                given = _REQUESTED | ({"name"} if asked.name else set())
-                add_member(session, asked, now, given=given, reactivate=True)
+                add_member(session, asked, now, given=_CONFIRMED, reactivate=True)
             set_status(
                 session, member.email, ACTIVE, "confirmed by the member (double opt-in)", now
             )

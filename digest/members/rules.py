@@ -31,6 +31,10 @@ from digest.models import UNSUBSCRIBED as UNSUBSCRIBED
 from digest.topics import topic_length_problem, unique_topics
 
 MAX_NAME_LENGTH = 200
+#: How many topics one member may follow unless the setting ``max_topics_per_member`` says
+#: otherwise. Every topic a member names becomes a row; without a bound one CSV row could
+#: create thousands.
+DEFAULT_MAX_TOPICS = 50
 DEFAULT_FREQUENCY = "daily"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_SEND_HOUR = 7
@@ -202,10 +206,23 @@ def clean_name(value: str, where: str = "name") -> str:
     return value
 
 
-def parse_topics(value: str | Iterable[str], where: str = "topics") -> tuple[str, ...]:
-    """Topic display names from ``'A; B'`` (or several such strings), deduplicated by slug."""
+def topic_count_problem(count: int, max_topics: int) -> str | None:
+    """Why ``count`` topics are too many for one member, or None."""
+    if count <= max_topics:
+        return None
+    return f"{count} topics; a member has at most {max_topics} (setting max_topics_per_member)"
+
+
+def parse_topics(
+    value: str | Iterable[str], where: str = "topics", max_topics: int = DEFAULT_MAX_TOPICS
+) -> tuple[str, ...]:
+    """Topic display names from ``'A; B'`` (or several such strings), deduplicated by slug;
+    at most ``max_topics`` of them."""
     parts = [value] if isinstance(value, str) else list(value)
     names = unique_topics(piece for part in parts for piece in (part or "").split(";"))
+    problem = topic_count_problem(len(names), max_topics)
+    if problem:
+        raise MemberError(where, "topics", problem, "too_many_topics")
     for name in names:
         problem = topic_length_problem(name)
         if problem:
@@ -259,7 +276,9 @@ def parse_send_hour(value: str | int, where: str = "send_hour") -> int:
     return hour
 
 
-def parse_member(row: Mapping[str, str], where: str) -> MemberRecord:
+def parse_member(
+    row: Mapping[str, str], where: str, max_topics: int = DEFAULT_MAX_TOPICS
+) -> MemberRecord:
     """Validate one record; missing or blank optional fields take the defaults.
 
     Raises the first ``MemberError`` found, checking fields in column order.
@@ -267,7 +286,7 @@ def parse_member(row: Mapping[str, str], where: str) -> MemberRecord:
     return MemberRecord(
         email=normalize_email(row.get("email") or "", where),
         name=clean_name(row.get("name") or "", where),
-        topics=parse_topics(row.get("topics") or "", where),
+        topics=parse_topics(row.get("topics") or "", where, max_topics),
         frequency=parse_frequency(row.get("frequency") or "", where),
         timezone=parse_timezone(row.get("timezone") or "", where),
         send_hour=parse_send_hour(row.get("send_hour") or "", where),
@@ -292,6 +311,7 @@ def parse_changes(
     frequency: str | None = None,
     timezone: str | None = None,
     send_hour: str | int | None = None,
+    max_topics: int = DEFAULT_MAX_TOPICS,
 ) -> tuple[MemberRecord, frozenset[str]]:
     """Validate the fields given (``None``: not given) into a record, and which were given.
 
@@ -304,12 +324,12 @@ def parse_changes(
             row[field] = value
     if send_hour is not None:
         row["send_hour"] = str(send_hour)
-    record = parse_member(row, where)
+    record = parse_member(row, where, max_topics)
     if topics is not None:
         record = MemberRecord(
             record.email,
             record.name,
-            parse_topics(topics, where),
+            parse_topics(topics, where, max_topics),
             record.frequency,
             record.timezone,
             record.send_hour,
@@ -321,13 +341,17 @@ def parse_changes(
 
 
 def parse_profile(
-    values: Mapping[str, str], topics: Iterable[str], offered: Mapping[str, str]
+    values: Mapping[str, str],
+    topics: Iterable[str],
+    offered: Mapping[str, str],
+    max_topics: int = DEFAULT_MAX_TOPICS,
 ) -> tuple[MemberRecord | None, list[MemberError]]:
     """Validate a subscribe or preferences form into a record, or every field's error.
 
     ``values`` holds the form's fields (``email``, ``name``, ``frequency``, ``timezone``,
     ``send_hour``); ``topics`` are the slugs ticked, ``offered`` the topics the form may offer
-    (slug -> display name): anything else ticked is ignored, and at least one must remain.
+    (slug -> display name): anything else ticked is ignored, at least one must remain and at
+    most ``max_topics``.
     """
     errors: list[MemberError] = []
     parsed: dict[str, Any] = {}
@@ -338,6 +362,9 @@ def parse_profile(
     chosen = tuple(dict.fromkeys(offered[s] for s in topics if s in offered))
     if not chosen:
         errors.append(MemberError("form", "topics", "choose at least one topic", "no_topics"))
+    elif len(chosen) > max_topics:
+        words = f"choose at most {max_topics} topic{'' if max_topics == 1 else 's'}"
+        errors.append(MemberError("form", "topics", words, "too_many_topics"))
     for field, parse in (
         ("name", clean_name),
         ("frequency", parse_frequency),

@@ -7,14 +7,16 @@ store, clock and transport, so nothing is shared between them but the code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -136,6 +138,43 @@ class BodyLimit:
         await self.app(scope, bounded, send)
 
 
+class HostCheck:
+    """Serves only the site's own host names: ``base_url``'s, plus ``allowed_hosts``.
+
+    Links and redirects (a trailing slash's, for one) are built from the Host header, so a
+    request for another name must not be answered as if it were this site: it gets 400.
+    ``/healthz`` and ``/metrics`` answer whatever the name (load balancers and scrapers
+    often use an address); neither builds a link. Starlette's TrustedHostMiddleware does
+    the matching (``*.example.org`` patterns included).
+    """
+
+    UNCHECKED = frozenset({"/healthz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.checked = TrustedHostMiddleware(app, allowed_hosts=list(hosts), www_redirect=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") in self.UNCHECKED:
+            await self.app(scope, receive, send)
+            return
+        await self.checked(scope, receive, send)
+
+
+#: One machine's own names: a site whose ``base_url`` is one of them (a development setup,
+#: ``http://localhost:8000`` by default) answers to all of them.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def site_hosts(settings: Settings) -> list[str]:
+    """The host names the app answers to: ``base_url``'s and ``allowed_hosts``."""
+    own = urlsplit(settings.base_url).hostname
+    hosts = [*([own] if own else []), *settings.allowed_hosts]
+    if own in LOOPBACK_NAMES:
+        hosts += [name for name in LOOPBACK_NAMES if name != own]
+    return hosts
+
+
 async def _invalid_token(request: Request, exc: Exception) -> Response:
     ctx = web_context(request)
     reason = exc.reason if isinstance(exc, InvalidToken) else ""
@@ -210,6 +249,12 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     for name, value in DEFAULT_HEADERS.items():
         response.headers.setdefault(name.decode(), value.decode())
     return response
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # the client went away (or was cut off for being too slow) while its body was read:
+    # nobody is left to answer, and nothing went wrong here
+    return Response(status_code=400)
 
 
 async def _home(request: Request) -> Response:
@@ -288,11 +333,30 @@ def create_app(
             CSRFError: _csrf,
             EditorDisabled: _editor_disabled,
             EditorLoginRequired: _login_required,
+            ClientDisconnect: _client_gone,
             HTTPException: _http_error,
             Exception: _server_error,
         },
     )
     app.state.web = ctx
+    app.state.metrics_listener = False
     app.add_middleware(BodyLimit, prefixes={"/webhooks/": webhooks.MAX_WEBHOOK_BYTES})
+    app.add_middleware(HostCheck, hosts=site_hosts(settings))
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def create_metrics_app(app: Starlette) -> Starlette:
+    """``/metrics`` and ``/healthz`` of ``app`` alone, for the ``metrics_listen`` address:
+    the same store, settings and clock, nothing members or editors see."""
+    metrics = Starlette(
+        routes=list(ops.ROUTES), exception_handlers={HTTPException: _plain_http_error}
+    )
+    metrics.state.web = app.state.web
+    metrics.state.metrics_listener = True
+    return metrics
+
+
+async def _plain_http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return PlainTextResponse(f"{status}\n", status_code=status)

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from digest.catalog import all_topics
+from digest.catalog import TopicChoice, offered_topics
 from digest.content import MemberView
 from digest.members import (
     SUPPRESSED_STATUSES,
@@ -30,7 +30,7 @@ from digest.members import (
     parse_profile,
 )
 from digest.members.lifecycle import ACTIONS
-from digest.models import FREQUENCIES, Topic
+from digest.models import FREQUENCIES
 from digest.topics import topic_slug
 from digest.web.context import WebContext, web_context
 from digest.web.security import (
@@ -53,11 +53,10 @@ def timezone_names() -> tuple[str, ...]:
     return ("UTC", *sorted(names))
 
 
-def _topics(ctx: WebContext) -> list[Topic]:
+def _topics(ctx: WebContext, own: Iterable[str] = ()) -> list[TopicChoice]:
+    """What the forms offer (``catalog.offered_topics``); ``own``: the member's topics."""
     with Session(ctx.engine) as session:
-        topics = all_topics(session)
-        session.expunge_all()
-    return topics
+        return offered_topics(session, ctx.settings.topics, own)
 
 
 def worded(errors: Iterable[MemberError]) -> list[str]:
@@ -72,7 +71,7 @@ def worded(errors: Iterable[MemberError]) -> list[str]:
 
 
 def read_profile(
-    form: FormData, topics: list[Topic], email: str | None = None
+    ctx: WebContext, form: FormData, topics: list[TopicChoice], email: str | None = None
 ) -> tuple[MemberRecord | None, list[MemberError]]:
     """The subscribe or preferences form as a validated record (or its errors); ``email``
     is the link's member's address on the preferences page (the form has none)."""
@@ -80,7 +79,8 @@ def read_profile(
     if email is not None:
         values["email"] = email
     ticked = [topic_slug(str(v)) for v in form.getlist("topics")]
-    return parse_profile(values, ticked, {t.slug: t.name for t in topics})
+    offered = {t.slug: t.name for t in topics}
+    return parse_profile(values, ticked, offered, ctx.settings.max_topics_per_member)
 
 
 # ------------------------------------------------------------------ subscribe
@@ -89,7 +89,7 @@ def read_profile(
 def _subscribe_page(
     request: Request,
     ctx: WebContext,
-    topics: list[Topic],
+    topics: list[TopicChoice],
     errors: list[str] | None = None,
     form: FormData | None = None,
     status_code: int = 200,
@@ -134,10 +134,20 @@ async def subscribe(request: Request) -> Response:
     form = await request.form()
     ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
     topics = await run_in_threadpool(_topics, ctx)
-    record, errors = read_profile(form, topics)
+    record, errors = read_profile(ctx, form, topics)
     if record is None:
         return _subscribe_page(request, ctx, topics, worded(errors), form, status_code=400)
     requested = await run_in_threadpool(ctx.membership.request, record)
+    if requested.kind == "limited":  # the same answer whatever the address's state
+        hours = max(1, round((requested.wait or 0) / 3600))
+        return ctx.message(
+            request,
+            "We already sent you a link",
+            f"We already sent you a link at {record.email} a short while ago, so we have not sent "
+            "another: open the link in that message (look in your spam folder too). If you "
+            f"cannot find it, you can ask for a new one in about {hours} "
+            f"hour{'s' if hours != 1 else ''}.",
+        )
     if not requested.sent:  # the same answer whatever the address's state: it reveals nothing
         return ctx.message(
             request,
@@ -209,8 +219,9 @@ async def confirm(request: Request) -> Response:
 # ------------------------------------------------------------------ preferences
 
 
-def _prefs_state(ctx: WebContext, token: str) -> tuple[MemberView, list[Topic]]:
-    return ctx.membership.preferences(token), _topics(ctx)
+def _prefs_state(ctx: WebContext, token: str) -> tuple[MemberView, list[TopicChoice]]:
+    view = ctx.membership.preferences(token)
+    return view, _topics(ctx, view.topics)
 
 
 def _prefs_page(
@@ -218,7 +229,7 @@ def _prefs_page(
     ctx: WebContext,
     token: str,
     view: MemberView,
-    topics: list[Topic],
+    topics: list[TopicChoice],
     errors: list[str] | None = None,
     notice: str = "",
     status_code: int = 200,
@@ -269,7 +280,7 @@ async def preferences(request: Request) -> Response:
     record = None
     if action == "save":
         view, topics = await run_in_threadpool(_prefs_state, ctx, token)
-        record, errors = read_profile(form, topics, view.email)
+        record, errors = read_profile(ctx, form, topics, view.email)
         if record is None:
             return _prefs_page(request, ctx, token, view, topics, worded(errors), status_code=400)
     try:

@@ -3,10 +3,18 @@
 Metrics are read from the store on each scrape (the ledger is the queue), so every web process
 reports the same numbers. The scheduler's last tick comes from its ``scheduler_state`` row, or
 from :func:`record_tick` when a scheduler runs in this process.
+
+Metrics are nobody's business but the operator's: they are served with a bearer token
+(``DIGEST_METRICS_TOKEN``), or on their own listener (``metrics_listen``, for a monitoring
+network), and otherwise not at all. Nor do they count pending members: anyone can add one
+with the subscribe form, and the count moving by one would tell whether an address was
+already known.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from datetime import datetime, timedelta
 
@@ -24,6 +32,8 @@ from digest.scheduler import stored_last_tick
 from digest.web.context import WebContext, web_context
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Member statuses /metrics leaves out: a stranger moves the pending count (see above).
+UNCOUNTED_MEMBER_STATUSES = frozenset({"pending"})
 #: Send rate is averaged over this window.
 RATE_WINDOW = timedelta(minutes=5)
 
@@ -102,8 +112,10 @@ def metrics_text(ctx: WebContext) -> str:
     _gauge(lines, "digest_deliveries", "Deliveries in the ledger by status.")
     for status, count in by_status.items():
         lines.append(f'digest_deliveries{{status="{status}"}} {count}')
-    _gauge(lines, "digest_members", "Members by status.")
+    _gauge(lines, "digest_members", "Members by status (pending ones are not counted).")
     for status, count in members.items():
+        if status in UNCOUNTED_MEMBER_STATUSES:
+            continue
         lines.append(f'digest_members{{status="{status}"}} {count}')
     queue = ledger.queue_depth(by_status)
     _gauge(lines, "digest_queue_depth", "Deliveries not yet finished (planned, retry, sending).")
@@ -144,8 +156,38 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _refusal(request: Request, ctx: WebContext) -> Response | None:
+    """Why this request gets no metrics (a response saying so), or None."""
+    token = ctx.settings.metrics_token
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            hashlib.sha256(given.strip().encode()).digest(),
+            hashlib.sha256(token.encode()).digest(),
+        ):
+            return None
+        return PlainTextResponse(
+            "metrics need the bearer token (DIGEST_METRICS_TOKEN)\n",
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    if request.app.state.metrics_listener:
+        return None
+    if ctx.settings.metrics_listen:
+        return PlainTextResponse("not found\n", status_code=404)
+    return PlainTextResponse(
+        "metrics are off: set DIGEST_METRICS_TOKEN (scrape with a bearer token) or "
+        "metrics_listen (a host:port of their own)\n",
+        status_code=403,
+    )
+
+
 async def metrics(request: Request) -> Response:
-    body = await run_in_threadpool(metrics_text, web_context(request))
+    ctx = web_context(request)
+    refused = _refusal(request, ctx)
+    if refused is not None:
+        return refused
+    body = await run_in_threadpool(metrics_text, ctx)
     return PlainTextResponse(
         body, media_type=PROMETHEUS_TYPE, headers={"Cache-Control": "no-store"}
     )
