@@ -32,7 +32,7 @@ OWN_HEADERS = frozenset(
     for h in (
         "Date", "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Message-ID", "MIME-Version",
         "Content-Type", "Content-Transfer-Encoding", "List-Id", "List-Unsubscribe",
-        "List-Unsubscribe-Post",
+        "List-Unsubscribe-Post", "Feedback-ID",
     )
 )  # fmt: skip
 
@@ -180,6 +180,22 @@ def _date(date: datetime, offset: timedelta | None) -> str:
     ``offset`` is part of the key: equal instants in two zones compare equal but print apart.
     """
     return format_datetime(date)
+
+
+_FEEDBACK_FIELD_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@functools.lru_cache(maxsize=1024)
+def feedback_id(campaign: str, list_id: str, sender: str) -> str:
+    """``Feedback-ID: campaign:list:mailing:sender`` for Gmail's feedback loop.
+
+    Gmail reports complaint rates per field; the last is the sender's own, steady id. Each
+    field is cut to plain characters (a colon separates fields, so an edition key's
+    ``daily:2026-11-24`` becomes ``daily-2026-11-24``).
+    """
+    fields = (campaign, list_id, "digest", sender)
+    cleaned = [_FEEDBACK_FIELD_RE.sub("-", one_line(f)).strip("-")[:60] or "none" for f in fields]
+    return ":".join(cleaned)
 
 
 def _boundary(seed: str) -> str:
@@ -365,12 +381,17 @@ def compose_message(
     unsubscribe_url: str,
     unsubscribe_mailto_url: str,
     reply_to: str = "",
+    feedback: str = "",
     extra_headers: Mapping[str, str] | None = None,
     signer: MessageSigner | None = None,
 ) -> bytes:
     """One multipart/alternative message (text first, then HTML) as CRLF bytes.
 
-    ``signer`` (DKIM) signs the finished bytes, so the signature covers exactly what is sent.
+    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` is written only when the
+    unsubscribe URL is https (RFC 8058; Gmail and Yahoo ignore one-click over http): with an
+    http URL, List-Unsubscribe carries the mailto alone. ``feedback`` is the Feedback-ID
+    value (see ``feedback_id``). ``signer`` (DKIM) signs the finished bytes, so the signature
+    covers exactly what is sent.
     """
     if date.tzinfo is None:
         raise ValueError("date must be timezone-aware")
@@ -381,10 +402,10 @@ def compose_message(
     message_id = _ascii_token(message_id, "message_id")
     if not (message_id.startswith("<") and message_id.endswith(">") and "@" in message_id):
         raise ValueError(f"message_id must look like <id@domain>, got {message_id!r}")
-    unsubscribe = [
-        f"<{_ascii_token(unsubscribe_url, 'unsubscribe_url')}>",
-        f"<{_ascii_token(unsubscribe_mailto_url, 'unsubscribe_mailto_url')}>",
-    ]
+    web_unsubscribe = _ascii_token(unsubscribe_url, "unsubscribe_url")
+    one_click = web_unsubscribe[:8].lower() == "https://"
+    unsubscribe = [f"<{web_unsubscribe}>"] if one_click else []
+    unsubscribe.append(f"<{_ascii_token(unsubscribe_mailto_url, 'unsubscribe_mailto_url')}>")
     subject = one_line(rendered.subject)
 
     head: list[bytes] = [
@@ -402,8 +423,11 @@ def compose_message(
         _fold_list("Message-ID", [message_id]),
         _address_header("List-Id", one_line(list_name), _ascii_token(list_addr, "list id")),
         _fold_list("List-Unsubscribe", unsubscribe),
-        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
     ]
+    if one_click:
+        head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+    if feedback:
+        head.append(_fold_list("Feedback-ID", [_ascii_token(feedback, "feedback id")]))
     for name, value in (extra_headers or {}).items():
         if not _HEADER_NAME_RE.match(name) or name.lower() in OWN_HEADERS:
             raise ValueError(f"extra header {name!r} is not allowed")

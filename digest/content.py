@@ -62,6 +62,8 @@ class DigestLinks:
     unsubscribe_url: str
     unsubscribe_mailto: str
     archive_url: str = ""
+    view_url: str = ""  # this delivery's web copy ("View in browser"); "" when there is none
+    subscribe_url: str = ""  # for whoever reads a forwarded copy
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,15 @@ class DigestIssue:
     site_name: str
     base_url: str
     more: tuple[ArticleView, ...] = field(default=())  # listed as links only (size budget)
+    #: every group as selected, before the size budget moved any article into ``more``: the
+    #: contents list and the plain-text part show them all (empty: ``groups``)
+    selected: tuple[TopicGroup, ...] = field(default=())
+    web: bool = False  # the web copy: no member, no personal links, nothing cut for size
+
+    @property
+    def all_groups(self) -> tuple[TopicGroup, ...]:
+        """The groups as selected (the size budget never shortens these)."""
+        return self.selected or self.groups
 
     @cached_property
     def articles(self) -> tuple[ArticleView, ...]:

@@ -31,6 +31,7 @@ SIGNED_HEADERS: tuple[str, ...] = (
     "List-Id",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
+    "Feedback-ID",
 )
 
 _TAG_RE = re.compile(r"\s*([a-zA-Z]+)\s*=\s*([^;]*)")

@@ -95,7 +95,13 @@ def check_base_url(settings: Settings) -> Check:
     if _is_local_host(parts.hostname):
         return Check(name, "warn", f"{url}: members cannot open links to a local address")
     if parts.scheme != "https":
-        return Check(name, "warn", f"{url}: use https for preferences and unsubscribe links")
+        return Check(
+            name,
+            "fail",
+            f"{url}: not https, so messages carry no one-click unsubscribe (RFC 8058; Gmail and "
+            "Yahoo require it for bulk mail) and links travel in the clear; serve the web app "
+            "behind TLS and set an https base_url",
+        )
     return Check(name, "ok", url)
 
 
@@ -549,7 +555,12 @@ def check_brand(settings: Settings) -> Check:
     if ratio < 4.5:
         return Check(name, "warn", f"accent colour contrast {ratio:.1f}:1 on white (needs 4.5)")
     if not settings.postal_address.strip():
-        return Check(name, "warn", "postal_address is empty; anti-spam laws require one")
+        return Check(
+            name,
+            "warn",
+            "postal_address is empty: anti-spam laws require one, and run, worker and serve "
+            "refuse to send to real recipients without it",
+        )
     return Check(name, "ok", f"accent {settings.brand_accent_color} ({ratio:.1f}:1)")
 
 

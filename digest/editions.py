@@ -8,12 +8,14 @@ sends (digests and the outbound door's notices) with the same headers and DKIM s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from email.utils import parseaddr
 
-from digest.compose import compose_message
+from digest.compose import compose_message, feedback_id
 from digest.content import ArticleView, DigestIssue, DigestLinks, MemberView, Rendered
 from digest.dkim import signer_from_settings
+from digest.members.rules import ACTIVE
 from digest.render import Renderer
 from digest.schedule import edition_label
 from digest.selection import group_by_topic
@@ -29,11 +31,18 @@ class Editions:
         self.renderer = renderer or Renderer.from_settings(settings)
         self.signer = TokenSigner(settings.secret_key)
         self.dkim = signer_from_settings(settings)
+        # Feedback-ID's list field: the List-Id's address part, the same for every message
+        self._list = parseaddr(settings.effective_list_id)[1] or settings.effective_list_id
 
     def issue(
-        self, member: MemberView, edition: str, articles: Sequence[ArticleView], now: datetime
+        self,
+        member: MemberView,
+        edition: str,
+        articles: Sequence[ArticleView],
+        now: datetime,
+        delivery_id: int | None = None,
     ) -> DigestIssue:
-        links = self.links(member, now)
+        links = self.links(member, now, delivery_id)
         return DigestIssue(
             member=member,
             edition=edition,
@@ -44,15 +53,45 @@ class Editions:
             base_url=self.settings.base_url,
         )
 
-    def links(self, member: MemberView, now: datetime) -> DigestLinks:
-        """The member's own links: preferences, unsubscribe (https and mailto)."""
+    def links(
+        self, member: MemberView, now: datetime, delivery_id: int | None = None
+    ) -> DigestLinks:
+        """The member's own links: preferences, unsubscribe (https and mailto), and with a
+        ``delivery_id`` that delivery's "View in browser" link."""
         return member_links(
             self.signer,
             self.settings.base_url,
             member,
             now,
             self.settings.effective_unsubscribe_mailto,
+            delivery_id,
         )
+
+    def web_copy(
+        self,
+        edition: str,
+        articles: Sequence[ArticleView],
+        topic_slugs: Collection[str] = (),
+    ) -> str:
+        """An edition as a web page ("View in browser", archives): the email's content with no
+        member in it, no personal link, nothing cut for size, and a "Subscribe" link.
+
+        ``topic_slugs`` are the topics the reader's email grouped the articles under (its
+        topic sections); without them each article is filed under its first topic.
+        """
+        reader = stand_in_reader(topic_slugs)
+        base = self.settings.base_url.rstrip("/")
+        issue = DigestIssue(
+            member=reader,
+            edition=edition,
+            edition_label=edition_label(edition),
+            groups=group_by_topic(reader, articles),
+            links=DigestLinks("", "", "", subscribe_url=f"{base}/subscribe"),
+            site_name=self.settings.site_name,
+            base_url=self.settings.base_url,
+            web=True,
+        )
+        return self.renderer.render_digest(issue).html
 
     def compose(
         self,
@@ -61,8 +100,12 @@ class Editions:
         message_id: str,
         now: datetime,
         links: DigestLinks | None = None,
+        campaign: str = "notice",
     ) -> bytes:
-        """The message bytes for ``member``: the shared headers, their links, DKIM-signed."""
+        """The message bytes for ``member``: the shared headers, their links, DKIM-signed.
+
+        ``campaign`` (the edition key, or the kind of notice) leads the Feedback-ID header.
+        """
         links = links or self.links(member, now)
         return compose_message(
             rendered,
@@ -75,6 +118,7 @@ class Editions:
             unsubscribe_url=links.unsubscribe_url,
             unsubscribe_mailto_url=links.unsubscribe_mailto,
             reply_to=self.settings.reply_to,
+            feedback=feedback_id(campaign, self._list, self.settings.from_domain),
             signer=self.dkim,
         )
 
@@ -85,12 +129,30 @@ class Editions:
         articles: Sequence[ArticleView],
         message_id: str,
         now: datetime,
+        delivery_id: int | None = None,
         subject_prefix: str = "",
     ) -> tuple[Rendered, bytes]:
-        """The member's edition as (parts, message bytes); ``subject_prefix`` marks a copy
-        that is not the edition itself (a test copy)."""
-        issue = self.issue(member, edition, articles, now)
+        """The member's edition as (parts, message bytes); ``delivery_id`` (the ledger row)
+        gives it its "View in browser" link; ``subject_prefix`` marks a copy that is not the
+        edition itself (a test copy)."""
+        issue = self.issue(member, edition, articles, now, delivery_id)
         rendered = self.renderer.render_digest(issue)
+        campaign = edition
         if subject_prefix:
             rendered = dataclasses.replace(rendered, subject=subject_prefix + rendered.subject)
-        return rendered, self.compose(rendered, member, message_id, now, issue.links)
+            campaign = f"test-{edition}"
+        return rendered, self.compose(rendered, member, message_id, now, issue.links, campaign)
+
+
+def stand_in_reader(topic_slugs: Collection[str] = ()) -> MemberView:
+    """Nobody in particular: the reader of a web copy (id 0, no name, no address)."""
+    return MemberView(
+        id=0,
+        email="",
+        name="",
+        status=ACTIVE,
+        frequency="daily",
+        timezone="UTC",
+        send_hour=0,
+        topic_slugs=frozenset(topic_slugs),
+    )

@@ -200,23 +200,43 @@ class RecordedEdition:
     edition: str
     message_id: str
     article_ids: tuple[int, ...]
+    id: int = 0  # the delivery row
+    subscriber_id: int = 0
+
+
+_RECORDED_COLUMNS = (
+    Delivery.edition,
+    Delivery.message_id,
+    Delivery.article_ids,
+    Delivery.id,
+    Delivery.subscriber_id,
+)
+
+
+def _recorded(row: Any) -> RecordedEdition:
+    return RecordedEdition(row[0], row[1], tuple(row[2] or ()), row[3] or 0, row[4])
 
 
 def member_edition(
     session: Session, member_id: int, edition: str | None = None
 ) -> RecordedEdition | None:
     """The member's recorded ``edition``, or (None) their oldest edition not finished yet."""
-    query = select(Delivery.edition, Delivery.message_id, Delivery.article_ids).where(
-        Delivery.subscriber_id == member_id
-    )
+    query = select(*_RECORDED_COLUMNS).where(Delivery.subscriber_id == member_id)
     if edition is not None:
         query = query.where(Delivery.edition == edition)
     else:
         query = query.where(col(Delivery.status).in_(UNFINISHED_STATUSES))
     row = session.exec(query.order_by(col(Delivery.id))).first()
-    if row is None:
-        return None
-    return RecordedEdition(row[0], row[1], tuple(row[2] or ()))
+    return None if row is None else _recorded(row)
+
+
+def delivery_edition(session: Session, delivery_id: int) -> RecordedEdition | None:
+    """What delivery ``delivery_id`` is (its edition and articles), planned or sent; None for
+    a delivery that is not in the ledger, or one that was skipped (it never went out)."""
+    row = session.exec(
+        select(*_RECORDED_COLUMNS).where(Delivery.id == delivery_id, Delivery.status != SKIPPED)
+    ).first()
+    return None if row is None else _recorded(row)
 
 
 def existing_editions(session: Session, pairs: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:

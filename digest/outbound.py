@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from digest import ledger
+from digest.compliance import postal_address_problem
 from digest.compose import UnmailableAddress
 from digest.content import MemberView, Rendered
 from digest.editions import Editions
@@ -75,11 +76,19 @@ class Outbound:
         message_id = ledger.new_message_id(f"test.{preview.edition}", self.settings.from_domain)
         try:
             rendered, data = self.editions.message_for(
-                member, preview.edition, preview.articles, message_id, now, TEST_PREFIX
+                member,
+                preview.edition,
+                preview.articles,
+                message_id,
+                now,
+                delivery_id=preview.delivery_id,
+                subject_prefix=TEST_PREFIX,
             )
         except UnmailableAddress as exc:
             return self._unmailable("test", member, TEST_PREFIX, message_id, exc)
-        sent = self._transmit(data, member, "test", message_id, rendered.subject)
+        sent = self._refused("test", member, rendered.subject, message_id) or self._transmit(
+            data, member, "test", message_id, rendered.subject
+        )
         log.info("test copy of %s to %s: %s", preview.edition, to, sent.server_said)
         return sent
 
@@ -87,10 +96,20 @@ class Outbound:
         """Compose ``rendered`` for ``member`` and send it; ``kind`` names it in logs and ids."""
         message_id = ledger.new_message_id(kind, self.settings.from_domain)
         try:
-            data = self.editions.compose(rendered, member, message_id, now)
+            data = self.editions.compose(rendered, member, message_id, now, campaign=kind)
         except UnmailableAddress as exc:
             return self._unmailable(kind, member, rendered.subject, message_id, exc)
-        return self._transmit(data, member, kind, message_id, rendered.subject)
+        return self._refused(kind, member, rendered.subject, message_id) or self._transmit(
+            data, member, kind, message_id, rendered.subject
+        )
+
+    def _refused(self, kind: str, member: MemberView, subject: str, message_id: str) -> Sent | None:
+        """Compliance by construction: without a postal address, no mail to a real domain."""
+        problem = postal_address_problem(self.settings, [member.email])
+        if problem is None:
+            return None
+        log.error("%s mail to member %s not sent: %s", kind, member.id, problem)
+        return Sent(False, subject, message_id, None, problem)
 
     @staticmethod
     def _unmailable(

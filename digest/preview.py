@@ -36,6 +36,7 @@ class Preview:
     articles: tuple[ArticleView, ...]
     rendered: Rendered
     message: bytes
+    delivery_id: int | None = None  # the ledger row previewed, if it is a recorded edition
 
     @property
     def parsed(self) -> EmailMessage:
@@ -87,10 +88,12 @@ def preview(
         else:
             member = stand_in_member(settings, topics, frequency)
             recorded = None
+        delivery_id = None
         if recorded is not None:
             found = catalog.articles_by_id(session, recorded.article_ids)
             articles = tuple(found[i] for i in recorded.article_ids if i in found)
             edition_key, message_id = recorded.edition, recorded.message_id
+            delivery_id = recorded.id
         else:
             limits = limits_from(settings)
             candidates = catalog.candidate_articles(session, now, now - limits.max_age)
@@ -124,8 +127,10 @@ def preview(
             message_id = ledger.new_message_id(f"preview.{upcoming.key}", settings.from_domain)
     if not articles:
         return None
-    rendered, data = editions.message_for(member, edition_key, articles, message_id, now)
-    return Preview(member, edition_key, articles, rendered, data)
+    rendered, data = editions.message_for(
+        member, edition_key, articles, message_id, now, delivery_id=delivery_id
+    )
+    return Preview(member, edition_key, articles, rendered, data, delivery_id)
 
 
 # ------------------------------------------------------------------ the upcoming issue

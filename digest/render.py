@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ from digest.compose import one_line
 from digest.content import ArticleView, DigestIssue, MemberView, Personal, Rendered, TopicGroup
 from digest.resources import template_folders, template_loader
 from digest.sections import InsertsAltered, SectionCache
+from digest.summaries import ELLIPSIS, Summary, key_point_summary
 
 if TYPE_CHECKING:
     from digest.settings import Settings
@@ -39,6 +39,12 @@ if TYPE_CHECKING:
 #: Gmail clips an HTML part over 102 KB; the default budget leaves room for personal values.
 GMAIL_CLIP_BYTES = 102 * 1024
 DEFAULT_HTML_BUDGET = 90_000
+#: Longest subject: what a phone's inbox list shows before it cuts the line.
+SUBJECT_MAX = 70
+DEFAULT_SUMMARY_WORDS = 40
+#: Zero-width joiners and no-break spaces after the preheader: an inbox list fills its preview
+#: line with the body's first words unless something invisible takes their place.
+PREHEADER_PADDING = Markup("&#847;&zwnj;&nbsp;" * 50)
 
 MONTHS = (
     "January", "February", "March", "April", "May", "June",
@@ -50,6 +56,7 @@ DIGEST_TEMPLATES = (
     "email/layout.mjml.j2",
     "email/_masthead.mjml.j2",
     "email/_article.mjml.j2",
+    "email/_contents_entry.mjml.j2",
     "email/digest.txt.j2",
     "email/_article.txt.j2",
     "email/subject.txt.j2",
@@ -68,9 +75,34 @@ def date_long(value: datetime) -> str:
     return f"{value.day} {MONTHS[value.month - 1]} {value.year}"
 
 
-def wrap72(value: str, indent: str = "", width: int = 72) -> str:
-    """Wrap at 72 columns for the text part; long words (URLs) are never broken."""
+def wrap(value: str, indent: str = "", width: int = 78) -> str:
+    """Wrap at 78 columns for the text part; long words (URLs) are never broken."""
     return _wrap(str(value), indent, width)
+
+
+def wrap72(value: str, indent: str = "", width: int = 72) -> str:
+    """``wrap`` at 72 columns (kept for templates written for it)."""
+    return _wrap(str(value), indent, width)
+
+
+def shorten(value: str, width: int) -> str:
+    """``value`` on one line, at most ``width`` characters: cut at a word, with an ellipsis."""
+    text = clean_line(str(value))
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if space > width // 2:  # a word boundary not too far back; else cut inside the word
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-\u2013\u2014") + ELLIPSIS
+
+
+def article_href(article: ArticleView) -> str:
+    """Where an article's links in the HTML part lead: every headline, "Read more" and
+    contents link goes through here (its URL if http(s), else no link)."""
+    return http_url(article.url)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -158,14 +190,33 @@ def make_environment(
         auto_reload=auto_reload,
     )
     env.filters["date_long"] = date_long
+    env.filters["wrap"] = wrap
     env.filters["wrap72"] = wrap72
+    env.filters["shorten"] = shorten
     env.filters["http_url"] = http_url
+    env.filters["article_href"] = article_href
+    env.globals["preheader_padding"] = PREHEADER_PADDING
+    env.globals["summary"] = functools.partial(summarize, words=DEFAULT_SUMMARY_WORDS)
     return env
+
+
+def summarize(article: ArticleView, words: int = DEFAULT_SUMMARY_WORDS) -> Summary:
+    """An article's key points cut to ``words`` words (0: all of them, in full)."""
+    return key_point_summary(article.key_points, words)
+
+
+#: MJML's own reset styles (``table, td {border-collapse ...}``, ``p {margin: 13px 0}``): kept
+#: in the head, not inlined onto every table, cell and paragraph (8 KB of a 20-article page;
+#: the clients that need them read style blocks).
+_MJML_RESET = '<style type="text/css">\n#outlook a {'
 
 
 def mjml_to_html(mjml_source: str) -> str:
     """Compile MJML and inline the CSS; never touches the network; keeps the doctype."""
     compiled = mjml2html(mjml_source, fonts={})
+    compiled = compiled.replace(
+        _MJML_RESET, '<style type="text/css" data-premailer="ignore">\n#outlook a {', 1
+    )
     match = _DOCTYPE_RE.match(compiled)
     inlined = Premailer(
         compiled,
@@ -178,6 +229,9 @@ def mjml_to_html(mjml_source: str) -> str:
         base_url=None,
         external_styles=None,
         exclude_pseudoclasses=True,
+        # keep MJML's pixel widths: premailer would turn <img width="180"> into width="100%"
+        # from the CSS, and Outlook for Windows then draws the image at the file's own width
+        disable_basic_attributes=["width", "height"],
     ).transform()
     if match and not _DOCTYPE_RE.match(inlined):
         inlined = f"{match.group(1)}\n{inlined}"
@@ -219,6 +273,8 @@ class LinksContext:
     unsubscribe_url: str
     unsubscribe_mailto: str
     archive_url: str
+    view_url: str
+    subscribe_url: str
 
 
 def personal_values(issue: DigestIssue) -> dict[str, str]:
@@ -229,20 +285,60 @@ def personal_values(issue: DigestIssue) -> dict[str, str]:
         "preferences_url": clean_line(issue.links.preferences_url),
         "unsubscribe_url": clean_line(issue.links.unsubscribe_url),
         "unsubscribe_mailto": clean_line(issue.links.unsubscribe_mailto),
+        "view_url": clean_line(issue.links.view_url),
     }
 
 
+def contents_of(issue: DigestIssue) -> tuple[TopicGroup, ...]:
+    """Every article of the issue by topic, as selected: the groups before the size budget
+    moved any into ``more``, and any other ``more`` articles in a group of their own."""
+    groups = issue.all_groups
+    listed = {a.id for g in groups for a in g.articles}
+    extra = tuple(a for a in issue.more if a.id not in listed)
+    return (*groups, TopicGroup("More in this issue", extra)) if extra else groups
+
+
+def spans_topics(articles: Sequence[ArticleView]) -> bool:
+    """Whether the articles between them have more than one topic (then each card says its
+    topics; in a one-topic digest the line would only repeat the section heading)."""
+    seen: set[str] = set()
+    for article in articles:
+        seen.update(article.topic_slugs or (t.casefold() for t in article.topics))
+        if len(seen) > 1:
+            return True
+    return False
+
+
+def preview_line(issue: DigestIssue, articles: Sequence[ArticleView]) -> str:
+    """The preheader: the headlines after the one the subject names, then the date."""
+    rest = [clean_line(a.title) for a in articles[1:3]]
+    if len(articles) > 3:
+        rest.append(f"and {len(articles) - 3} more")
+    label = clean_line(issue.edition_label)
+    if not rest:
+        return f"{clean_line(articles[0].title)} \u00b7 {label}" if articles else label
+    return f"Also: {'; '.join(rest)} \u00b7 {label}"
+
+
 def _digest_context(issue: DigestIssue, values: Mapping[str, str], brand: Brand) -> dict[str, Any]:
+    contents = contents_of(issue)
+    everything = tuple(a for g in contents for a in g.articles)
     return {
         "brand": brand,
-        "article_count": len(issue.articles) + len(issue.more),
+        "article_count": len(everything),
         "site_name": issue.site_name,
         "base_url": issue.base_url,
         "edition": issue.edition,
         "edition_label": issue.edition_label,
         "groups": issue.groups,
+        "contents": contents,
+        "carded": frozenset(a.id for a in issue.articles),
         "more": issue.more,
-        "articles": issue.articles,
+        # the "More in this issue" links: lines like the contents list's (one group, no label)
+        "more_list": (TopicGroup("More in this issue", issue.more),),
+        "articles": everything,
+        "preview_line": preview_line(issue, everything),
+        "web": issue.web,
         "member": MemberContext(
             name=values["name"],
             email=values["email"],
@@ -254,12 +350,15 @@ def _digest_context(issue: DigestIssue, values: Mapping[str, str], brand: Brand)
             unsubscribe_url=values["unsubscribe_url"],
             unsubscribe_mailto=values["unsubscribe_mailto"],
             archive_url=issue.links.archive_url,
+            view_url=values["view_url"],
+            subscribe_url=issue.links.subscribe_url,
         ),
     }
 
 
 def clean_subject(value: str) -> str:
-    return clean_line(value)
+    """One line of at most ``SUBJECT_MAX`` characters, whatever the template printed."""
+    return shorten(value, SUBJECT_MAX)
 
 
 def with_articles_kept(issue: DigestIssue, keep: int) -> DigestIssue:
@@ -274,6 +373,7 @@ def with_articles_kept(issue: DigestIssue, keep: int) -> DigestIssue:
         issue,
         groups=tuple(g for g in groups if g.articles),
         more=moved + tuple(a for a in issue.more if a.id not in kept),
+        selected=issue.all_groups,
     )
 
 
@@ -366,12 +466,15 @@ class Renderer:
         html_size_budget: int = DEFAULT_HTML_BUDGET,
         brand: Brand | None = None,
         check_seconds: float = 1.0,
+        summary_words: int = DEFAULT_SUMMARY_WORDS,
     ) -> None:
         self.templates_dir = templates_dir
         self._folders = template_folders(templates_dir)
         # the renderer checks the templates' mtimes itself, at most every ``check_seconds``
         # (a send run renders thousands of pages a second: ten stat calls each add up)
         self.env = make_environment(self.templates_dir, auto_reload=False)
+        self.summary_words = max(0, summary_words)
+        self.env.globals["summary"] = functools.partial(summarize, words=self.summary_words)
         self.check_seconds = check_seconds
         self._checked_at = float("-inf")
         self.html_size_budget = html_size_budget
@@ -380,8 +483,9 @@ class Renderer:
         self._stamp: tuple[int, ...] | None = None
         self._sections = SectionCache(mjml_to_html)
         self._direct_compiles = 0
-        self._verbatim = (False, False)  # may cards / texts be printed as stand-ins
-        self._cards: dict[tuple[str, int, str, str, str], tuple[ArticleView, str]] = {}
+        self._verbatim = (False, False, False)  # may cards / texts / entries be stand-ins
+        self._cards: dict[tuple[str, int, str, str, str, bool, bool], tuple[ArticleView, str]]
+        self._cards = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
@@ -389,6 +493,7 @@ class Renderer:
         return cls(
             settings.templates_dir,
             html_size_budget=settings.html_size_budget,
+            summary_words=settings.summary_words,
             brand=Brand(
                 accent=settings.brand_accent_color,
                 logo_url=settings.brand_logo_url,
@@ -419,6 +524,7 @@ class Renderer:
                 self._verbatim = (
                     prints_verbatim(self.env, "article_cards"),
                     prints_verbatim(self.env, "article_texts"),
+                    prints_verbatim(self.env, "contents_entries"),
                 )
                 self._stamp = stamp
             return self._sections
@@ -426,10 +532,13 @@ class Renderer:
     # -- digest
 
     def render_digest(self, issue: DigestIssue, cache: bool = True) -> Rendered:
-        """One member's edition; ``cache=False`` compiles the whole page from scratch."""
+        """One member's edition; ``cache=False`` compiles the whole page from scratch.
+
+        The web copy (``issue.web``) is not cut to the size budget: no mail client clips it.
+        """
         values = personal_values(issue)
         mode = _Direct() if not cache else _Reuse(self.section_cache, issue, values)
-        fitted, parts, context = self._fit(issue, values, mode)
+        fitted, parts, context = self._fit(issue, values, mode, budget=not issue.web)
         get = self.env.get_template
         text, text_parts = self._text(context)
         return Rendered(
@@ -490,36 +599,38 @@ class Renderer:
         :meth:`SectionCache.insert_tag`): the page's source stays small.
         """
         context = _digest_context(issue, values, self.brand)
-        context["article_card"] = functools.partial(
-            self._article_card, site_name=issue.site_name, base_url=issue.base_url
+        # an article's topics are worth a line only when the digest spans more than one
+        shared = {
+            "site_name": issue.site_name,
+            "base_url": issue.base_url,
+            "show_topics": spans_topics(context["articles"]),
+        }
+        context["article_card"] = functools.partial(self._article_card, **shared)
+        context["article_text"] = functools.partial(self._article_text, **shared)
+        context["article_cards"] = functools.partial(self._article_cards, **shared)
+        context["article_texts"] = functools.partial(self._article_texts, **shared)
+        entries = functools.partial(
+            self._contents_entries,
+            carded=context["carded"],
+            site_name=issue.site_name,
+            base_url=issue.base_url,
         )
-        context["article_text"] = functools.partial(
-            self._article_text, site_name=issue.site_name, base_url=issue.base_url
-        )
-        context["article_cards"] = functools.partial(
-            self._article_cards, site_name=issue.site_name, base_url=issue.base_url
-        )
-        context["article_texts"] = functools.partial(
-            self._article_texts, site_name=issue.site_name, base_url=issue.base_url
-        )
-        verbatim_cards, verbatim_texts = self._verbatim
+        context["contents_entries"] = entries
+        verbatim_cards, verbatim_texts, verbatim_entries = self._verbatim
         if sections is not None and cards is not None and verbatim_cards:
             context["article_cards"] = functools.partial(
-                self._article_cards,
-                site_name=issue.site_name,
-                base_url=issue.base_url,
-                collect=cards,
-                stand_in=sections.insert_tag,
+                self._article_cards, **shared, collect=cards, stand_in=sections.insert_tag
+            )
+        if sections is not None and cards is not None and verbatim_entries:
+            context["contents_entries"] = functools.partial(
+                entries, collect=cards, stand_in=sections.insert_tag
             )
         if sections is not None and verbatim_texts:
             texts: list[str] = []
             context["_plain_texts"] = context["article_texts"]
             context["_texts"] = texts
             context["article_texts"] = functools.partial(
-                self._article_texts,
-                site_name=issue.site_name,
-                base_url=issue.base_url,
-                collect=texts,
+                self._article_texts, **shared, collect=texts
             )
         return context
 
@@ -529,6 +640,7 @@ class Renderer:
         *,
         site_name: str,
         base_url: str,
+        show_topics: bool = False,
         collect: list[str] | None = None,
         stand_in: Callable[[int], str] | None = None,
     ) -> Markup:
@@ -536,7 +648,12 @@ class Renderer:
         call per page instead of one per article."""
         cards = (
             self._partial(
-                "email/_article.mjml.j2", a, group.topic if i == 0 else "", site_name, base_url
+                "email/_article.mjml.j2",
+                a,
+                group.topic if i == 0 else "",
+                site_name,
+                base_url,
+                show_topics,
             )
             for group in groups
             for i, a in enumerate(group.articles)
@@ -549,16 +666,52 @@ class Renderer:
             collect.append(card)
         return Markup("".join(out))
 
+    def _contents_entries(
+        self,
+        groups: Sequence[TopicGroup],
+        *,
+        carded: Collection[int],
+        site_name: str,
+        base_url: str,
+        collect: list[str] | None = None,
+        stand_in: Callable[[int], str] | None = None,
+    ) -> Markup:
+        """The contents list, one section per headline ("email/_contents_entry.mjml.j2",
+        rendered once per article and reused): a topic names its group's first line when
+        there are several groups."""
+        labelled = len(groups) > 1
+        entries = (
+            self._partial(
+                "email/_contents_entry.mjml.j2",
+                a,
+                group.topic if labelled and i == 0 else "",
+                site_name,
+                base_url,
+                in_card=a.id in carded,
+            )
+            for group in groups
+            for i, a in enumerate(group.articles)
+        )
+        if collect is None or stand_in is None:
+            return Markup("".join(entries))
+        out = []
+        for entry in entries:
+            out.append(stand_in(len(collect)))
+            collect.append(entry)
+        return Markup("".join(out))
+
     def _article_texts(
         self,
         articles: Sequence[ArticleView],
         *,
         site_name: str,
         base_url: str,
+        show_topics: bool = False,
         collect: list[str] | None = None,
     ) -> str:
         texts = (
-            self._partial("email/_article.txt.j2", a, "", site_name, base_url) for a in articles
+            self._partial("email/_article.txt.j2", a, "", site_name, base_url, show_topics)
+            for a in articles
         )
         if collect is None:
             return "".join(texts)
@@ -568,28 +721,45 @@ class Renderer:
             collect.append(text)
         return "".join(out)
 
-    def _article_text(self, article: ArticleView, *, site_name: str, base_url: str) -> str:
+    def _article_text(
+        self, article: ArticleView, *, site_name: str, base_url: str, show_topics: bool = False
+    ) -> str:
         """``_article.txt.j2`` for one article: rendered once, reused like the HTML card."""
-        return self._partial("email/_article.txt.j2", article, "", site_name, base_url)
+        return self._partial("email/_article.txt.j2", article, "", site_name, base_url, show_topics)
 
     def _article_card(
-        self, article: ArticleView, heading: str = "", *, site_name: str, base_url: str
+        self,
+        article: ArticleView,
+        heading: str = "",
+        *,
+        site_name: str,
+        base_url: str,
+        show_topics: bool = False,
     ) -> Markup:
         """``_article.mjml.j2`` for one article, rendered once and reused for every member.
 
-        The card sees only ``article``, ``heading``, ``brand``, ``site_name`` and
-        ``base_url``, so it is the same for everyone who gets the article.
+        The card sees only ``article``, ``heading``, ``brand``, ``site_name``, ``base_url``
+        and ``show_topics``, so it is the same for everyone who gets the article.
         """
         return Markup(
-            self._partial("email/_article.mjml.j2", article, heading, site_name, base_url)
+            self._partial(
+                "email/_article.mjml.j2", article, heading, site_name, base_url, show_topics
+            )
         )
 
     def _partial(
-        self, name: str, article: ArticleView, heading: str, site_name: str, base_url: str
+        self,
+        name: str,
+        article: ArticleView,
+        heading: str,
+        site_name: str,
+        base_url: str,
+        show_topics: bool = False,
+        in_card: bool = True,
     ) -> str:
         # keyed by the article object itself, not its (costly) value hash: the sender reuses
         # one ArticleView per article, and the entry holds it so its id cannot be reused
-        key = (name, id(article), heading, site_name, base_url)
+        key = (name, id(article), heading, site_name, base_url, show_topics, in_card)
         hit = self._cards.get(key)  # one dict operation: atomic, no lock needed
         out = hit[1] if hit is not None and hit[0] is article else None
         if out is None:
@@ -599,7 +769,13 @@ class Renderer:
                 brand=self.brand,
                 site_name=site_name,
                 base_url=base_url,
+                show_topics=show_topics,
+                in_card=in_card,
             )
+            if name.endswith(".mjml.j2"):
+                # a top-level section: white space around it is nothing in MJML but text next
+                # to an mj-raw, so it never reaches the page
+                out = out.strip()
             with self._lock:
                 if len(self._cards) >= 4096:
                     self._cards.clear()
@@ -611,35 +787,35 @@ class Renderer:
         issue: DigestIssue,
         values: Mapping[str, str],
         mode: _Mode,
+        budget: bool = True,
     ) -> tuple[DigestIssue, tuple[str, ...], dict[str, Any]]:
         """The issue cut to the HTML size budget, its page and its template context.
 
-        Both render paths measure the same bytes, so they always cut at the same article.
-        Few renders even for huge issues: the first guess scales the article count by how far
-        over budget the page is, the second uses the bytes per article that guess measured,
-        then it steps down one article at a time.
+        Both render paths measure the same bytes, so they always cut at the same article: the
+        most articles in full whose page fits (a binary search; a kept article adds its card
+        and takes its line out of "More in this issue", so the size grows with the count).
+        Nothing fits: no card at all.
         """
         parts, context = self._page(issue, values, mode)
-        budget = self.html_size_budget
+        limit = self.html_size_budget if budget else 0
         articles = issue.articles
-        size = _size(parts)
-        if budget <= 0 or size <= budget or not articles:
+        if limit <= 0 or _size(parts) <= limit or not articles:
             return issue, parts, context
-        total, full_size = len(articles), size
-        keep = min(total - 1, int(total * budget / size))
-        refined = False
-        while True:
+        best: tuple[DigestIssue, tuple[str, ...], dict[str, Any]] | None = None
+        low, high = 0, len(articles) - 1  # the most that may fit
+        while low <= high:
+            keep = (low + high) // 2
             fitted = with_articles_kept(issue, keep)
             parts, context = self._page(fitted, values, mode)
-            size = _size(parts)
-            if keep == 0 or size <= budget:
-                return fitted, parts, context
-            if not refined and full_size > size:
-                refined = True
-                per_article = (full_size - size) / (total - keep)
-                keep = max(0, min(keep - 1, keep - math.ceil((size - budget) / per_article)))
+            if _size(parts) <= limit:
+                best, low = (fitted, parts, context), keep + 1
             else:
-                keep -= 1
+                high = keep - 1
+        if best is None:  # not even the page without cards fits: that page, all the same
+            fitted = with_articles_kept(issue, 0)
+            parts, context = self._page(fitted, values, mode)
+            best = (fitted, parts, context)
+        return best
 
     def _template_stamp(self) -> tuple[int, ...]:
         """Template mtimes: an edited (or newly overriding) template invalidates the cached

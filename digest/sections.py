@@ -7,8 +7,8 @@ only. So the final page is ``head + compiled(section 1) + ... + compiled(section
 and a section compiled once can be reused wherever it appears.
 
 Reuse goes further than identical sections: a section's *shape* is its MJML with every run of
-text and every link-ish attribute value (``href``, ``src``, ``alt``, ``title``) of the HTML
-inside ``mj-text`` & co. replaced by a numbered marker. Two article cards with the same
+text and every link-ish attribute value (``href``, ``src``, ``alt``, ``title``, ``id``) of the
+HTML inside ``mj-text`` & co. replaced by a numbered marker. Two article cards with the same
 structure share one compile; each member's page is the compiled shapes with the markers
 swapped for that member's text and URLs, serialized by lxml exactly as premailer would have
 serialized them. Everything is keyed on source text, so an edited article or template never
@@ -46,8 +46,9 @@ ENDING_TAGS = frozenset(
         "mj-accordion-title", "mj-accordion-text",
     }
 )  # fmt: skip
-#: Attributes of the HTML inside ending tags that are made slots (values differ per article).
-SLOT_ATTRIBUTES = frozenset({"href", "src", "alt", "title"})
+#: Attributes of the HTML inside ending tags that are made slots (values differ per article:
+#: links, images, and the ids in-message anchors lead to).
+SLOT_ATTRIBUTES = frozenset({"href", "src", "alt", "title", "id"})
 #: HTML elements whose content is not parsed as text with entities.
 RAW_TEXT = frozenset({"script", "style", "title", "textarea", "xmp", "plaintext"})
 
@@ -337,8 +338,11 @@ def _unsafe_css(head: str) -> str | None:
                 continue
             if re.search(r"[+~]", re.sub(r"\[[^\]]*\]|\([^)]*\)", "", selector)):
                 return f"sibling selector {selector!r}"
-            if re.search(r"\[\s*(href|src|alt|title)\b", selector, re.IGNORECASE):
+            if re.search(r"\[\s*(href|src|alt|title|id)\b", selector, re.IGNORECASE):
                 return f"attribute selector {selector!r}"
+            # ids are slots; MJML's own "#outlook a" names no element of a section
+            if re.search(r"#(?!outlook\b)-?[A-Za-z_]", re.sub(r"\[[^\]]*\]", "", selector)):
+                return f"id selector {selector!r}"
     return None
 
 

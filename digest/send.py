@@ -23,6 +23,7 @@ from sqlmodel import Session
 
 from digest import catalog, ledger
 from digest.brake import Brake
+from digest.compliance import postal_address_problem
 from digest.compose import UnmailableAddress
 from digest.content import ArticleView, MemberView
 from digest.editions import Editions
@@ -110,6 +111,10 @@ class Sender:
         self._articles: dict[int, ArticleView] = {}
         # members' topic tuples, shared across claims; a renamed topic shows within seconds
         self._topics = catalog.TopicSets(max_age=5.0)
+        # without a postal address only reserved test domains may be mailed: checked per
+        # message (a member may subscribe after the run began); why sending stopped, if it did
+        self._check_postal = not settings.postal_address.strip()
+        self.refused: str | None = None
 
     def run(
         self,
@@ -124,7 +129,7 @@ class Sender:
         """
         report = SendReport()
         most = max(1, self.settings.smtp_pool_size)
-        stop = lambda: should_stop() or self.breaker.open  # noqa: E731
+        stop = lambda: should_stop() or self.breaker.open or self.refused is not None  # noqa: E731
         errors: list[BaseException] = []
         threads: list[threading.Thread] = []
 
@@ -161,7 +166,10 @@ class Sender:
         report.lanes = len(threads)
         if errors:
             raise errors[0]
-        if self.breaker.open and not report.paused_reason:
+        if self.refused is not None:
+            report.paused_reason = self.refused
+            log.error("sending stopped: %s", report.paused_reason)
+        elif self.breaker.open and not report.paused_reason:
             report.paused_reason = (
                 f"{self.breaker.consecutive} consecutive send errors, "
                 f"last: {self.breaker.last_error}"
@@ -238,6 +246,10 @@ class Sender:
                         return
                     # render this one while the server takes the previous one...
                     prepared = self._prepare(delivery, members)
+                    if prepared is None:  # refused (see ``refused``): it stays queued
+                        settle()
+                        self._release(claimed[i:], worker_id, report)
+                        return
                     settle()  # ...whose verdict has had that long to arrive
                     if stop():  # that verdict may have opened the breaker
                         self._release(claimed[i:], worker_id, report)
@@ -321,20 +333,26 @@ class Sender:
 
     def _prepare(
         self, delivery: ledger.Claimed, members: dict[int, MemberView]
-    ) -> tuple[MemberView, bytes, datetime] | ledger.Outcome:
-        """The message's bytes, or the failure that stops it before sending."""
+    ) -> tuple[MemberView, bytes, datetime] | ledger.Outcome | None:
+        """The message's bytes, the failure that stops it before sending, or None when the
+        settings may not send it at all (``refused`` says why; the delivery is kept)."""
         assert delivery.id is not None
         member = members.get(delivery.subscriber_id)
         if member is None or member.status != ACTIVE:
             status = member.status if member else "deleted"
             return ledger.Outcome(delivery.id, ledger.FAILED, error=f"member is {status}; not sent")
+        if self._check_postal:
+            problem = postal_address_problem(self.settings, [member.email])
+            if problem:
+                self.refused = problem
+                return None
         chosen = [self._articles[i] for i in delivery.article_ids if i in self._articles]
         if not chosen:
             return ledger.Outcome(delivery.id, ledger.FAILED, error="its articles no longer exist")
         now = self.clock()
         try:
             _, data = self.editions.message_for(
-                member, delivery.edition, chosen, delivery.message_id, now
+                member, delivery.edition, chosen, delivery.message_id, now, delivery.id
             )
         except UnmailableAddress as exc:  # an old row's address: this delivery fails, clearly
             log.warning("delivery %s not composed: %s", delivery.id, exc)

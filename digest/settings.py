@@ -66,13 +66,13 @@ _POSITIVE = (
     "subscribe_rate_window_seconds", "pause_seconds", "inbound_max_bytes", "imap_port",
     "dns_port", "dns_timeout", "soft_bounce_limit", "soft_bounce_days", "complaint_window",
     "webhook_tolerance_seconds", "inbound_timeout_seconds", "bounce_rate_min_deliveries",
-    "max_topics_per_member", "web_request_timeout_seconds",
+    "max_topics_per_member", "web_request_timeout_seconds", "view_link_days",
 )  # fmt: skip
 #: Settings where zero means "no limit" or "off", but a negative value means nothing.
 _NOT_NEGATIVE = (
     "rate_per_second", "rate_per_hour", "max_consecutive_errors", "max_lateness_hours",
     "subscribe_rate_limit", "complaint_rate_limit", "bounce_rate_limit", "bounce_poll_minutes",
-    "inbound_rate_limit",
+    "inbound_rate_limit", "summary_words",
 )  # fmt: skip
 
 
@@ -119,6 +119,7 @@ class Settings:
     # article), and how many one member may follow
     topics: tuple[str, ...] = ()
     max_topics_per_member: int = 50
+    view_link_days: int = 365  # how long a digest's "View in browser" link keeps working
     # selection and schedule
     max_items: int = 20
     max_age_days: int = 30
@@ -159,6 +160,7 @@ class Settings:
     dkim_private_key: str = ""  # secret: environment only
     dkim_dns_txt: str = ""  # the selector's published TXT record, for `digest doctor`
     html_size_budget: int = 90_000  # HTML bytes; above it trailing articles become links
+    summary_words: int = 40  # key points cut to this many words per article; 0 = in full
     brand_logo_url: str = ""
     brand_accent_color: str = "#0b57d0"
     postal_address: str = ""
@@ -262,6 +264,12 @@ class Settings:
             value = getattr(self, key)
             if value > most:
                 raise SettingsError(f"{key} must be at most {most:g} ({words}), not {value!r}")
+        if self.reply_to.strip():
+            from email.utils import parseaddr
+
+            addr = parseaddr(self.reply_to)[1]
+            if "@" not in addr or any(c in self.reply_to for c in "\r\n"):
+                raise SettingsError(f"reply_to must be an email address, not {self.reply_to!r}")
 
     @property
     def weekly_weekday(self) -> int:

@@ -84,6 +84,9 @@ class TokenSigner:
             for purpose in PURPOSES
         }
         self._signers = {p: s.make_signer() for p, s in self._serializers.items()}
+        # "view in browser" links name a delivery, not a member: a payload of their own
+        self._view = URLSafeSerializer(secret_key, salt="digest.view", signer=_Signer)
+        self._view_signer = self._view.make_signer()
 
     def email_hash(self, email: str) -> str:
         """A short keyed hash: identifies the address without revealing it in the link."""
@@ -140,6 +143,31 @@ class TokenSigner:
             raise InvalidToken("expired")
         return TokenData(member_id, email_hash, issued_at)
 
+    def make_view(self, delivery_id: int, now: datetime) -> str:
+        """A token for one delivery's web copy: its id and the time, signed; nothing personal."""
+        payload = self._view.dump_payload([int(delivery_id), _epoch(now)])
+        return self._view_signer.sign(payload).decode("utf-8")
+
+    def verify_view(self, token: str, now: datetime, max_age: timedelta | None = None) -> int:
+        """The delivery id a view token was made for; InvalidToken if forged or expired."""
+        try:
+            payload = self._view.loads(token)
+        except BadSignature:
+            raise InvalidToken("bad signature") from None
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 2
+            or not all(type(x) is int for x in payload)
+        ):
+            raise InvalidToken("malformed payload")
+        delivery_id, issued = payload
+        current = _epoch(now)
+        if issued - current > FUTURE_SKEW.total_seconds():
+            raise InvalidToken("issued in the future")
+        if max_age is not None and current - issued > max_age.total_seconds():
+            raise InvalidToken("expired")
+        return delivery_id
+
     def verify(
         self, token: str, purpose: str, now: datetime, max_age: timedelta | None = None
     ) -> int:
@@ -164,10 +192,20 @@ class TokenSigner:
         return data.member_id
 
 
+def view_url(signer: TokenSigner, base_url: str, delivery_id: int, now: datetime) -> str:
+    """The "View in browser" URL of one delivery (served by ``digest web`` at ``/view/``)."""
+    return f"{base_url.rstrip('/')}/view/{signer.make_view(delivery_id, now)}"
+
+
 def member_links(
-    signer: TokenSigner, base_url: str, member: MemberView, now: datetime, mailto: str
+    signer: TokenSigner,
+    base_url: str,
+    member: MemberView,
+    now: datetime,
+    mailto: str,
+    delivery_id: int | None = None,
 ) -> DigestLinks:
-    """The personal footer links of one member's digest."""
+    """The personal links of one member's digest; with ``delivery_id``, its web copy's too."""
     base = base_url.rstrip("/")
     email_hash = signer.email_hash(member.email)
     prefs, unsub = signer.make_many(
@@ -180,4 +218,6 @@ def member_links(
         preferences_url=f"{base}/preferences/{prefs}",
         unsubscribe_url=f"{base}/unsubscribe/{unsub}",
         unsubscribe_mailto=mailto_url,
+        view_url=view_url(signer, base, delivery_id, now) if delivery_id is not None else "",
+        subscribe_url=f"{base}/subscribe",
     )

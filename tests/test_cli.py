@@ -333,6 +333,11 @@ def test_unmailable_old_address_fails_its_delivery_not_the_run(
     assert result.exit_code == 1
     assert "cannot compose a message for Ada@Exämple.org" in result.output
     assert "'ada@exämple.org' is not ASCII" in result.output
+    # a real domain: the run needs a postal address before it sends anything
+    refused = cli("run", "--now", RUN1)
+    assert refused.exit_code == 2 and "postal_address" in refused.output
+    assert smtp_server.messages == []
+    cli.env = {**cli.env, "DIGEST_POSTAL_ADDRESS": "1 Example Street, Springfield"}
     result = cli("run", "--now", RUN1)
     assert result.exit_code == 1
     assert "sent 1" in result.stdout
@@ -375,9 +380,11 @@ def _flat(text: str) -> str:
 def test_every_part_of_the_sample_page_reaches_the_member(
     cli: CLI, tmp_path: Path, smtp_server: SMTPServer, name: str
 ) -> None:
+    """With ``summary_words = 0`` every key point is in the digest in full, HTML and text."""
     assert cli("articles", "import", str(DATA / name), "--now", DAY1).exit_code == 0
     members = write_members(tmp_path, ["ada@example.org,Ada,Nervous System,daily,UTC,7"])
     assert cli("subscribers", "import", str(members)).exit_code == 0
+    cli.env = {**cli.env, "DIGEST_SUMMARY_WORDS": "0"}
     assert cli("run", "--now", RUN1).exit_code == 0
     (received,) = smtp_server.messages
     msg = BytesParser(policy=policy.default).parsebytes(received.data)

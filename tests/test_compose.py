@@ -315,3 +315,25 @@ def test_quoted_printable_lines_stay_within_76_columns_without_leading_dots() ->
         assert quopri.decodestring(encoded) == line + b"\r\n"
         dotted += b"=2E" in encoded
     assert dotted > 100  # the dot rule was exercised
+
+
+def test_one_click_only_with_an_https_unsubscribe_link() -> None:
+    """RFC 8058: One-Click needs https; an http link leaves List-Unsubscribe the mailto alone."""
+    msg = parse(build(unsubscribe_url="http://news.example.org/unsubscribe/t0k3n"))
+    assert msg["List-Unsubscribe"] == f"<{MAILTO}>"
+    assert msg["List-Unsubscribe-Post"] is None
+    msg = parse(build(unsubscribe_url="HTTPS://news.example.org/unsubscribe/t0k3n"))
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_feedback_id_for_gmails_feedback_loop() -> None:
+    from digest.compose import feedback_id
+
+    value = feedback_id("daily:2026-11-24", "digest.news.example.org", "news.example.org")
+    assert value == "daily-2026-11-24:digest.news.example.org:digest:news.example.org"
+    assert feedback_id("x\r\nInjected: yes", "a b", "") == "x-Injected-yes:a-b:digest:none"
+    msg = parse(build(feedback=value))
+    assert msg["Feedback-ID"] == value
+    assert parse(build())["Feedback-ID"] is None
+    with pytest.raises(ValueError, match="not allowed"):
+        build(extra_headers={"Feedback-ID": "forged"})

@@ -297,3 +297,12 @@ def test_dns_says_nothing_it_could_not_read(smtp_server: SMTPServer) -> None:
     checks = by_name(run_checks(silent, smtp=False, spamassassin=False))
     for name in ("SPF", "DMARC", "Bounce domain MX"):
         assert checks[name].status == "warn" and "could not read" in checks[name].detail
+
+
+def test_an_http_base_url_on_a_public_host_fails(smtp_server: SMTPServer) -> None:
+    """Without https there is no one-click unsubscribe (RFC 8058): an error, not a hint."""
+    from digest.doctor import check_base_url
+
+    check = check_base_url(good_settings(smtp_server, base_url="http://news.example.org"))
+    assert check.status == "fail" and "one-click" in check.detail
+    assert check_base_url(good_settings(smtp_server)).status == "ok"

@@ -230,3 +230,28 @@ def test_message_ids_are_unique_and_sort_in_the_order_they_were_made() -> None:
     # Across milliseconds the time decides the order; within one, the random part does.
     assert ids[::4] == sorted(ids[::4])
     assert len({i[:30] for i in ids}) == 100
+
+
+def test_delivery_edition_names_what_a_delivery_is(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        member = Subscriber(email="ann@example.org", created_at=NOW, updated_at=NOW)
+        session.add(member)
+        session.flush()
+        rows = []
+        for edition, status in (("daily:2026-11-23", "sent"), ("daily:2026-11-24", "skipped")):
+            row = Delivery(
+                subscriber_id=member.id, edition=edition, status=status,
+                message_id=f"<{edition}@x>", due_at=NOW, window_start=NOW, window_end=NOW,
+                article_ids=[3, 1], planned_at=NOW, updated_at=NOW,
+            )  # fmt: skip
+            session.add(row)
+            rows.append(row)
+        session.flush()
+        sent_id, skipped_id, member_id = rows[0].id, rows[1].id, member.id
+    with Session(engine) as session:
+        found = ledger.delivery_edition(session, sent_id)
+        assert found == ledger.RecordedEdition(
+            "daily:2026-11-23", "<daily:2026-11-23@x>", (3, 1), sent_id, member_id
+        )
+        assert ledger.delivery_edition(session, skipped_id) is None  # never went out
+        assert ledger.delivery_edition(session, 10_000) is None

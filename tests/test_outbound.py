@@ -61,3 +61,15 @@ def test_a_test_copy_is_marked_addressed_to_the_tester_and_not_a_delivery(
     assert "ada@example.org" not in mail.data.decode("ascii", "replace")
     with Session(engine) as session:
         assert session.exec(select(Delivery)).all() == []
+
+
+def test_notices_to_real_domains_need_the_postal_address(
+    settings: Settings, smtp_server: SMTPServer
+) -> None:
+    sent = door(settings).notice("manage", member("ann@gmail.com"), {"preferences_url": "x"}, NOW)
+    assert not sent.ok and sent.reply.startswith("postal_address is not set")
+    assert smtp_server.messages == []
+    addressed = settings.replace(postal_address="1 Main Street, Springfield")
+    sent = door(addressed).notice("manage", member("ann@gmail.com"), {"preferences_url": "x"}, NOW)
+    assert sent.ok and len(smtp_server.messages) == 1
+    assert smtp_server.messages[0].message["Feedback-ID"].startswith("manage:")

@@ -147,8 +147,9 @@ def test_filters() -> None:
     assert all(len(line) <= 72 or "://" in line for line in wrapped.splitlines())
 
 
-def test_sample_article_in_html_and_text(renderer: Renderer) -> None:
-    out = renderer.render_digest(issue())
+def test_sample_article_in_html_and_text() -> None:
+    """``summary_words = 0``: every part of the seed article, in full, in both parts."""
+    out = Renderer(TEMPLATES, summary_words=0).render_digest(issue())
     body = html_text(out.html)
     text = norm(out.text)
     expected = [
@@ -173,11 +174,37 @@ def test_sample_article_in_html_and_text(renderer: Renderer) -> None:
     assert "Topics: Stem Cells, Nervous System" in text
     assert "- Hideyuki Okano: Professor at Keio University School of Medicine." in out.text
     assert "- Keio University: Private university in Tokyo, Japan." in out.text
-    assert SAMPLE.url in out.text
+    assert f"Read more: {SAMPLE.url}" in out.text
     doc = lxml.html.document_fromstring(out.html)
-    assert doc.xpath("//a[@href=$u]", u=SAMPLE.url)[0].text_content() == TITLE
+    (h3,) = doc.xpath("//h3")
+    assert h3.xpath("string(.//a/@href)") == SAMPLE.url and norm(h3.text_content()) == TITLE
+    assert doc.xpath("//a[@href=$u]", u=SAMPLE.url)[-1].text_content() == "Read more"
     assert doc.xpath("//a[@href='https://www.keio.ac.jp/']")[0].text_content() == "Keio University"
-    assert out.subject == f"Science Digest: {TITLE}"
+    assert out.subject == TITLE  # the From name says who sends it: not repeated
+
+
+def test_key_point_summary_by_default(renderer: Renderer) -> None:
+    """By default a card shows the key points cut to 40 words at a sentence, then Read more."""
+    out = renderer.render_digest(issue())
+    body, text = html_text(out.html), norm(out.text)
+    first = "Japanese researchers have made a significant breakthrough in spinal cord injury " + (
+        "treatment using reprogrammed stem cells."
+    )
+    for part in (first, SUBTITLE, "Hideyuki Okano", "Private university in Tokyo, Japan."):
+        assert part in body and part in text
+    for rest in (KEY_POINTS[0][len(first) :].strip()[:60], KEY_POINTS[1][:60], KEY_POINTS[2][:60]):
+        assert rest not in body and rest not in text
+    doc = lxml.html.document_fromstring(out.html)
+    (read_more,) = doc.xpath("//a[normalize-space()='Read more']")
+    assert read_more.get("href") == SAMPLE.url
+    assert f"{first} Read more" in body  # it follows the summary
+    assert f"Read more: {SAMPLE.url}" in out.text
+    # the mentions on one line: name, then description; the name links where it has a URL
+    (line,) = [p for p in doc.xpath("//p") if "Mentioned:" in p.text_content()]
+    assert norm(line.text_content()) == (
+        "Mentioned: Hideyuki Okano \u2013 Professor at Keio University School of Medicine. "
+        "\u00b7 Keio University \u2013 Private university in Tokyo, Japan."
+    )
 
 
 def test_html_structure(renderer: Renderer) -> None:
@@ -206,7 +233,7 @@ def test_text_part_lines(renderer: Renderer) -> None:
     text = renderer.render_digest(issue(more=(HOSTILE,))).text
     assert "{{" not in text and "zzdg" not in text
     for line in text.splitlines():
-        assert len(line) <= 72 or "://" in line or line.startswith("mailto:"), line
+        assert len(line) <= 78 or "://" in line or line.startswith("mailto:"), line
     assert links().preferences_url in text and links().unsubscribe_url in text
 
 
@@ -223,7 +250,7 @@ def test_hostile_content_is_escaped(renderer: Renderer) -> None:
     assert "Evil <script>alert(1)</script> title" in out.text
     assert "Point with <b>bold</b> & <img src=x onerror=alert(2)> markup" in out.text
     assert '- <i>Mallory</i>: Says "hi" & <script>x</script>' in out.text
-    assert out.subject == "Science Digest: Evil <script>alert(1)</script> title and 1 more"
+    assert out.subject == "Evil <script>alert(1)</script> title and 1 more"
 
 
 MEMBERS = [
@@ -339,3 +366,167 @@ def test_fill_words_wraps_exactly_as_textwrap() -> None:
             break_on_hyphens=False,
         )
         assert fill_words(text, indent, width) == expected, (text, width, indent)
+
+
+# ------------------------------------------------------------------ the digest's layout
+
+
+def numbered(n: int, topic: str = "Stem Cells", title: str = "") -> ArticleView:
+    return replace(
+        SAMPLE,
+        id=100 + n,
+        url=f"https://example.org/articles/{n}",
+        title=title or f"Headline number {n} about {topic.lower()}",
+        topics=(topic,),
+        topic_slugs=frozenset({topic.lower().replace(" ", "-")}),
+    )
+
+
+def test_subject_is_at_most_70_characters_cut_at_a_word(renderer: Renderer) -> None:
+    long_title = "A remarkably long headline about " + "stem cell research " * 8
+    for count in (1, 2, 12, 140):
+        articles = tuple(numbered(i, title=long_title if i == 0 else "") for i in range(count))
+        subject = renderer.render_digest(issue(articles=articles)).subject
+        assert len(subject) <= 70, subject
+        assert subject.startswith("A remarkably long headline about stem cell")
+        assert "Science Digest" not in subject  # the From name is not repeated
+        if count > 1:
+            assert subject.endswith(f"\u2026 and {count - 1} more"), subject
+            assert subject[: subject.index("\u2026")] in long_title  # cut at a word
+    short = renderer.render_digest(issue(articles=(numbered(1, title="Short one"),))).subject
+    assert short == "Short one"
+
+
+def test_preheader_teases_the_next_headlines_hidden_and_padded(renderer: Renderer) -> None:
+    articles = tuple(numbered(i) for i in range(5))
+    out = renderer.render_digest(issue(articles=articles))
+    doc = lxml.html.document_fromstring(out.html)
+    (pre,) = doc.xpath("//div[contains(@class, 'dg-preheader')]")
+    style = pre.get("style").replace(" ", "")
+    assert "display:none" in style and "color" not in style and "font-size" not in style
+    text = pre.text_content()
+    assert text.startswith("Also: Headline number 1 about stem cells; Headline number 2")
+    assert "and 2 more" in text and "Tuesday 25 March 2025" in text
+    assert "Headline number 0" not in text  # the subject names the first one
+    assert text.count("\u200c") >= 40  # zero-width padding after the words
+    # it comes before any visible text of the body
+    body_text = doc.xpath("string(//body)")
+    assert body_text.strip().startswith("Also:")
+
+
+def test_contents_link_every_headline_to_its_card_and_headings_are_in_order(
+    renderer: Renderer,
+) -> None:
+    articles = (numbered(1), numbered(2, "Space"), numbered(3))
+    group_issue = replace(
+        issue(articles=articles),
+        groups=(
+            TopicGroup("Stem Cells", (articles[0], articles[2])),
+            TopicGroup("Space", (articles[1],)),
+        ),
+    )
+    doc = lxml.html.document_fromstring(renderer.render_digest(group_issue).html)
+    levels = [int(h.tag[1]) for h in doc.xpath("//h1|//h2|//h3|//h4|//h5|//h6")]
+    assert levels[0] == 1 and levels.count(1) == 1
+    assert all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False))  # no level skipped
+    assert norm(doc.xpath("string(//h1)")) == "Tuesday 25 March 2025"
+    h2s = [norm(h.text_content()) for h in doc.xpath("//h2")]
+    assert h2s == ["In this issue", "Stem Cells", "Space"]
+    h3s = doc.xpath("//h3")
+    assert [norm(h.text_content()) for h in h3s] == [a.title for a in group_issue.articles]
+    for h3, article in zip(h3s, group_issue.articles, strict=True):
+        assert h3.xpath(".//a/@href") == [article.url]  # the title is a link
+        (entry,) = doc.xpath("//a[@href=$h]", h=f"#{h3.get('id')}")  # and the contents lead to it
+        assert norm(entry.text_content()) == article.title
+    # the two topics are named in the contents, and each card says its topics
+    contents = [norm(t.text_content()) for t in doc.xpath("//table[contains(@class,'dg-entry')]")]
+    assert contents == [
+        f"Stem Cells {articles[0].title}",
+        articles[2].title,
+        f"Space {articles[1].title}",
+    ]
+    assert "Topics: Space" in html_text(lxml.html.tostring(doc, encoding="unicode"))
+
+
+def test_topics_line_only_when_the_digest_spans_several_topics(renderer: Renderer) -> None:
+    one = renderer.render_digest(issue(articles=(numbered(1), numbered(2))))
+    assert "Topics:" not in one.html and "Topics:" not in one.text
+    two = renderer.render_digest(issue(articles=(numbered(1), numbered(2, "Space"))))
+    assert "Topics: Stem Cells" in html_text(two.html) and "Topics: Space" in two.text
+
+
+def test_more_in_this_issue_only_past_the_budget_and_announced_in_the_contents() -> None:
+    articles = tuple(numbered(i) for i in range(30))
+    roomy = Renderer(TEMPLATES).render_digest(issue(articles=articles[:20]))
+    assert "More in this issue" not in roomy.html
+    tight = Renderer(TEMPLATES, html_size_budget=60_000)
+    out = tight.render_digest(issue(articles=articles))
+    assert len(out.html.encode()) <= 60_000 and "More in this issue" in out.html
+    doc = lxml.html.document_fromstring(out.html)
+    cards = {h.get("id") for h in doc.xpath("//h3")}
+    entries = doc.xpath("//table[contains(@class,'dg-entry')]//a")[: len(articles)]
+    assert [norm(a.text_content()) for a in entries] == [a.title for a in articles]
+    for a, article in zip(entries, articles, strict=True):
+        anchor = a.get("href")
+        assert anchor == f"#dg-a{article.id}" if anchor[1:] in cards else anchor == article.url
+    moved = len(articles) - len(cards)
+    assert 0 < moved < len(articles)
+    assert f"The last {moved} headlines are links" in html_text(out.html)
+    # the text part is never cut: every article with its summary
+    for article in articles:
+        assert f"Read more: {article.url}" in out.text
+
+
+def test_text_part_has_every_article_and_a_contents_list() -> None:
+    articles = tuple(numbered(i) for i in range(40))
+    out = Renderer(TEMPLATES, html_size_budget=30_000).render_digest(issue(articles=articles))
+    head = out.text.split("=" * 78)[0]
+    assert "In this issue:" in head
+    for article in articles:
+        assert f"- {article.title}" in head
+        assert out.text.count(f"{article.url}\n") == 1
+    for line in out.text.splitlines():
+        assert len(line) <= 78 or "://" in line, line
+
+
+def test_web_copy_has_no_member_and_a_subscribe_link() -> None:
+    renderer = Renderer(TEMPLATES)
+    member_issue = issue(
+        m=member("Ann Secret", "ann.secret@example.org"),
+        lk=replace(links(), view_url="https://news.example.org/view/v1ew.t0k", subscribe_url="x"),
+    )
+    web = replace(
+        member_issue,
+        member=replace(member_issue.member, name="", email=""),
+        links=DigestLinks("", "", "", subscribe_url="https://news.example.org/subscribe"),
+        web=True,
+    )
+    out = renderer.render_digest(web)
+    assert "Ann Secret" not in out.html and "ann.secret" not in out.html
+    assert "tok.en" not in out.html and "View in browser" not in out.html
+    doc = lxml.html.document_fromstring(out.html)
+    (subscribe,) = doc.xpath("//a[normalize-space()='Subscribe']")
+    assert subscribe.get("href") == "https://news.example.org/subscribe"
+    assert [norm(h.text_content()) for h in doc.xpath("//h3")] == [TITLE]
+    emailed = renderer.render_digest(member_issue)
+    doc = lxml.html.document_fromstring(emailed.html)
+    (view,) = doc.xpath("//a[normalize-space()='View in browser']")
+    assert view.get("href") == "https://news.example.org/view/v1ew.t0k"
+    assert "View in browser: https://news.example.org/view/v1ew.t0k" in emailed.text
+
+
+def test_logo_keeps_its_pixel_width_and_outlook_rules_have_their_own_style_block() -> None:
+    from digest.render import Brand
+
+    branded = Renderer(
+        TEMPLATES, brand=Brand(logo_url="https://news.example.org/logo.png", postal_address="x")
+    )
+    page = branded.render_digest(issue()).html
+    doc = lxml.html.document_fromstring(page)
+    (logo,) = doc.xpath("//img[@src='https://news.example.org/logo.png']")
+    assert logo.get("width") == "180"  # not premailer's width="100%"
+    blocks = [s.text_content() for s in doc.xpath("//style")]
+    ogsc = [b for b in blocks if "[data-ogsc]" in b]
+    assert len(ogsc) == 1 and all(
+        "[data-ogsc]" in rule for rule in re.findall(r"[^{}]+(?=\{)", ogsc[0]) if rule.strip()
+    )

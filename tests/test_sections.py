@@ -106,7 +106,7 @@ def issue_for(i: int, articles: list[ArticleView], rng: random.Random) -> Digest
 def test_every_member_of_a_random_archive_gets_the_whole_page_compile() -> None:
     rng = random.Random(20261130)
     articles = archive(80, rng)
-    renderer = Renderer(TEMPLATES, html_size_budget=60_000)
+    renderer = Renderer(TEMPLATES, html_size_budget=35_000)
     issues = [issue_for(i, articles, rng) for i in range(60)]
     issues = [i for i in issues if i.groups]
     fast = [renderer.render_digest(i) for i in issues]
@@ -167,12 +167,15 @@ def test_sibling_css_turns_reuse_off_and_output_stays_exact(tmp_path: Path) -> N
 
 
 def test_a_two_column_card_changes_the_head_and_output_stays_exact(tmp_path: Path) -> None:
-    folder = _templates_with(
-        tmp_path,
-        "_article.mjml.j2",
-        "      <mj-column>",
-        '{% if article.source %}      <mj-column width="30%"><mj-text>{{ article.source }}'
-        "</mj-text></mj-column>\n{% endif %}      <mj-column>",
+    """An operator's card written as MJML sections, two columns when the article has a source:
+    the sections that add a column width add head CSS, and the page is still exact."""
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    folder = tmp_path / "templates"
+    (folder / "email" / "_article.mjml.j2").write_text(
+        '    <mj-section>{% if article.source %}<mj-column width="30%"><mj-text>'
+        "{{ article.source }}</mj-text></mj-column>{% endif %}<mj-column><mj-text>"
+        '<h3 id="dg-a{{ article.id }}">{{ article.title }}</h3>{% for p in article.key_points %}'
+        "<p>{{ p }}</p>{% endfor %}</mj-text></mj-column></mj-section>\n"
     )
     renderer = Renderer(folder)
     rng = random.Random(4)
@@ -338,3 +341,27 @@ def test_members_own_pieces_stay_out_of_the_caches() -> None:
         )
         sizes.append((len(compose._QP_PIECES), len(renderer.section_cache._sections)))
     assert sizes[-1] == sizes[1]  # nothing grew after the first two members
+
+
+def test_ids_are_slots_and_id_selectors_turn_reuse_off(tmp_path: Path) -> None:
+    """Cards carry anchors (``id``) for the contents list: one shape for every card still."""
+    section = (
+        '<mj-section><mj-column><mj-text><h3 id="dg-a12"><a href="https://x.example/12">T</a>'
+        "</h3></mj-text></mj-column></mj-section>"
+    )
+    shape, slots = abstract(section, lambda i: f"@{i}@")
+    assert '<h3 id="@0@">' in shape and slots[0].raw == '"dg-a12"'
+    folder = _templates_with(
+        tmp_path,
+        "layout.mjml.j2",
+        ".dg-muted { color: #57606a; }",
+        ".dg-muted { color: #57606a; }\n      #dg-a3 { color: #123456; }",
+    )
+    renderer = Renderer(folder)
+    rng = random.Random(11)
+    articles = archive(20, rng)
+    for i in range(4):
+        issue = issue_for(i, articles, rng)
+        if issue.groups:
+            assert renderer.render_digest(issue) == renderer.render_digest(issue, cache=False)
+    assert "id selector '#dg-a3'" in (renderer.section_cache.disabled or "")

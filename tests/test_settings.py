@@ -228,3 +228,23 @@ def test_list_and_boolean_settings(tmp_path: Path) -> None:
     config.write_text("topics = [1, 2]\n")
     with pytest.raises(SettingsError, match="topics must be a list of strings"):
         load_settings(config, env={})
+
+
+def test_email_settings_summary_words_postal_address_reply_to() -> None:
+    from digest.settings import SettingsError, load_settings
+
+    defaults = load_settings(env={})
+    assert defaults.summary_words == 40 and defaults.postal_address == ""
+    assert defaults.reply_to == "" and defaults.view_link_days == 365
+    env = {
+        "DIGEST_SUMMARY_WORDS": "0",
+        "DIGEST_POSTAL_ADDRESS": "1 Main Street, Springfield",
+        "DIGEST_REPLY_TO": "Editors <editors@news.example.org>",
+    }
+    s = load_settings(env=env)
+    assert (s.summary_words, s.postal_address) == (0, "1 Main Street, Springfield")
+    assert s.reply_to == "Editors <editors@news.example.org>"
+    with pytest.raises(SettingsError, match="summary_words"):
+        load_settings(env={"DIGEST_SUMMARY_WORDS": "-1"})
+    with pytest.raises(SettingsError, match="reply_to"):
+        load_settings(env={"DIGEST_REPLY_TO": "not an address"})

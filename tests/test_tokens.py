@@ -146,3 +146,40 @@ def test_tokens_are_plain_itsdangerous_tokens() -> None:
     other = TokenSigner("t" * 40)  # another key: its own derived key, never the first one's
     with pytest.raises(InvalidToken):
         other.verify(token, "unsubscribe", NOW)
+
+
+def test_view_tokens_name_a_delivery_and_nothing_personal(signer: TokenSigner) -> None:
+    import base64
+    import json
+
+    token = signer.make_view(1234, NOW)
+    assert signer.verify_view(token, NOW, timedelta(days=365)) == 1234
+    payload = token.split(".")[0]
+    decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert decoded == [1234, int(NOW.timestamp())]  # the delivery and the time: no address
+    # forged, altered, expired, from the future, or another purpose's token: refused
+    with pytest.raises(InvalidToken):
+        TokenSigner("another-secret-key-0123456789ab").verify_view(token, NOW)
+    with pytest.raises(InvalidToken):
+        signer.verify_view(token[:-2] + ("AA" if token[-2:] != "AA" else "BB"), NOW)
+    with pytest.raises(InvalidToken, match="expired"):
+        signer.verify_view(token, NOW + timedelta(days=366), timedelta(days=365))
+    with pytest.raises(InvalidToken):
+        signer.verify_view(signer.make_view(1, NOW + timedelta(hours=1)), NOW)
+    unsubscribe = signer.make(1234, "ann@example.org", "unsubscribe", NOW)
+    with pytest.raises(InvalidToken):
+        signer.verify_view(unsubscribe, NOW)
+    with pytest.raises(InvalidToken):
+        signer.verify(token, "unsubscribe", NOW)
+
+
+def test_member_links_carry_the_view_link_only_for_a_delivery(signer: TokenSigner) -> None:
+    ann = MemberView(
+        id=7, email="ann@example.org", name="Ann", status="active", frequency="daily",
+        timezone="UTC", send_hour=8,
+    )  # fmt: skip
+    plain = member_links(signer, "https://news.example.org/", ann, NOW, "u@news.example.org")
+    assert plain.view_url == "" and plain.subscribe_url == "https://news.example.org/subscribe"
+    links = member_links(signer, "https://news.example.org", ann, NOW, "u@news.example.org", 99)
+    token = links.view_url.removeprefix("https://news.example.org/view/")
+    assert signer.verify_view(token, NOW) == 99

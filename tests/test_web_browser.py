@@ -189,3 +189,61 @@ def test_member_and_editor_flows_in_chromium(
     page.wait_for_selector("text=You are unsubscribed")
     assert status_of(engine, "carol@example.org") == "unsubscribed"
     visitor.close()
+
+
+def test_view_in_browser_page_in_chromium(
+    engine: Engine,
+    live: tuple[str, Clock],
+    browser: sync_api.Browser,
+    smtp_server: SMTPServer,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The digest's "View in browser" link, opened as a reader would: the email's headlines,
+    nobody's address or tokens, readable on a phone in light and dark; a tampered link 404s."""
+    import os
+
+    import lxml.html
+
+    from tests.test_email_quality import MEASURE
+
+    base, _ = live
+    seed(engine)
+    cli = CLI({**cli_env, "DIGEST_BASE_URL": base})
+    assert cli("run", "--now", NOW.isoformat()).exit_code == 0
+    data = wait_for_mail(smtp_server, "ada@example.org")
+    url = link(data, base, "view")
+    html = data.decode("utf-8", "replace").replace("=\r\n", "")
+    emailed = [
+        " ".join(h.split())
+        for h in re.findall(r"<h3[^>]*>\s*<a[^>]*>([^<]+)</a>", html.replace("=3D", "="))
+    ]
+    assert emailed
+    shots = Path(os.environ.get("DIGEST_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    for width in (375, 1280):
+        for scheme in ("light", "dark"):
+            context = browser.new_context(
+                viewport={"width": width, "height": 900}, color_scheme=scheme
+            )
+            page = context.new_page()
+            response = page.goto(url)
+            assert response is not None and response.status == 200
+            content = page.content()
+            shown = [" ".join(t.split()) for t in page.locator("h3").all_inner_texts()]
+            assert shown == emailed
+            assert "ada@example.org" not in content and "/unsubscribe/" not in content
+            assert "/preferences/" not in content
+            assert page.locator("a", has_text="Subscribe").count() >= 1
+            found = page.evaluate(MEASURE)
+            assert found["scrollWidth"] <= width
+            assert found["lowContrast"] == [] and found["shortTargets"] == []
+            page.screenshot(path=str(shots / f"view-{width}-{scheme}.png"), full_page=True)
+            context.close()
+    page = browser.new_page()
+    tampered = url[:-6] + ("x" if url[-6] != "x" else "y") + url[-5:]
+    response = page.goto(tampered)
+    assert response is not None and response.status == 404
+    assert "This copy is not available" in page.content()
+    assert lxml.html.document_fromstring(page.content()).xpath("//h1")
+    page.close()

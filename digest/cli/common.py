@@ -65,6 +65,16 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+def require_postal_address(app: App, settings: Settings | None = None) -> None:
+    """Refuse to start sending (exit 2, one line naming ``postal_address``) when the members
+    in the store need a postal address the settings do not have (``compliance``)."""
+    from digest.compliance import sending_problem
+
+    problem = sending_problem(settings or app.settings, app.engine)
+    if problem:
+        raise BadInput(problem)
+
+
 def _parse_now(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime:
     if value is None:
         return system_clock()

@@ -29,6 +29,9 @@ DEMO_ARTICLES = "examples/articles"
 DEMO_MEMBERS = "subscribers/example.csv"
 #: The sample archive is from March 2025; the demo lifts the age limit so it still qualifies.
 DEMO_MAX_AGE_DAYS = 36500
+#: The demo's sender address (its members are at example domains, so none is needed; it shows
+#: where the footer puts one).
+DEMO_POSTAL_ADDRESS = "1 Example Street, Springfield 12345, Exampleland"
 
 
 @click.command("demo")
@@ -46,6 +49,7 @@ def demo_command(app: App, now: datetime) -> None:
         smtp_security="none",
         smtp_username="",
         smtp_password="",
+        postal_address=app.settings.postal_address or DEMO_POSTAL_ADDRESS,
     )
     engine = app.engine
     click.echo(f"store: {engine.url.render_as_string(hide_password=True)}")

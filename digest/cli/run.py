@@ -10,7 +10,10 @@ from pathlib import Path
 import click
 from sqlmodel import Session
 
-from digest.cli.common import App, BadInput, WorkFailed, now_option, pass_app, stop_on_signals
+from digest.cli.common import (
+    App, BadInput, WorkFailed, now_option, pass_app,
+    require_postal_address, stop_on_signals,
+)
 from digest.cli.held import dead_holders_failure, settle_held, wait_held_option
 from digest.cli.progress import progress_bar
 from digest.clock import running_clock
@@ -157,6 +160,8 @@ def run_command(
     """
     editions = _editions(app, check_templates=True)
     only = _member_ids(app, emails) if emails else None
+    if not dry_run:
+        require_postal_address(app)
     report = _plan(app, now, dry_run, emails, force)
     if dry_run:
         _print_plan_items(report, as_json)

@@ -14,7 +14,15 @@ import click
 
 from digest import ledger
 from digest.brake import describe
-from digest.cli.common import App, BadInput, WorkFailed, json_option, now_option, pass_app
+from digest.cli.common import (
+    App,
+    BadInput,
+    WorkFailed,
+    json_option,
+    now_option,
+    pass_app,
+    require_postal_address,
+)
 from digest.cli.web import forwarded_allow_ips_option, split_ips
 from digest.scheduler import Service, Source, sources_from_config, status
 from digest.settings import Settings, SettingsError, config_sources, load_settings
@@ -80,6 +88,7 @@ def scheduler_command(app: App, tick: float | None) -> None:
     A second scheduler on the same store waits as a standby and takes over when the active one
     dies. SIGTERM/SIGINT finish the work in flight and exit 0; SIGHUP reloads the config.
     """
+    require_postal_address(app)
     service = _service(app, tick)
     _install_signals(service)
     raise SystemExit(service.run())
@@ -102,6 +111,7 @@ def serve_command(
     from digest.web import create_app
     from digest.web.serving import WebServers
 
+    require_postal_address(app)
     service = _service(app, tick)
     web = WebServers(
         create_app(app.settings, engine=app.engine),

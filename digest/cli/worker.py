@@ -7,7 +7,14 @@ import logging
 import click
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from digest.cli.common import App, BadInput, WorkFailed, pass_app, stop_on_signals
+from digest.cli.common import (
+    App,
+    BadInput,
+    WorkFailed,
+    pass_app,
+    require_postal_address,
+    stop_on_signals,
+)
 from digest.cli.held import Holding, dead_holders_failure, settle_held, wait_held_option
 from digest.clock import system_clock
 from digest.editions import Editions
@@ -45,6 +52,7 @@ def worker_command(
         editions = Editions(settings)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+    require_postal_address(app, settings)
     name = worker_id or worker_name()
     sender = Sender(
         app.engine,

@@ -8,7 +8,7 @@ with ``reactivate``, which only the member's own request or an operator who says
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -453,3 +453,19 @@ def count_by_status(session: Session) -> dict[str, int]:
         session.exec(select(Subscriber.status, func.count()).group_by(col(Subscriber.status))).all()
     )
     return {status: int(found.get(status, 0)) for status in MEMBER_STATUSES}
+
+
+def first_address_where(
+    session: Session, wanted: Callable[[str], bool], not_ending: Sequence[str] = ()
+) -> str | None:
+    """The first address, by id, of a member who may still be mailed (not unsubscribed or
+    bounced) for which ``wanted`` is true. Addresses ending (case-folded) with one of
+    ``not_ending`` are skipped in the query itself, so a store of such addresses is one scan.
+    """
+    query = select(Subscriber.email).where(col(Subscriber.status).not_in(SUPPRESSED_STATUSES))
+    for suffix in not_ending:
+        query = query.where(func.lower(Subscriber.email).not_like(f"%{suffix.lower()}"))
+    for email in session.exec(query.order_by(col(Subscriber.id)).execution_options(yield_per=500)):
+        if wanted(email):
+            return email
+    return None

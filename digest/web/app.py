@@ -33,7 +33,7 @@ from digest.outbound import Outbound
 from digest.resources import static_folders
 from digest.settings import Settings
 from digest.tokens import InvalidToken, TokenSigner
-from digest.web import editor, members, ops, webhooks
+from digest.web import edition_pages, editor, members, ops, webhooks
 from digest.web.context import (
     WebContext,
     page_environment,
@@ -321,6 +321,7 @@ def create_app(
     routes = [
         Route("/", _home, methods=["GET"]),
         *members.ROUTES,
+        *edition_pages.ROUTES,
         *editor.ROUTES,
         *ops.ROUTES,
         *webhooks.ROUTES,
