@@ -37,7 +37,7 @@ from digest.content import (
 )
 from digest.mailer import SMTPTransport
 from digest.render import GMAIL_CLIP_BYTES, Brand, Renderer
-from tests.conftest import SMTPServer
+from tests.conftest import PROJECT, SMTPServer
 from tests.test_compose import make_message_id
 
 TEMPLATES = resources.path("templates")
@@ -657,7 +657,7 @@ def test_spamassassin_score_of_the_demo_digest(sa_home: Path, tmp_path: Path) ->
 #: Where `.ci/run` installs the npm package doiuse-email (caniemail's data and checker).
 DOIUSE = Path(
     os.environ.get("DIGEST_DOIUSE_EMAIL")
-    or PROJECT_ROOT / ".ci" / "npm" / "node_modules" / "doiuse-email" / "bin" / "cli.js"
+    or PROJECT / ".ci" / "npm" / "node_modules" / "doiuse-email" / "bin" / "cli.js"
 )
 #: Gmail on the web, Android and iOS, and Apple Mail on macOS and iOS.
 CLIENTS = "gmail.desktop-webmail,gmail.android,gmail.ios,apple-mail.macos,apple-mail.ios"
