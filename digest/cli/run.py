@@ -11,8 +11,13 @@ import click
 from sqlmodel import Session
 
 from digest.cli.common import (
-    App, BadInput, WorkFailed, now_option, pass_app,
-    require_postal_address, stop_on_signals,
+    App,
+    BadInput,
+    WorkFailed,
+    now_option,
+    pass_app,
+    require_postal_address,
+    stop_on_signals,
 )
 from digest.cli.held import dead_holders_failure, settle_held, wait_held_option
 from digest.cli.progress import progress_bar
