@@ -62,7 +62,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def client(engine: Engine, settings: Settings, clock: Clock) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine, clock=clock)) as test_client:
+    app = create_app(settings, engine, clock=clock)
+    with TestClient(app, base_url="https://news.example.org") as test_client:
         yield test_client
 
 
