@@ -87,6 +87,10 @@ class Article(SQLModel, table=True):
     source: str | None = Field(default=None, sa_column=Column(String(500)))
     image_url: str | None = Field(default=None, sa_column=Column(String(2048)))
     content_hash: str = Field(default="", sa_column=Column(String(64), nullable=False))
+    #: an editor's hold: not offered to anyone before this instant (then as if first seen then)
+    held_until: datetime | None = _ts()
+    #: an editor's retraction: never offered again; deliveries already sent are history
+    retracted_at: datetime | None = _ts()
 
 
 class Mention(SQLModel, table=True):
@@ -234,3 +238,71 @@ class SendingState(SQLModel, table=True):
     resumed_at: datetime | None = _ts()
     resumed_by: str | None = Field(default=None, sa_column=Column(String(200)))
     updated_at: datetime | None = _ts()
+
+
+class Editor(SQLModel, table=True):
+    """A newsroom account: its own password (an argon2 hash, never the password) and name.
+
+    ``login_nonce`` is spent by each one-time sign-in link, so a link works once.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(sa_column=Column(String(320), unique=True, nullable=False))
+    name: str = Field(default="", sa_column=Column(String(200), nullable=False))
+    password_hash: str = Field(default="", sa_column=Column(String(255), nullable=False))
+    login_nonce: str = Field(default="", sa_column=Column(String(64), nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_login_at: datetime | None = _ts()
+
+
+class EditorSession(SQLModel, table=True):
+    """A signed-in editor, server-side: the cookie holds a random token, the row its hash, so
+    deleting the row ends the session wherever the cookie was copied."""
+
+    __tablename__ = "editor_session"
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    editor_id: int = Field(foreign_key="editor.id", index=True, ondelete="CASCADE")
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    client: str = Field(default="", sa_column=Column(String(100), nullable=False))
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who changed what, when: every change an editor makes (kept when the editor goes)."""
+
+    __tablename__ = "audit_log"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    actor: str = Field(sa_column=Column(String(320), nullable=False))
+    action: str = Field(sa_column=Column(String(50), nullable=False))
+    target: str = Field(default="", sa_column=Column(String(2048), nullable=False))
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))
+
+
+class ClickCount(SQLModel, table=True):
+    """Clicks on an article's links in one edition, under one topic: an aggregate, no reader.
+
+    ``discounted`` are clicks the link-scanner rule did not count.
+    """
+
+    __tablename__ = "click_count"
+    __table_args__ = (Index("ix_click_count_edition", "edition"),)
+    article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
+    edition: str = Field(sa_column=Column(String(40), primary_key=True))
+    topic: str = Field(sa_column=Column(String(200), primary_key=True))
+    clicks: int = 0
+    discounted: int = 0
+    last_click_at: datetime | None = _ts()
+
+
+class MemberClick(SQLModel, table=True):
+    """Which member clicked which article: only written with ``track_member_clicks = true``."""
+
+    __tablename__ = "member_click"
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
+    edition: str = Field(sa_column=Column(String(40), primary_key=True))
+    clicks: int = 0
+    last_click_at: datetime | None = _ts()

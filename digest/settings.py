@@ -67,6 +67,8 @@ _POSITIVE = (
     "dns_port", "dns_timeout", "soft_bounce_limit", "soft_bounce_days", "complaint_window",
     "webhook_tolerance_seconds", "inbound_timeout_seconds", "bounce_rate_min_deliveries",
     "max_topics_per_member", "web_request_timeout_seconds", "view_link_days",
+    "editor_lockout_minutes", "click_flush_seconds", "click_scanner_seconds",
+    "click_scanner_links", "max_upload_bytes",
 )  # fmt: skip
 #: Settings where zero means "no limit" or "off", but a negative value means nothing.
 _NOT_NEGATIVE = (
@@ -97,6 +99,10 @@ _AT_MOST: dict[str, tuple[float, str]] = {
     "subscribe_rate_window_seconds": (366 * _DAY, "a year"),
     "max_topics_per_member": (10_000, "ten thousand"),
     "web_request_timeout_seconds": (3600, "an hour"),
+    "editor_lockout_minutes": (7 * 24 * 60, "a week"),
+    "click_flush_seconds": (3600, "an hour"),
+    "click_scanner_seconds": (3600, "an hour"),
+    "max_upload_bytes": (100 * 1024 * 1024, "100 MB"),
 }
 
 
@@ -171,6 +177,14 @@ class Settings:
     subscribe_rate_window_seconds: int = 3600
     confirm_link_days: int = 7
     editor_session_hours: int = 12
+    editor_lockout_minutes: int = 15  # ten failed sign-ins a minute lock an account this long
+    max_upload_bytes: int = 5 * 1024 * 1024  # article files uploaded on the newsroom pages
+    # clicks: aggregate counts per article, edition and topic; never the reader unless asked
+    track_member_clicks: bool = False  # true: click links name the member, who is stored
+    track_text_links: bool = False  # true: the plain-text part's article links count too
+    click_flush_seconds: float = 5.0  # clicks are counted in memory and written this often
+    click_scanner_seconds: float = 10.0  # one address opening click_scanner_links different
+    click_scanner_links: int = 3  # links of one edition within this window is a link scanner
     # what comes back: the return path, the receivers, the effects and the brake
     bounce_address: str = ""  # VERP base: bounces@bounce.example.org -> bounces+<token>@...
     complaint_address: str = ""  # where feedback loops send ARF reports; empty: bounce_address

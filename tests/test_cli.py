@@ -513,3 +513,53 @@ def test_returned_mail_shows_in_the_ledger(
     assert edition["bounce_rate"] == 0.5 and stats["events"]["hard_bounce"] == 1
     text = cli("deliveries", "stats", "--now", RUN1).output
     assert "daily:2025-03-25" in text and "hard bounces 1 (50.00%)" in text
+
+
+# ---------------------------------------------------------------- editors
+
+
+def test_editors_add_list_remove(cli: CLI, engine: Engine) -> None:
+    from sqlmodel import Session
+
+    from digest import editors
+    from digest.editors import audit
+
+    added = cli(
+        "editors", "add", "Ann@News.Example.org", "--name", "Ann", "--password-stdin",
+        input="a long enough passphrase\n",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    prompted = cli(
+        "editors", "add", "ben@news.example.org",
+        input="another long passphrase\nanother long passphrase\n",
+    )  # fmt: skip
+    assert prompted.exit_code == 0, prompted.output
+    assert "Repeat the password" in prompted.output
+    mismatch = cli(
+        "editors", "add", "cy@news.example.org", input="one long passphrase\nanother one\n" * 2
+    )
+    assert mismatch.exit_code != 0
+    listed = cli("editors", "list", "--json")
+    rows = [json.loads(line) for line in listed.output.splitlines()]
+    assert [(r["email"], r["name"]) for r in rows] == [
+        ("ann@news.example.org", "Ann"),
+        ("ben@news.example.org", ""),
+    ]
+    assert all("password" not in json.dumps(r) for r in rows)
+    with Session(engine) as session:
+        ann = editors.get_editor(session, "ann@news.example.org")
+        assert ann is not None and ann.password_hash.startswith("$argon2id$")
+        assert "a long enough passphrase" not in ann.password_hash
+    again = cli("editors", "add", "ann@news.example.org", "--password-stdin", input="x" * 20)
+    assert again.exit_code == 2 and "already an editor" in again.output
+    short = cli("editors", "add", "dee@news.example.org", "--password-stdin", input="short\n")
+    assert short.exit_code == 2 and "password: at least 12 characters" in short.output
+    bad = cli("editors", "add", "not-an-address", "--password-stdin", input="x" * 20)
+    assert bad.exit_code == 2 and "email:" in bad.output
+    removed = cli("editors", "remove", "ben@news.example.org")
+    assert removed.exit_code == 0 and "0 sessions ended" in removed.output
+    assert cli("editors", "remove", "ben@news.example.org").exit_code == 2
+    with Session(engine) as session:
+        actions = [(e.action, e.target) for e in audit.recent(session)]
+    assert ("editor-add", "ann@news.example.org") in actions
+    assert ("editor-remove", "ben@news.example.org") in actions

@@ -108,9 +108,11 @@ def test_member_and_editor_flows_in_chromium(
     page = editor.new_page()
     page.goto(f"{base}/editor")
     assert "/editor/login" in page.url
+    page.fill("#email", "editor@news.example.org")
     page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     page.wait_for_url(f"{base}/editor")
+    page.goto(f"{base}/editor/upcoming")
     assert "ada@example.org" in page.content()
     page.goto(f"{base}/editor/preview?email=ada@example.org")
     phone = page.frame_locator("#phone").locator("body")

@@ -68,6 +68,7 @@ def _register() -> None:
         deliveries,
         demo,
         doctor,
+        editors,
         feedback,
         init,
         run,
@@ -77,7 +78,18 @@ def _register() -> None:
         worker,
     )
 
-    modules = (init, articles, subscribers, run, worker, service, web, deliveries, feedback)
+    modules = (
+        init,
+        articles,
+        subscribers,
+        editors,
+        run,
+        worker,
+        service,
+        web,
+        deliveries,
+        feedback,
+    )
     for module in (*modules, doctor, demo, db):
         for command in module.COMMANDS:
             main.add_command(command)

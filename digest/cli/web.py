@@ -40,7 +40,7 @@ def web_command(
 
     Put it behind a TLS reverse proxy that passes the Host header, name that proxy with
     --forwarded-allow-ips, and point DIGEST_BASE_URL at the public URL so the links in
-    every email open it. Set DIGEST_EDITOR_PASSWORD to enable the editor pages, and
+    every email open it. Add editors with `digest editors add` for the newsroom, and
     DIGEST_METRICS_TOKEN or metrics_listen to serve /metrics.
     """
     from digest.web import create_app

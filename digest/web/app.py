@@ -33,7 +33,7 @@ from digest.outbound import Outbound
 from digest.resources import static_folders
 from digest.settings import Settings
 from digest.tokens import InvalidToken, TokenSigner
-from digest.web import edition_pages, editor, members, ops, webhooks
+from digest.web import audit_pages, edition_pages, editor, members, ops, webhooks
 from digest.web.context import (
     WebContext,
     page_environment,
@@ -208,8 +208,9 @@ async def _editor_disabled(request: Request, exc: Exception) -> Response:
     return web_context(request).message(
         request,
         "Editorial pages are disabled",
-        "No editor password is configured. Set DIGEST_EDITOR_PASSWORD in the environment of "
-        "the web app and restart it.",
+        "There is no editor account yet. Create one with `digest editors add EMAIL` (or, to "
+        "bootstrap the first one, set DIGEST_EDITOR_PASSWORD in the environment of the web "
+        "app and restart it).",
         503,
     )
 
@@ -219,10 +220,10 @@ async def _login_required(request: Request, exc: Exception) -> Response:
         return RedirectResponse(login_redirect_target(request), status_code=303)
     return web_context(request).message(
         request,
-        "Login required",
-        "Log in as an editor first.",
+        "Sign-in required",
+        "Sign in as an editor first.",
         401,
-        link=("/editor/login", "Log in"),
+        link=("/editor/login", "Sign in"),
         headers={"WWW-Authenticate": 'FormLogin realm="editor"'},
     )
 
@@ -288,6 +289,11 @@ def create_app(
         )
     engine = engine or make_engine(settings.database_url)
     clock = clock or system_clock
+    if settings.editor_password:
+        log.warning(
+            "DIGEST_EDITOR_PASSWORD is set: it is only a bootstrap, signing in the first editor "
+            "while no editor account exists; use `digest editors add` and then remove it"
+        )
     transports = transport_factory or (lambda: make_transport(settings))
     signer = TokenSigner(settings.secret_key)
     editions = Editions(settings)
@@ -303,11 +309,10 @@ def create_app(
         outbound=outbound,
         membership=Membership(engine, settings, signer, outbound, clock, per_address.hit),
         csrf=CSRF(settings.secret_key),
-        editor=EditorAuth(settings),
+        editor=EditorAuth(settings, engine, clock),
         subscribe_limiter=RateLimiter(
             settings.subscribe_rate_limit, settings.subscribe_rate_window_seconds
         ),
-        login_limiter=RateLimiter(10, 300),
         test_copy_limiter=RateLimiter(30, 3600),
         pages=page_environment(settings.templates_dir),
         webhooks=Webhooks(
@@ -323,6 +328,7 @@ def create_app(
         *members.ROUTES,
         *edition_pages.ROUTES,
         *editor.ROUTES,
+        *audit_pages.ROUTES,
         *ops.ROUTES,
         *webhooks.ROUTES,
         Mount("/static", static_files(settings.templates_dir), name="static"),

@@ -47,7 +47,6 @@ class WebContext:
     csrf: CSRF
     editor: EditorAuth
     subscribe_limiter: RateLimiter
-    login_limiter: RateLimiter
     test_copy_limiter: RateLimiter
     pages: jinja2.Environment
     webhooks: Webhooks

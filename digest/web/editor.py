@@ -15,12 +15,13 @@ from urllib.parse import urlencode
 
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import QueryParams
+from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from digest.catalog import all_topics
+from digest.editors import SignedIn
 from digest.members import MemberError, normalize_email, parse_frequency
 from digest.members.rules import DEFAULT_FREQUENCY
 from digest.outbound import Sent
@@ -30,8 +31,10 @@ from digest.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
     EDITOR_COOKIE,
+    EditorDisabled,
     client_address,
     cookie_binding,
+    editor_binding,
     ensure_csrf_cookie,
     safe_next,
     set_cookie,
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 def _login_page(
-    request: Request, ctx: WebContext, error: str = "", status_code: int = 200
+    request: Request, ctx: WebContext, error: str = "", status_code: int = 200, email: str = ""
 ) -> Response:
     binding, new_nonce = ensure_csrf_cookie(request)
     response = ctx.page(
@@ -52,8 +55,10 @@ def _login_page(
         "editor/login.html",
         {
             "error": error,
+            "email": email,
             "next": safe_next(request.query_params.get("next")),
             "csrf_token": ctx.csrf.token(binding),
+            "bootstrap": ctx.editor.bootstrapping(),
         },
         status_code=status_code,
     )
@@ -64,29 +69,41 @@ def _login_page(
 
 async def login_form(request: Request) -> Response:
     ctx = web_context(request)
-    if not ctx.editor.enabled:
-        ctx.editor.require(request)  # raises EditorDisabled: one message for every page
-    return _login_page(request, ctx)
+    if not await run_in_threadpool(ctx.editor.enabled):
+        raise EditorDisabled()
+    return await run_in_threadpool(_login_page, request, ctx)
 
 
 async def login(request: Request) -> Response:
     ctx = web_context(request)
-    if not ctx.editor.enabled:
-        ctx.editor.require(request)
-    wait = ctx.login_limiter.hit(client_address(request))
-    if wait is not None:
-        return ctx.too_many(request, "Too many attempts", "Try again in a few minutes.", wait)
+    if not await run_in_threadpool(ctx.editor.enabled):
+        raise EditorDisabled()
     form = await request.form()
     ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
-    if not ctx.editor.check_password(str(form.get("password") or "")):
-        log.warning("failed editor login from %s", client_address(request))
-        return _login_page(request, ctx, "Wrong password.", status_code=401)
+    email = str(form.get("email") or "")[:320]
+    password = str(form.get("password") or "")[:1024]
+    client = client_address(request)
+    result = await run_in_threadpool(ctx.editor.sign_in, email, password, client)
+    if result.wait is not None:
+        log.warning("editor sign-in for %r refused (locked) from %s", email, client)
+        return ctx.too_many(
+            request,
+            "Sign-in locked for a while",
+            "Too many wrong passwords for this account (or from your network). "
+            f"Try again in {max(1, round(result.wait / 60))} minutes.",
+            result.wait,
+        )
+    if not result.token:
+        log.warning("failed editor sign-in for %r from %s", email, client)
+        return await run_in_threadpool(
+            _login_page, request, ctx, "Wrong email address or password.", 401, email
+        )
     response = RedirectResponse(safe_next(str(form.get("next") or "")), status_code=303)
     set_cookie(
         response,
         request,
         EDITOR_COOKIE,
-        ctx.editor.new_session(),
+        result.token,
         path="/editor",
         samesite="strict",
         max_age=ctx.editor.max_age,
@@ -96,22 +113,46 @@ async def login(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     ctx = web_context(request)
-    nonce = ctx.editor.require(request)
+    signed = await ctx.editor.require(request)
     form = await request.form()
-    ctx.csrf.check(f"editor:{nonce}", str(form.get(CSRF_FIELD) or ""))
+    ctx.csrf.check(editor_binding(signed), str(form.get(CSRF_FIELD) or ""))
+    await run_in_threadpool(ctx.editor.sign_out, request)
     response = RedirectResponse("/editor/login", status_code=303)
     response.delete_cookie(EDITOR_COOKIE, path="/editor")
     return response
 
 
-def _editor_page(
-    request: Request, ctx: WebContext, nonce: str, name: str, context: dict[str, Any]
+async def editor_form(request: Request, signed: SignedIn) -> FormData:
+    """The posted form of a signed-in editor, its CSRF token checked (every editor POST)."""
+    ctx = web_context(request)
+    form = await request.form()
+    ctx.csrf.check(editor_binding(signed), str(form.get(CSRF_FIELD) or ""))
+    return form
+
+
+def editor_page(
+    request: Request,
+    ctx: WebContext,
+    signed: SignedIn,
+    name: str,
+    context: dict[str, Any],
+    status_code: int = 200,
 ) -> HTMLResponse:
+    """An editor page: the nav, who is signed in, and the session's CSRF token."""
     return ctx.page(
         request,
         name,
-        {**context, "editor_logged_in": True, "csrf_token": ctx.csrf.token(f"editor:{nonce}")},
+        {
+            **context,
+            "editor_logged_in": True,
+            "editor": signed,
+            "csrf_token": ctx.csrf.token(editor_binding(signed)),
+        },
+        status_code=status_code,
     )
+
+
+_editor_page = editor_page
 
 
 # ------------------------------------------------------------------ upcoming issue
@@ -125,13 +166,13 @@ def _upcoming(ctx: WebContext, topic: str | None) -> tuple[Upcoming, list[tuple[
 
 async def upcoming_page(request: Request) -> Response:
     ctx = web_context(request)
-    nonce = ctx.editor.require(request)
+    signed = await ctx.editor.require(request)
     topic = request.query_params.get("topic") or None
     data, topics = await run_in_threadpool(_upcoming, ctx, topic)
     return _editor_page(
         request,
         ctx,
-        nonce,
+        signed,
         "editor/upcoming.html",
         {"data": data, "topic": topic or "", "all_topics": topics},
     )
@@ -201,14 +242,14 @@ async def _preview(ctx: WebContext, req: PreviewRequest) -> Preview | None | Exc
 
 async def preview_page(request: Request) -> Response:
     ctx = web_context(request)
-    nonce = ctx.editor.require(request)
+    signed = await ctx.editor.require(request)
     req = PreviewRequest.from_params(request.query_params)
     if not req.email and not req.topics:
         topics = await run_in_threadpool(_topic_names, ctx)
         return _editor_page(
             request,
             ctx,
-            nonce,
+            signed,
             "editor/preview.html",
             {"result": None, "req": req, "all_topics": topics},
         )
@@ -223,7 +264,7 @@ async def preview_page(request: Request) -> Response:
     return _editor_page(
         request,
         ctx,
-        nonce,
+        signed,
         "editor/preview.html",
         {
             "result": result,
@@ -250,7 +291,7 @@ PREVIEW_CSP = (
 
 async def preview_html(request: Request) -> Response:
     ctx = web_context(request)
-    ctx.editor.require(request)
+    await ctx.editor.require(request)
     result = await _preview(ctx, PreviewRequest.from_params(request.query_params))
     refusal = _preview_or_message(request, ctx, result)
     if refusal is not None:
@@ -275,14 +316,13 @@ def send_test_copy(ctx: WebContext, req: PreviewRequest, to: str) -> Sent:
 
 async def test_send(request: Request) -> Response:
     ctx = web_context(request)
-    nonce = ctx.editor.require(request)
-    form = await request.form()
-    ctx.csrf.check(f"editor:{nonce}", str(form.get(CSRF_FIELD) or ""))
+    signed = await ctx.editor.require(request)
+    form = await editor_form(request, signed)
     try:
         to = normalize_email(str(form.get("to") or ""))
     except MemberError as exc:
         return ctx.message(request, "Bad address", exc.message, 400)
-    wait = ctx.test_copy_limiter.hit(f"editor:{nonce}")
+    wait = ctx.test_copy_limiter.hit(f"editor:{signed.session_id}")
     if wait is not None:
         return ctx.too_many(
             request,
@@ -317,6 +357,7 @@ ROUTES = [
     Route("/editor/login", login, methods=["POST"]),
     Route("/editor/logout", logout, methods=["POST"]),
     Route("/editor", editor_home, methods=["GET"]),
+    Route("/editor/upcoming", upcoming_page, methods=["GET"]),
     Route("/editor/preview", preview_page, methods=["GET"]),
     Route("/editor/preview.html", preview_html, methods=["GET"]),
     Route("/editor/test-send", test_send, methods=["POST"]),

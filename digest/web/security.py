@@ -1,9 +1,10 @@
-"""CSRF tokens, the per-address rate limit and the editor session.
+"""CSRF tokens, rate limits, sign-in throttles and editors' sessions.
 
 CSRF tokens are HMACs of a *binding*: the link token of a member page (so a form only works
 for the page it came from), or a random nonce in a cookie (double submit) on the subscribe
-and login pages, or the editor's session nonce. Nothing here keeps server-side state except
-the rate limiter's recent hits, so any number of web processes can serve the same site.
+and login pages, or the editor's server-side session. Editors' sessions are rows in the
+store (``digest.editors.sessions``), so any number of web processes share them and a
+logout ends one everywhere; the rate limiters and throttles count in memory, per process.
 """
 
 from __future__ import annotations
@@ -11,18 +12,30 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
+import logging
 import secrets
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from digest import editors
+from digest.db import session_scope
+from digest.editors import SignedIn, audit
+from digest.models import Editor
 from digest.settings import Settings
+
+log = logging.getLogger(__name__)
 
 CSRF_FIELD = "csrf_token"
 CSRF_COOKIE = "digest_csrf"
@@ -34,7 +47,7 @@ class CSRFError(Exception):
 
 
 class EditorDisabled(Exception):
-    """No editor password is configured, so nothing editorial is served."""
+    """No editor account exists and no bootstrap password is set: nothing editorial is served."""
 
 
 class EditorLoginRequired(Exception):
@@ -141,59 +154,197 @@ class RateLimiter:
             return None
 
 
+class LoginThrottle:
+    """Failed sign-ins per key: ``limit`` failures within ``window`` seconds lock the key for
+    ``lock`` seconds (in memory, per process; the clock is passed in).
+
+    Keyed by account, a burst of wrong passwords locks that account's sign-in, whoever
+    sends them, and nobody else's; keyed by client network, with a looser limit, one
+    network cannot try account after account.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        lock: float,
+        clock: Callable[[], float],
+        max_keys: int = 100_000,
+    ) -> None:
+        self.limit, self.window, self.lock, self.clock = limit, window, lock, clock
+        self.max_keys = max_keys
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._locked: dict[str, float] = {}
+        self._mutex = threading.Lock()
+
+    def locked_for(self, key: str) -> float | None:
+        """Seconds until ``key`` may try again, or None if it may now."""
+        now = self.clock()
+        with self._mutex:
+            until = self._locked.get(key)
+            if until is None:
+                return None
+            if until <= now:
+                del self._locked[key]
+                return None
+            return max(1.0, until - now)
+
+    def fail(self, key: str) -> float | None:
+        """Count a failure; the lock's length if this one locked the key, else None."""
+        now = self.clock()
+        with self._mutex:
+            hits = self._failures.pop(key, None) or deque()
+            while hits and hits[0] <= now - self.window:
+                hits.popleft()
+            hits.append(now)
+            self._failures[key] = hits
+            while len(self._failures) > self.max_keys:
+                self._failures.popitem(last=False)
+            if len(hits) >= self.limit:
+                self._locked[key] = now + self.lock
+                hits.clear()
+                if len(self._locked) > self.max_keys:
+                    for stale in [k for k, t in self._locked.items() if t <= now]:
+                        del self._locked[stale]
+                return self.lock
+            return None
+
+    def succeed(self, key: str) -> None:
+        with self._mutex:
+            self._failures.pop(key, None)
+
+
+def client_network(address: str) -> str:
+    """The client's network for the looser limit: its /24 (IPv4) or /56 (IPv6)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    prefix = 24 if ip.version == 4 else 56
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+#: Failed sign-ins: ten a minute lock an account; sixty in ten minutes block a network.
+ACCOUNT_FAILURES, ACCOUNT_WINDOW = 10, 60.0
+NETWORK_FAILURES, NETWORK_WINDOW = 60, 600.0
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    """What a sign-in attempt came to: a cookie value, or why not (and for how long)."""
+
+    token: str = ""
+    editor: SignedIn | None = None
+    wait: float | None = None  # locked: seconds until the next try
+    bootstrapped: bool = False
+
+
 class EditorAuth:
-    """Password check and a signed session cookie; changing the password ends every session."""
+    """Editors' sign-in and their server-side sessions.
 
-    def __init__(self, settings: Settings) -> None:
-        self._password = settings.editor_password
-        self._serializer = URLSafeTimedSerializer(settings.secret_key, salt="digest.editor-session")
-        self._fingerprint = _b64(
-            hmac.new(
-                settings.secret_key.encode("utf-8"),
-                b"editor-password\0" + self._password.encode("utf-8"),
-                hashlib.sha256,
-            ).digest()[:12]
-        )
-        self.max_age = max(1, settings.editor_session_hours) * 3600
+    Each editor has an account (``digest editors add``). ``DIGEST_EDITOR_PASSWORD`` only
+    bootstraps: while no account exists, signing in with any address and that password
+    makes that address the first account (with a warning in the log and on the page).
+    """
 
-    @property
+    def __init__(self, settings: Settings, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.engine, self.clock = engine, clock
+        self._bootstrap = settings.editor_password
+        self.hours = max(1, settings.editor_session_hours)
+        self.max_age = self.hours * 3600
+
+        def seconds() -> float:
+            return clock().timestamp()
+
+        lock = max(1, settings.editor_lockout_minutes) * 60.0
+        self.accounts = LoginThrottle(ACCOUNT_FAILURES, ACCOUNT_WINDOW, lock, seconds)
+        self.networks = LoginThrottle(NETWORK_FAILURES, NETWORK_WINDOW, NETWORK_WINDOW, seconds)
+
+    def _accounts(self) -> int:
+        with Session(self.engine) as session:
+            return editors.count_editors(session)
+
+    def bootstrapping(self) -> bool:
+        """No account yet, and DIGEST_EDITOR_PASSWORD set: it signs in the first editor."""
+        return bool(self._bootstrap) and self._accounts() == 0
+
     def enabled(self) -> bool:
-        return bool(self._password)
+        return bool(self._bootstrap) or self._accounts() > 0
 
-    def check_password(self, given: str) -> bool:
-        """Constant time whatever the lengths: both sides are hashed first."""
-        if not self.enabled:
-            return False
-        want = hashlib.sha256(self._password.encode("utf-8")).digest()
-        got = hashlib.sha256(given.encode("utf-8")).digest()
-        return hmac.compare_digest(want, got)
+    def sign_in(self, email: str, password: str, client: str) -> SignInResult:
+        """Check a password; a session on success. Locked accounts and networks are refused
+        before the password is looked at, so a lock holds even for the right password."""
+        account = " ".join(email.split()).lower()
+        network = client_network(client)
+        for throttle, key in ((self.accounts, account), (self.networks, network)):
+            wait = throttle.locked_for(key)
+            if wait is not None:
+                return SignInResult(wait=wait)
+        now = self.clock()
+        with session_scope(self.engine) as session:
+            editor = editors.authenticate(session, email, password, now)
+            bootstrapped = False
+            if editor is None and self._bootstrap and editors.count_editors(session) == 0:
+                editor = self._bootstrap_account(session, email, password, now)
+                bootstrapped = editor is not None
+            if editor is None:
+                self.networks.fail(network)
+                wait = self.accounts.fail(account)
+                if wait is not None:
+                    log.warning("editor sign-in for %s locked after repeated failures", account)
+                return SignInResult(wait=wait)
+            token = editors.start_session(session, editor, now, self.hours, client)
+            audit.record(session, editor.email, "sign-in", editor.email, now, client)
+            signed = editors.lookup(session, token, now)
+        self.accounts.succeed(account)
+        return SignInResult(token=token, editor=signed, bootstrapped=bootstrapped)
 
-    def new_session(self) -> str:
-        return self._serializer.dumps({"n": secrets.token_urlsafe(18), "p": self._fingerprint})
-
-    def session_nonce(self, request: Request) -> str | None:
-        """The session's nonce (the editor's CSRF binding), or None without a valid session."""
-        raw = request.cookies.get(EDITOR_COOKIE)
-        if not raw or not self.enabled:
+    def _bootstrap_account(
+        self, session: Session, email: str, password: str, now: datetime
+    ) -> Editor | None:
+        want = hashlib.sha256(self._bootstrap.encode("utf-8")).digest()
+        got = hashlib.sha256(password.encode("utf-8")).digest()
+        if not hmac.compare_digest(want, got):
             return None
         try:
-            data = self._serializer.loads(raw, max_age=self.max_age)
-        except BadSignature:
+            view = editors.add_editor(session, email, "", password, now, checked=False)
+        except editors.EditorError:
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("n"), str):
-            return None
-        if not hmac.compare_digest(str(data.get("p", "")), self._fingerprint):
-            return None
-        return str(data["n"])
+        log.warning(
+            "DIGEST_EDITOR_PASSWORD signed in %s and made it the first editor account; "
+            "it signs nobody in from now on: add editors with `digest editors add` and "
+            "remove DIGEST_EDITOR_PASSWORD from the environment",
+            view.email,
+        )
+        audit.record(session, view.email, "editor-add", view.email, now, "bootstrap password")
+        return session.get(Editor, view.id)
 
-    def require(self, request: Request) -> str:
-        """The session nonce; raises when editing is disabled or the caller is not logged in."""
-        if not self.enabled:
+    def current(self, request: Request) -> SignedIn | None:
+        token = request.cookies.get(EDITOR_COOKIE)
+        if not token:
+            return None
+        with session_scope(self.engine) as session:
+            return editors.lookup(session, token, self.clock())
+
+    async def require(self, request: Request) -> SignedIn:
+        """The signed-in editor; raises when editing is disabled or nobody is signed in."""
+        signed = await run_in_threadpool(self.current, request)
+        if signed is not None:
+            return signed
+        if not await run_in_threadpool(self.enabled):
             raise EditorDisabled()
-        nonce = self.session_nonce(request)
-        if nonce is None:
-            raise EditorLoginRequired()
-        return nonce
+        raise EditorLoginRequired()
+
+    def sign_out(self, request: Request) -> None:
+        with session_scope(self.engine) as session:
+            signed = editors.lookup(session, request.cookies.get(EDITOR_COOKIE), self.clock())
+            if editors.end_session(session, request.cookies.get(EDITOR_COOKIE)) and signed:
+                audit.record(session, signed.email, "sign-out", signed.email, self.clock())
+
+
+def editor_binding(signed: SignedIn) -> str:
+    """The CSRF binding of an editor's forms: their session, so a form dies with it."""
+    return f"editor:{signed.session_id}"
 
 
 def login_redirect_target(request: Request) -> str:
