@@ -15,8 +15,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, col, func, select
 
-from digest.members.rules import MemberError, clean_name, normalize_email
 from digest.editors.sessions import end_all
+from digest.members.rules import MemberError, clean_name, normalize_email
 from digest.models import Editor
 
 #: The shortest password accepted: a passphrase, not a PIN.
