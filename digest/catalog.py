@@ -20,7 +20,17 @@ from sqlmodel import Session, col, select
 from digest.content import ArticleView, MemberView, MentionView
 from digest.db import chunks as _chunks
 from digest.db import dense_range, driver_params, driver_statement, id_filters
-from digest.models import ACTIVE, Article, ArticleTopic, Mention, Subscriber, SubscriberTopic, Topic
+from digest.models import (
+    ACTIVE,
+    Article,
+    ArticleTopic,
+    Mention,
+    Resource,
+    Subscriber,
+    SubscriberResource,
+    SubscriberTopic,
+    Topic,
+)
 from digest.topics import clean_topic_name, topic_length_problem, topic_slug, unique_topics
 
 
@@ -48,12 +58,17 @@ def _article_views(session: Session, articles: Sequence[Article]) -> dict[int, A
     )
     mentions: dict[int, list[MentionView]] = defaultdict(list)
     for chunk in _chunks(ids):
-        for m in session.exec(
-            select(Mention)
+        for m, slug, resource_name in session.exec(
+            select(Mention, Resource.slug, Resource.name)
+            .outerjoin(Resource, col(Resource.id) == col(Mention.resource_id))
             .where(col(Mention.article_id).in_(chunk))
             .order_by(col(Mention.article_id), col(Mention.position))
         ):
-            mentions[m.article_id].append(MentionView(m.name, m.description, m.url))
+            mentions[m.article_id].append(
+                MentionView(
+                    resource_name or m.name, m.description, m.url, slug or "", m.resource_id
+                )
+            )
     views: dict[int, ArticleView] = {}
     for a in articles:
         assert a.id is not None
@@ -71,6 +86,9 @@ def _article_views(session: Session, articles: Sequence[Article]) -> dict[int, A
             summary=a.summary,
             source=a.source,
             image_url=a.image_url,
+            resource_ids=frozenset(
+                m.resource_id for m in mentions.get(a.id, ()) if m.resource_id is not None
+            ),
         )
     return views
 
@@ -175,6 +193,38 @@ class TopicSets:
 
 
 _NO_TOPICS: MemberTopics = ((), frozenset())
+_NO_RESOURCES: frozenset[int] = frozenset()
+
+
+class ResourceSets:
+    """Members' followed resources (ids) from the link table, equal sets shared."""
+
+    def __init__(self) -> None:
+        self._sets: dict[tuple[int, ...], frozenset[int]] = {}
+
+    def of_members(self, conn: Connection, member_ids: Sequence[int]) -> dict[int, frozenset[int]]:
+        """Each member's followed resources; members following none are absent."""
+        wanted = set(member_ids)
+        links: dict[int, list[int]] = defaultdict(list)
+        owner = col(SubscriberResource.subscriber_id)
+        span = dense_range(sorted(wanted))
+        if span is not None:
+            found = _driver_rows(conn, _FOLLOWS_IN_RANGE, {"lo": span[0], "hi": span[1]})
+        else:
+            found = _rows_for_ids(conn, _FOLLOWS, _FOLLOWS_IN_RANGE, owner, wanted)
+        for member_id, resource_id in found:
+            if member_id in wanted:
+                links[member_id].append(resource_id)
+        out: dict[int, frozenset[int]] = {}
+        for member_id, ids in links.items():
+            key = tuple(sorted(ids))
+            shared = self._sets.get(key)
+            if shared is None:
+                if len(self._sets) >= _TOPIC_SETS:
+                    self._sets.clear()
+                shared = self._sets[key] = frozenset(key)
+            out[member_id] = shared
+        return out
 _MEMBER_COLUMNS = (
     col(Subscriber.id),
     col(Subscriber.email),
@@ -192,6 +242,10 @@ _MEMBERS_IN_RANGE = _MEMBERS.where(col(Subscriber.id).between(bindparam("lo"), b
 _LINKS = select(col(SubscriberTopic.subscriber_id), col(SubscriberTopic.topic_id))
 _LINKS_IN_RANGE = _LINKS.where(
     col(SubscriberTopic.subscriber_id).between(bindparam("lo"), bindparam("hi"))
+)
+_FOLLOWS = select(col(SubscriberResource.subscriber_id), col(SubscriberResource.resource_id))
+_FOLLOWS_IN_RANGE = _FOLLOWS.where(
+    col(SubscriberResource.subscriber_id).between(bindparam("lo"), bindparam("hi"))
 )
 
 
@@ -229,7 +283,9 @@ def _rows_for_ids(
     ]
 
 
-def _view(row: Any, topics: MemberTopics) -> MemberView:
+def _view(
+    row: Any, topics: MemberTopics, resources: frozenset[int] = _NO_RESOURCES
+) -> MemberView:
     member_id, email, name, status, frequency, timezone, send_hour, created_at = row
     return MemberView(
         id=member_id,
@@ -242,31 +298,46 @@ def _view(row: Any, topics: MemberTopics) -> MemberView:
         topics=topics[0],
         topic_slugs=topics[1],
         created_at=created_at,
+        resource_ids=resources,
     )
 
 
 def member_views(session: Session, members: Sequence[Subscriber]) -> list[MemberView]:
     ids = [m.id for m in members if m.id is not None]
     topics = TopicSets().of_members(session.connection(), ids)
+    follows = ResourceSets().of_members(session.connection(), ids)
     views = []
     for m in members:
         assert m.id is not None
         row = (m.id, m.email, m.name, m.status, m.frequency, m.timezone, m.send_hour)
-        views.append(_view((*row, m.created_at), topics.get(m.id, _NO_TOPICS)))
+        views.append(
+            _view(
+                (*row, m.created_at),
+                topics.get(m.id, _NO_TOPICS),
+                follows.get(m.id, _NO_RESOURCES),
+            )
+        )
     return views
 
 
 def members_by_id(
-    conn: Connection, ids: Iterable[int], topics: TopicSets | None = None
+    conn: Connection,
+    ids: Iterable[int],
+    topics: TopicSets | None = None,
+    resources: ResourceSets | None = None,
 ) -> dict[int, MemberView]:
     """Members by id as plain rows (any status), for the sender's claimed deliveries."""
     wanted = set(ids)
     found: dict[int, MemberView] = {}
     found_rows = _rows_for_ids(conn, _MEMBERS, _MEMBERS_IN_RANGE, col(Subscriber.id), wanted)
     rows = [r for r in found_rows if r[0] in wanted]
-    member_topics = (topics or TopicSets()).of_members(conn, [r[0] for r in rows])
+    member_ids = [r[0] for r in rows]
+    member_topics = (topics or TopicSets()).of_members(conn, member_ids)
+    follows = (resources or ResourceSets()).of_members(conn, member_ids)
     for row in rows:
-        found[row[0]] = _view(row, member_topics.get(row[0], _NO_TOPICS))
+        found[row[0]] = _view(
+            row, member_topics.get(row[0], _NO_TOPICS), follows.get(row[0], _NO_RESOURCES)
+        )
     return found
 
 
@@ -281,6 +352,7 @@ def member_batches(
     Plain rows, not ORM objects: a million members are planned, never modified here.
     """
     topics = TopicSets()
+    resources = ResourceSets()
     last_id = 0
     while True:
         with engine.connect() as conn:
@@ -294,8 +366,12 @@ def member_batches(
                 return
             ids = [row[0] for row in rows]
             found = topics.of_members(conn, ids)
+            follows = resources.of_members(conn, ids)
         last_id = ids[-1]
-        yield [_view(row, found.get(row[0], _NO_TOPICS)) for row in rows]
+        yield [
+            _view(row, found.get(row[0], _NO_TOPICS), follows.get(row[0], _NO_RESOURCES))
+            for row in rows
+        ]
 
 
 def list_articles(

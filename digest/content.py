@@ -16,6 +16,8 @@ class MentionView:
     name: str
     description: str = ""
     url: str | None = None
+    slug: str = ""  # the resource's page (``/resources/<slug>``); "" when not linked
+    resource_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class ArticleView:
     summary: str | None = None
     source: str | None = None
     image_url: str | None = None
+    resource_ids: frozenset[int] = frozenset()  # of the resources it mentions
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,12 @@ class MemberView:
     topics: tuple[str, ...] = ()  # display names
     topic_slugs: frozenset[str] = frozenset()
     created_at: datetime | None = None
+    resource_ids: frozenset[int] = frozenset()  # the resources they follow
+
+    @property
+    def follows_everything(self) -> bool:
+        """A member who chose no topic and no resource gets every article."""
+        return not self.topic_slugs and not self.resource_ids
 
 
 @dataclass(frozen=True)

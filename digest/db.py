@@ -146,6 +146,9 @@ def create_schema(engine: Engine) -> None:
 
 
 def drop_schema(engine: Engine) -> None:
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":  # the search index: not one of the models' tables
+            conn.execute(text("DROP TABLE IF EXISTS article_fts"))
     SQLModel.metadata.drop_all(engine)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))

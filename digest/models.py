@@ -102,6 +102,55 @@ class Mention(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(500), nullable=False))
     description: str = Field(default="", sa_column=Column(Text, nullable=False))
     url: str | None = Field(default=None, sa_column=Column(String(2048)))
+    resource_id: int | None = Field(
+        default=None, foreign_key="resource.id", index=True, ondelete="CASCADE"
+    )
+
+
+#: A resource's kinds: what the import's ``kind`` field may say; anything unsaid is "other".
+PERSON, ORGANISATION, OTHER = "person", "organisation", "other"
+RESOURCE_KINDS = (PERSON, ORGANISATION, OTHER)
+
+
+class Resource(SQLModel, table=True):
+    """A person or organisation articles mention: one row however many articles name it.
+
+    ``slug`` is its address on the site and stays when it is renamed; the names it is known
+    by (its own, former ones, those of resources merged into it) are ``ResourceAlias`` rows.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(sa_column=Column(String(200), unique=True, nullable=False))
+    name: str = Field(sa_column=Column(String(500), nullable=False))
+    kind: str = Field(default=OTHER, sa_column=Column(String(20), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    url: str | None = Field(default=None, sa_column=Column(String(2048)))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+#: What an alias is: a name's normalised form, or a slug a resource had before a merge.
+ALIAS_NAME, ALIAS_SLUG = "name", "slug"
+
+
+class ResourceAlias(SQLModel, table=True):
+    """A way a resource is found: by the normalised form of a name, or by a former slug."""
+
+    __tablename__ = "resource_alias"
+    kind: str = Field(sa_column=Column(String(10), primary_key=True))
+    value: str = Field(sa_column=Column(String(1500), primary_key=True))
+    resource_id: int = Field(foreign_key="resource.id", index=True, ondelete="CASCADE")
+
+
+class ArticleSearch(SQLModel, table=True):
+    """The text search looks in, per article: the title; ``lead``, what visitors may read
+    (summary, first key point, resource names); ``more``, the members-only key points. The
+    migration adds the engine's index over it (SQLite FTS5, PostgreSQL tsvector + GIN)."""
+
+    __tablename__ = "article_search"
+    article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    lead: str = Field(sa_column=Column(Text, nullable=False))
+    more: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class Subscriber(SQLModel, table=True):
@@ -124,6 +173,26 @@ class SubscriberTopic(SQLModel, table=True):
     __tablename__ = "subscriber_topic"
     subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
     topic_id: int = Field(foreign_key="topic.id", primary_key=True, index=True)
+
+
+class SubscriberResource(SQLModel, table=True):
+    """A member follows a resource: its articles are in their digest as their topics' are."""
+
+    __tablename__ = "subscriber_resource"
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    resource_id: int = Field(
+        foreign_key="resource.id", primary_key=True, index=True, ondelete="CASCADE"
+    )
+
+
+class SignInLink(SQLModel, table=True):
+    """A one-time sign-in link sent to a member: used once (``used_at``), then never again."""
+
+    __tablename__ = "signin_link"
+    nonce: str = Field(sa_column=Column(String(64), primary_key=True))
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    used_at: datetime | None = _ts()
 
 
 class Delivery(SQLModel, table=True):

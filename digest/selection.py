@@ -44,10 +44,13 @@ def window_start_for(
 
 
 def matches(member: MemberView, article: ArticleView) -> bool:
-    """A member with no topics follows everything; otherwise one shared topic is enough."""
-    if not member.topic_slugs:
+    """A member who follows nothing gets everything; otherwise one shared topic, or one
+    followed resource the article mentions, is enough."""
+    if member.follows_everything:
         return True
-    return not member.topic_slugs.isdisjoint(article.topic_slugs)
+    return not member.topic_slugs.isdisjoint(
+        article.topic_slugs
+    ) or not member.resource_ids.isdisjoint(article.resource_ids)
 
 
 def select_articles(
@@ -80,21 +83,25 @@ def digest_order(article: ArticleView) -> tuple[datetime, datetime, int]:
     return (article.published_at, article.first_seen_at, article.id)
 
 
-#: The index's key for "every article": what a member with no topics follows.
+#: The index's key for "every article": what a member who follows nothing gets. Topics are
+#: keyed by their slug (a str), resources by their id (an int): the two never collide.
 _EVERYTHING = None
+IndexKey = str | int | None
 #: At most this many topic windows are remembered before the memo starts afresh.
 _MEMO_SIZE = 65_536
 
 
 class CandidateIndex:
-    """The candidates arranged once so each member's selection costs O(its topics), not O(all).
+    """The candidates arranged once so each member's selection costs O(what they follow),
+    not O(all).
 
     ``select_articles`` scans every candidate per member, which a million members cannot
-    afford. Here the candidates are ranked once in digest order; each topic keeps the ranks of
-    its articles (and, sorted by first-seen time, for narrow windows). A member's selection is
-    the first ``max_items`` of the union of each followed topic's first ``max_items`` in the
-    window, and a topic's list for one window is computed once and shared by every member with
-    that window. ``select`` returns exactly what ``select_articles`` returns for the same input.
+    afford. Here the candidates are ranked once in digest order; each topic and each resource
+    keeps the ranks of its articles (and, sorted by first-seen time, for narrow windows). A
+    member's selection is the first ``max_items`` of the union of each followed topic's and
+    resource's first ``max_items`` in the window, and one key's list for one window is
+    computed once and shared by every member with that window. ``select`` returns exactly
+    what ``select_articles`` returns for the same input.
     """
 
     def __init__(self, candidates: Iterable[ArticleView]) -> None:
@@ -102,10 +109,12 @@ class CandidateIndex:
         self.articles: tuple[ArticleView, ...] = tuple(ordered)
         self._published = [a.published_at for a in ordered]
         self._seen = [a.first_seen_at for a in ordered]
-        by_topic: dict[str | None, list[int]] = defaultdict(list)
+        by_topic: dict[IndexKey, list[int]] = defaultdict(list)
         for rank, article in enumerate(ordered):
             for slug in article.topic_slugs:
                 by_topic[slug].append(rank)
+            for resource_id in article.resource_ids:
+                by_topic[resource_id].append(rank)
         by_topic[_EVERYTHING] = list(range(len(ordered)))
         self._ranks = {slug: tuple(ranks) for slug, ranks in by_topic.items()}
         self._by_seen = {slug: self._seen_order(ranks) for slug, ranks in self._ranks.items()}
@@ -129,8 +138,12 @@ class CandidateIndex:
         """What ``select_articles(member, candidates, ...)`` would return, found by topic."""
         oldest = now - limits.max_age
         k = limits.max_items
-        slugs: Iterable[str | None] = member.topic_slugs or (_EVERYTHING,)
-        tops = [self._top(slug, window_start, window_end, oldest, k) for slug in slugs]
+        keys: Iterable[IndexKey]
+        if member.resource_ids:
+            keys = (*member.topic_slugs, *member.resource_ids)
+        else:
+            keys = member.topic_slugs or (_EVERYTHING,)
+        tops = [self._top(key, window_start, window_end, oldest, k) for key in keys]
         if len(tops) == 1:
             ranks: Sequence[int] = tops[0]
         else:
@@ -139,7 +152,7 @@ class CandidateIndex:
         return tuple(articles[r] for r in ranks)
 
     def _top(
-        self, slug: str | None, start: datetime, end: datetime, oldest: datetime, k: int
+        self, slug: IndexKey, start: datetime, end: datetime, oldest: datetime, k: int
     ) -> tuple[int, ...]:
         """Ranks of the first ``k`` of a topic's articles in the window, memoised per window."""
         key = (slug, start, end, oldest, k)
@@ -151,7 +164,7 @@ class CandidateIndex:
         return found
 
     def _compute_top(
-        self, slug: str | None, start: datetime, end: datetime, oldest: datetime, k: int
+        self, slug: IndexKey, start: datetime, end: datetime, oldest: datetime, k: int
     ) -> tuple[int, ...]:
         ranks = self._ranks.get(slug)
         if not ranks:
@@ -175,15 +188,27 @@ class CandidateIndex:
         return tuple(out)
 
 
+def because_you_follow(name: str) -> str:
+    """The heading of a followed resource's articles in a digest."""
+    return f"Because you follow {name}"
+
+
 def group_by_topic(member: MemberView, articles: Sequence[ArticleView]) -> tuple[TopicGroup, ...]:
-    """Each article once, under its first topic the member follows; groups in order of news."""
+    """Each article once, under the first resource it mentions that the member follows
+    ("Because you follow Keio University"), else its first topic the member follows;
+    groups in order of news."""
     groups: dict[str, list[ArticleView]] = {}
+    followed = member.resource_ids
     for article in articles:
         heading = UNFILED
-        for name, slug in _named_slugs(article.topics):
-            if not member.topic_slugs or slug in member.topic_slugs:
-                heading = name
-                break
+        if followed and not followed.isdisjoint(article.resource_ids):
+            name = next(m.name for m in article.mentions if m.resource_id in followed)
+            heading = because_you_follow(name)
+        else:
+            for name, slug in _named_slugs(article.topics):
+                if not member.topic_slugs or slug in member.topic_slugs:
+                    heading = name
+                    break
         groups.setdefault(heading, []).append(article)
     return tuple(TopicGroup(topic, tuple(items)) for topic, items in groups.items())
 

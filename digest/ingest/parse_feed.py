@@ -22,6 +22,8 @@ from digest.ingest.htmltext import (
     truncate,
 )
 from digest.ingest.records import (
+    MAX_MENTIONS,
+    MAX_NAME,
     MAX_SOURCE,
     MAX_TITLE,
     MAX_TOPICS,
@@ -125,8 +127,28 @@ def _entry_raw(entry: Any, now: datetime, source: str | None) -> tuple[dict[str,
         "guid": one_line(guid)[:2048] or None if isinstance(guid, str) else None,
         "source": source,
         "image_url": _image(entry),
+        "mentions": _authors(entry),
     }
     return raw, ""
+
+
+def _authors(entry: Any) -> list[dict[str, Any]]:
+    """The entry's authors as person mentions (their page, when given and a web URL)."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    authors = entry.get("authors") or ([{"name": entry["author"]}] if entry.get("author") else [])
+    for author in authors:
+        name = author.get("name") if isinstance(author, dict) else None
+        if not isinstance(name, str) or not one_line(name):
+            continue
+        name = truncate(one_line(name), MAX_NAME)
+        if name.casefold() in seen:
+            continue
+        seen.add(name.casefold())
+        href = author.get("href")
+        url = href.strip() if isinstance(href, str) and is_web_url(href.strip()) else None
+        out.append({"name": name, "kind": "person", "url": url})
+    return out[:MAX_MENTIONS]
 
 
 def parse_feed_bytes(

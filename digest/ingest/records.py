@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from digest.archive.names import kind_words, parse_kind
 from digest.clock import parse_instant
 from digest.topics import topic_length_problem, unique_topics
 
@@ -35,7 +36,8 @@ MAX_SUMMARY = 10000
 #: digest for ever).
 FUTURE_SLACK = timedelta(days=1)
 
-Mention = tuple[str, str, str | None]
+#: (name, description, url, kind): kind is None when the input did not say.
+Mention = tuple[str, str, str | None, str | None]
 
 
 class RecordError(Exception):
@@ -91,7 +93,9 @@ class ArticleRecord:
             "published_at": self.published_at.astimezone(UTC).isoformat(),
             "key_points": list(self.key_points),
             "topics": list(self.topics),
-            "mentions": [list(m) for m in self.mentions],
+            # a mention without a kind hashes as before kinds existed: re-importing an
+            # unchanged file changes nothing
+            "mentions": [list(m) if m[3] else list(m[:3]) for m in self.mentions],
             "summary": self.summary,
             "source": self.source,
             "image_url": self.image_url,
@@ -275,6 +279,16 @@ class _Checker:
                 return ()
         return tuple(names)
 
+    def kind(self) -> str | None:
+        """A mention's ``kind`` (person, organisation, other), or None when not given."""
+        value = self.text("kind", required=False, max_len=40)
+        if value is None:
+            return None
+        kind = parse_kind(value)
+        if kind is None:
+            self.fail("kind", f"{value!r} is not one of {kind_words()}")
+        return kind
+
     def mentions(self) -> tuple[Mention, ...]:
         value = self.raw.get("mentions")
         if value is None:
@@ -295,10 +309,11 @@ class _Checker:
             name = sub.text("name", required=True, max_len=MAX_NAME)
             desc = sub.text("description", required=False, max_len=MAX_DESCRIPTION) or ""
             url = sub.url("url", required=False)
+            kind = sub.kind()
             for err in sub.errors:
                 self.fail(f"{field}.{err.field}", err.message)
             if name is not None and not sub.errors:
-                out.append((name, desc, url))
+                out.append((name, desc, url, kind))
         return tuple(out)
 
 

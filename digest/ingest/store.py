@@ -15,6 +15,9 @@ from datetime import datetime
 from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
+from digest.archive.names import name_key
+from digest.archive.search import index_articles
+from digest.archive.store import ensure_resources
 from digest.catalog import ensure_topics
 from digest.db import CHUNK, chunks
 from digest.ingest.records import ArticleRecord
@@ -153,17 +156,20 @@ def upsert_articles(
 
 
 def _replace_links(session: Session, changed: list[tuple[Article, ArticleRecord]]) -> None:
-    """Topics and mentions of changed articles, replaced wholesale (cheaper than diffing)."""
+    """Topics and mentions of changed articles, replaced wholesale (cheaper than diffing);
+    each mention linked to its resource (made on first mention), the search rows rewritten."""
     ids = [a.id for a, _ in changed if a.id is not None]
     for part in chunks(ids):
         session.execute(delete(ArticleTopic).where(col(ArticleTopic.article_id).in_(part)))
         session.execute(delete(Mention).where(col(Mention.article_id).in_(part)))
     topics = {t.slug: t for t in ensure_topics(session, (n for _, r in changed for n in r.topics))}
+    now = max(art.updated_at for art, _ in changed)
+    resources = ensure_resources(session, [m for _, r in changed for m in r.mentions], now)
     for art, rec in changed:
         assert art.id is not None
         for slug in dict.fromkeys(topic_slug(n) for n in rec.topics):
             session.add(ArticleTopic(article_id=art.id, topic_id=topics[slug].id))  # type: ignore[arg-type]
-        for position, (name, description, url) in enumerate(rec.mentions):
+        for position, (name, description, url, _kind) in enumerate(rec.mentions):
             session.add(
                 Mention(
                     article_id=art.id,
@@ -171,6 +177,8 @@ def _replace_links(session: Session, changed: list[tuple[Article, ArticleRecord]
                     name=name,
                     description=description,
                     url=url,
+                    resource_id=resources.get(name_key(name)),
                 )
             )
     session.flush()
+    index_articles(session, ids)
