@@ -64,7 +64,10 @@ def _article_views(session: Session, articles: Sequence[Article]) -> dict[int, A
             .where(col(Mention.article_id).in_(chunk))
             .order_by(col(Mention.article_id), col(Mention.position))
         ):
-            mentions[m.article_id].append(
+            listed = mentions[m.article_id]
+            if m.resource_id is not None and any(v.resource_id == m.resource_id for v in listed):
+                continue  # two names merged into one resource: listed once
+            listed.append(
                 MentionView(
                     resource_name or m.name, m.description, m.url, slug or "", m.resource_id
                 )
@@ -225,6 +228,8 @@ class ResourceSets:
                 shared = self._sets[key] = frozenset(key)
             out[member_id] = shared
         return out
+
+
 _MEMBER_COLUMNS = (
     col(Subscriber.id),
     col(Subscriber.email),
@@ -283,9 +288,7 @@ def _rows_for_ids(
     ]
 
 
-def _view(
-    row: Any, topics: MemberTopics, resources: frozenset[int] = _NO_RESOURCES
-) -> MemberView:
+def _view(row: Any, topics: MemberTopics, resources: frozenset[int] = _NO_RESOURCES) -> MemberView:
     member_id, email, name, status, frequency, timezone, send_hour, created_at = row
     return MemberView(
         id=member_id,

@@ -76,7 +76,7 @@ def test_control_characters_and_limits() -> None:
     rec, errors = build_record(raw)
     assert not errors and rec is not None
     assert rec.title == "Line one Bcc: x@example.org"
-    assert rec.mentions == (("A B", "d", None),)
+    assert rec.mentions == (("A B", "d", None, None),)
     _, errors = build_record({**raw, "title": "x" * 501})
     assert errors[0].field == "title" and "500" in errors[0].message
     _, errors = build_record({**raw, "key_points": ["k"] * 51})
@@ -173,3 +173,50 @@ def test_garbage_is_not_a_feed() -> None:
         result = parse_feed_bytes(data, "g.xml", NOW)
         assert result.records == []
         assert "g.xml: not an RSS/Atom feed" in str(result.errors[0])
+
+
+def test_mentions_may_carry_a_kind_and_a_url_and_a_bad_kind_names_its_field() -> None:
+    base = {"url": "https://e.example/", "title": "T", "published_at": "2025-03-20"}
+    rec, errors = build_record(
+        {
+            **base,
+            "key_points": ["k"],
+            "mentions": [
+                {"name": "Keio", "kind": "Organization", "url": "https://www.keio.ac.jp/"},
+                {"name": "Okano", "kind": "person"},
+                {"name": "Plain"},
+            ],
+        }
+    )
+    assert not errors and rec is not None
+    assert rec.mentions == (
+        ("Keio", "", "https://www.keio.ac.jp/", "organisation"),
+        ("Okano", "", None, "person"),
+        ("Plain", "", None, None),
+    )
+    # a mention without a kind hashes as it always did: an unchanged file stays unchanged
+    assert rec.canonical()["mentions"][2] == ["Plain", "", None]
+    _, errors = build_record(
+        {**base, "key_points": ["k"], "mentions": [{"name": "X", "kind": "robot"}]}
+    )
+    assert [str(e) for e in errors] == [
+        "field 'mentions[1].kind': 'robot' is not one of person, organisation, other"
+    ]
+
+
+def test_feed_authors_become_person_mentions() -> None:
+    feed = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>F</title><id>urn:f</id>
+<updated>2025-03-20T00:00:00Z</updated>
+<entry><title>Entry</title><link href="https://e.example/1"/><id>urn:1</id>
+<updated>2025-03-20T00:00:00Z</updated><summary>Text.</summary>
+<author><name>Mara Okafor</name><uri>https://e.example/people/mara</uri></author>
+<author><name>Tomás Ibarra</name><uri>javascript:alert(1)</uri></author>
+</entry></feed>""".encode()
+    result = parse_feed_bytes(feed, "f.xml", NOW)
+    assert not result.errors
+    (rec,) = result.records
+    assert rec.mentions == (
+        ("Mara Okafor", "", "https://e.example/people/mara", "person"),
+        ("Tomás Ibarra", "", None, "person"),
+    )

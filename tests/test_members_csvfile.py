@@ -328,6 +328,7 @@ def test_export_round_trips_with_import(cli, engine: Engine, tmp_path: Path, db_
         "frequency",
         "timezone",
         "send_hour",
+        "follows",
         "status",
     ]
     by_email = {r["email"]: r for r in exported}

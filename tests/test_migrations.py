@@ -135,3 +135,48 @@ def test_upgrade_to_delivery_events_keeps_rows(db_url: str) -> None:
         assert event_id is not None
         assert store.events_by_delivery(session, [1])[1][0].kind == HARD_BOUNCE
     engine.dispose()
+
+
+def test_upgrade_to_the_archive_makes_resources_and_search_rows_from_existing_mentions(
+    db_url: str,
+) -> None:
+    """A store at 0003 with articles and mentions: each name becomes one resource (the last
+    non-empty description wins), mentions link to it, and every article is searchable."""
+    from digest.archive import search, store
+
+    engine = make_engine(db_url)
+    upgrade_schema(engine, "0003_delivery_events")
+    naive = NOW.replace(tzinfo=None)
+    with engine.begin() as conn:
+        for n in (1, 2):
+            conn.execute(
+                text(
+                    "INSERT INTO article (id, url, title, published_at, first_seen_at, updated_at,"
+                    " key_points, summary, content_hash) VALUES (:id, :url, :title, :now, :now,"
+                    " :now, :points, 'A summary', '')"
+                ),
+                {
+                    "id": n,
+                    "url": f"https://e.example/{n}",
+                    "title": f"Article {n}",
+                    "now": naive,
+                    "points": '["First point.", "Second point about immunosuppressants."]',
+                },
+            )
+        conn.execute(
+            text(
+                "INSERT INTO mention (article_id, position, name, description) VALUES"
+                " (1, 0, 'Keio University', 'Old.'), (2, 0, 'keio  university', 'In Tokyo.'),"
+                " (2, 1, 'Keio University', '')"
+            )
+        )
+    upgrade_schema(engine)
+    with Session(engine) as session:
+        rows = store.list_resources(session)
+        assert [(r.slug, r.name, r.description, r.articles) for r in rows] == [
+            ("keio-university", "Keio University", "In Tokyo.", 2)
+        ]
+        found = search.search(session, "immunosuppressants", member=True, limit=10)
+        assert sorted(h.article_id for h in found.hits) == [1, 2]
+        assert search.search(session, "keio", member=False, limit=10).total == 2
+    engine.dispose()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from digest.content import ArticleView, MemberView
+from digest.content import ArticleView, MemberView, MentionView
 from digest.selection import (
     CandidateIndex,
     Limits,
@@ -126,7 +126,11 @@ def _scan_reference(
         for a in candidates
         if start < a.first_seen_at <= end
         and a.published_at >= oldest
-        and (not member.topic_slugs or member.topic_slugs & a.topic_slugs)
+        and (
+            (not member.topic_slugs and not member.resource_ids)
+            or member.topic_slugs & a.topic_slugs
+            or member.resource_ids & a.resource_ids
+        )
     ]
     chosen.sort(key=lambda a: (a.published_at, a.first_seen_at, a.id), reverse=True)
     return tuple(chosen[: limits.max_items])
@@ -149,6 +153,7 @@ def _random_articles(rng: random.Random, n: int, slugs: list[str]) -> list[Artic
                 key_points=(),
                 topics=tuple(topics),
                 topic_slugs=frozenset(topics),
+                resource_ids=frozenset(rng.sample(range(1, 9), rng.choice([0, 0, 1, 2]))),
             )
         )
     return out
@@ -163,7 +168,11 @@ def test_index_selects_exactly_what_the_scan_selects(seed: int) -> None:
     compared = nonempty = 0
     for _ in range(400):
         m = member([])
-        m = replace(m, topic_slugs=frozenset(rng.sample(slugs + ["absent"], rng.randint(0, 5))))
+        m = replace(
+            m,
+            topic_slugs=frozenset(rng.sample(slugs + ["absent"], rng.randint(0, 5))),
+            resource_ids=frozenset(rng.sample(range(1, 12), rng.choice([0, 0, 1, 3]))),
+        )
         start = NOW - timedelta(hours=rng.choice([1, 6, 24, 24 * 7, 24 * 35, 24 * 60]))
         end = rng.choice([NOW, NOW, start + timedelta(hours=rng.randint(0, 48))])
         limits = Limits(rng.choice([1, 3, 20]), timedelta(days=rng.choice([2, 10, 30])))
@@ -187,3 +196,50 @@ def test_index_window_wide_and_narrow_paths_agree() -> None:
         for limits in (LIMITS, Limits(1, timedelta(days=30)), Limits(5, timedelta(hours=13))):
             expected = select_articles(m, candidates, start, NOW, NOW, limits)
             assert index.select(m, start, NOW, NOW, limits) == expected
+
+
+def _mentioning(a: ArticleView, *resources: tuple[int, str]) -> ArticleView:
+    mentions = tuple(MentionView(name, "", None, name.lower(), rid) for rid, name in resources)
+    return replace(a, mentions=mentions, resource_ids=frozenset(rid for rid, _ in resources))
+
+
+KEIO, OKANO = (7, "Keio University"), (8, "Hideyuki Okano")
+
+
+def test_a_member_following_only_a_resource_gets_exactly_its_articles_grouped_under_it() -> None:
+    arts = [
+        _mentioning(article(1, ["Stem Cells"], 1), OKANO, KEIO),
+        article(2, ["Stem Cells"], 1),
+        _mentioning(article(3, ["Space"], 1), KEIO),
+        _mentioning(article(4, ["Space"], 1), OKANO),
+    ]
+    m = replace(member([]), resource_ids=frozenset({KEIO[0]}))
+    chosen = select_articles(m, arts, NOW - timedelta(days=1), NOW, NOW, LIMITS)
+    assert [a.id for a in chosen] == [1, 3]
+    assert CandidateIndex(arts).select(m, NOW - timedelta(days=1), NOW, NOW, LIMITS) == chosen
+    groups = group_by_topic(m, chosen)
+    assert [(g.topic, [a.id for a in g.articles]) for g in groups] == [
+        ("Because you follow Keio University", [1, 3])
+    ]
+
+
+def test_a_topic_and_a_resource_bring_each_article_once_resource_heading_first() -> None:
+    arts = [
+        _mentioning(article(1, ["Stem Cells"], 1), KEIO),
+        article(2, ["Stem Cells"], 1),
+        _mentioning(article(3, ["Space"], 1), KEIO),
+        article(4, ["Space"], 1),
+    ]
+    m = replace(member(["Stem Cells"]), resource_ids=frozenset({KEIO[0]}))
+    chosen = CandidateIndex(arts).select(m, NOW - timedelta(days=1), NOW, NOW, LIMITS)
+    assert [a.id for a in chosen] == [1, 2, 3]
+    assert chosen == select_articles(m, arts, NOW - timedelta(days=1), NOW, NOW, LIMITS)
+    groups = group_by_topic(m, chosen)
+    assert [(g.topic, [a.id for a in g.articles]) for g in groups] == [
+        ("Because you follow Keio University", [1, 3]),
+        ("Stem Cells", [2]),
+    ]
+    capped = CandidateIndex(arts).select(
+        m, NOW - timedelta(days=1), NOW, NOW, Limits(2, timedelta(days=30))
+    )
+    assert [a.id for a in capped] == [1, 2]

@@ -276,9 +276,7 @@ def mentioned_article_ids(session: Session, resource_ids: Iterable[int]) -> list
     out: set[int] = set()
     for part in chunks(sorted(set(resource_ids))):
         out.update(
-            session.exec(
-                select(Mention.article_id).where(col(Mention.resource_id).in_(part))
-            ).all()
+            session.exec(select(Mention.article_id).where(col(Mention.resource_id).in_(part))).all()
         )
     return sorted(out)
 
@@ -391,6 +389,17 @@ def follow(session: Session, member_id: int, resource_id: int, on: bool = True) 
         return False
     session.flush()
     return True
+
+
+def follows_ids(session: Session, member_id: int) -> list[int]:
+    """The ids of the resources one member follows."""
+    return list(
+        session.exec(
+            select(SubscriberResource.resource_id).where(
+                SubscriberResource.subscriber_id == member_id
+            )
+        ).all()
+    )
 
 
 def follows_of(session: Session, member_ids: Iterable[int]) -> dict[int, list[Resource]]:

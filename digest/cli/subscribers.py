@@ -53,7 +53,8 @@ class _DryRun(Exception):
 def import_command(
     app: App, file: Path, skip_invalid: bool, status: str, dry_run: bool, now: datetime
 ) -> None:
-    """Create or update members from FILE (columns: email,name,topics,frequency,timezone,send_hour).
+    """Create or update members from FILE (columns: email, name, topics, frequency, timezone,
+    send_hour, follows).
 
     Unsubscribed and bounced addresses are never changed. Any invalid row rejects the whole
     file (exit 2) unless --skip-invalid is given.
@@ -93,7 +94,7 @@ def import_command(
 def _worded(error: members.MemberError) -> str:
     """A member field error in this command's words (its options, not the record's fields)."""
     if error.code == "no_topics":
-        return f"{error.where}: field 'topics': a new member needs at least one --topic"
+        return f"{error.where}: field 'topics': a new member needs at least one --topic or --follow"
     return str(error)
 
 
@@ -110,6 +111,13 @@ def _split_topics(values: tuple[str, ...]) -> list[str] | None:
     multiple=True,
     metavar="TOPIC",
     help="Topic (repeatable; 'A;B' also works).",
+)
+@click.option(
+    "--follow",
+    "follows",
+    multiple=True,
+    metavar="NAME",
+    help="Follow a person or organisation, by name or slug (repeatable; 'A;B' also works).",
 )
 @click.option("--frequency", type=click.Choice(members.FREQUENCIES, case_sensitive=False))
 @click.option("--timezone", metavar="TZ", help="IANA time zone, e.g. Europe/London.")
@@ -132,6 +140,7 @@ def add_command(
     email: str,
     name: str | None,
     topics: tuple[str, ...],
+    follows: tuple[str, ...],
     frequency: str | None,
     timezone: str | None,
     send_hour: int | None,
@@ -151,6 +160,7 @@ def add_command(
             timezone=timezone,
             send_hour=send_hour,
             max_topics=app.settings.max_topics_per_member,
+            follows=list(follows) if follows else None,
         )
         with session_scope(app.engine) as session:
             result = members.add_member(
@@ -169,7 +179,8 @@ def add_command(
         return
     verb = "Added" if result.created else ("Updated" if result.changed else "Unchanged")
     topics_text = "; ".join(row.topics) or "(no topics)"
-    click.echo(f"{verb} {row.email} ({row.status}, {row.frequency}): {topics_text}")
+    follows_text = f"; follows {'; '.join(row.follows)}" if row.follows else ""
+    click.echo(f"{verb} {row.email} ({row.status}, {row.frequency}): {topics_text}{follows_text}")
 
 
 @subscribers_group.command("list")
@@ -190,6 +201,7 @@ def list_command(app: App, as_json: bool, status: str | None, topic: str | None)
             click.echo(
                 f"{row.email:<40} {row.status:<12} {row.frequency:<6} "
                 f"{row.timezone:<20} {row.send_hour:>2}h  {'; '.join(row.topics)}"
+                + (f"  follows: {'; '.join(row.follows)}" if row.follows else "")
             )
         click.echo(f"{count} members", err=True)
 

@@ -26,9 +26,9 @@ from digest.members.rules import (
     check_new_status,
     parse_member,
 )
-from digest.members.store import CHUNK, MemberRow, TopicIds, write_chunk
+from digest.members.store import CHUNK, FollowIds, MemberRow, TopicIds, write_chunk
 
-CSV_COLUMNS = ("email", "name", "topics", "frequency", "timezone", "send_hour")
+CSV_COLUMNS = ("email", "name", "topics", "frequency", "timezone", "send_hour", "follows")
 EXPORT_COLUMNS = (*CSV_COLUMNS, "status")
 #: How many error messages an import keeps; the count is always exact.
 MAX_REPORTED_ERRORS = 1000
@@ -168,6 +168,7 @@ def import_members(
     check_new_status(status)
     report = ImportReport()
     topic_ids = TopicIds(session)
+    follow_ids = FollowIds(session)
     first_line: dict[str, int] = {}
     chunk: list[tuple[MemberRecord, frozenset[str]]] = []
     for line, item, present in records:
@@ -176,6 +177,11 @@ def import_members(
             if seen != line:
                 where = f"{source}: line {line}" if source else f"line {line}"
                 item = MemberError(where, "email", f"{item.email} is a duplicate of line {seen}")
+            else:
+                try:
+                    follow_ids.check(item, f"{source}: line {line}" if source else f"line {line}")
+                except MemberError as exc:
+                    item = exc
         if isinstance(item, MemberError):
             report._error(item)
             if not skip_invalid:
@@ -186,10 +192,10 @@ def import_members(
             continue
         chunk.append((item, present))
         if len(chunk) >= CHUNK:
-            write_chunk(session, topic_ids, chunk, status, now, report)
+            write_chunk(session, topic_ids, chunk, status, now, report, follow_ids)
             chunk = []
     if chunk and report.written:
-        write_chunk(session, topic_ids, chunk, status, now, report)
+        write_chunk(session, topic_ids, chunk, status, now, report, follow_ids)
     return report
 
 

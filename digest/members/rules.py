@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 
+from digest.archive.names import clean_name as clean_resource_name
+from digest.archive.names import name_key
 from digest.models import ACTIVE as ACTIVE
 from digest.models import BOUNCED as BOUNCED
 from digest.models import FREQUENCIES as FREQUENCIES
@@ -47,7 +49,10 @@ NEW_MEMBER_STATUSES = (ACTIVE, PENDING)
 #: Statuses ``add`` may set on an existing member; suppression goes through ``remove``.
 OPERATOR_STATUSES = (PENDING, ACTIVE, PAUSED)
 #: Fields an import or ``add`` may change on an existing member (never the status).
-PROFILE_FIELDS = ("name", "topics", "frequency", "timezone", "send_hour")
+PROFILE_FIELDS = ("name", "topics", "frequency", "timezone", "send_hour", "follows")
+#: How many resources (people, organisations) one member may follow.
+MAX_FOLLOWS = 100
+MAX_FOLLOW_LENGTH = 500
 
 
 class MemberError(ValueError):
@@ -109,6 +114,13 @@ class MemberRecord:
     frequency: str = DEFAULT_FREQUENCY
     timezone: str = DEFAULT_TIMEZONE
     send_hour: int = DEFAULT_SEND_HOUR
+    #: resources followed, by name or slug as given (the store finds them)
+    follows: tuple[str, ...] = ()
+
+    @property
+    def follows_something(self) -> bool:
+        """A new member needs a topic or a resource to follow, or they would get nothing."""
+        return bool(self.topics or self.follows)
 
     def as_json(self) -> dict[str, Any]:
         """The profile (everything but the address) in a compact form for a signed link."""
@@ -118,6 +130,7 @@ class MemberRecord:
             "f": self.frequency,
             "z": self.timezone,
             "h": self.send_hour,
+            "r": list(self.follows),
         }
 
     @classmethod
@@ -128,10 +141,13 @@ class MemberRecord:
             raise ValueError("malformed profile")
         name, topics = data.get("n", ""), data.get("t", [])
         frequency, zone, hour = data.get("f"), data.get("z"), data.get("h")
+        follows = data.get("r", [])
         if not (
             isinstance(name, str)
             and isinstance(topics, list)
             and all(isinstance(t, str) for t in topics)
+            and isinstance(follows, list)
+            and all(isinstance(r, str) for r in follows)
             and frequency in FREQUENCIES
             and isinstance(zone, str)
             and isinstance(hour, int)
@@ -139,7 +155,7 @@ class MemberRecord:
             and 0 <= hour <= 23
         ):
             raise ValueError("malformed profile")
-        return cls(email, name, tuple(topics), frequency, zone, hour)
+        return cls(email, name, tuple(topics), frequency, zone, hour, tuple(follows))
 
 
 def normalize_email(value: str, where: str = "email") -> str:
@@ -230,6 +246,29 @@ def parse_topics(
     return tuple(names)
 
 
+def parse_follows(value: str | Iterable[str], where: str = "follows") -> tuple[str, ...]:
+    """Resource names or slugs from ``'A; B'`` (or several such strings), cleaned, each once
+    (by the resource name rule); at most ``MAX_FOLLOWS``. Whether each names a resource is
+    the store's to say."""
+    parts = [value] if isinstance(value, str) else list(value)
+    seen: dict[str, str] = {}
+    for part in parts:
+        for piece in (part or "").split(";"):
+            name = clean_resource_name(piece)
+            if not name:
+                continue
+            if len(name) > MAX_FOLLOW_LENGTH:
+                raise MemberError(
+                    where, "follows", f"longer than {MAX_FOLLOW_LENGTH} characters: {name[:40]!r}…"
+                )
+            seen.setdefault(name_key(name), name)
+    if len(seen) > MAX_FOLLOWS:
+        raise MemberError(
+            where, "follows", f"{len(seen)} resources; a member follows at most {MAX_FOLLOWS}"
+        )
+    return tuple(seen.values())
+
+
 def parse_frequency(value: str, where: str = "frequency") -> str:
     text = (value or "").strip().lower()
     if not text:
@@ -290,6 +329,7 @@ def parse_member(
         frequency=parse_frequency(row.get("frequency") or "", where),
         timezone=parse_timezone(row.get("timezone") or "", where),
         send_hour=parse_send_hour(row.get("send_hour") or "", where),
+        follows=parse_follows(row.get("follows") or "", where),
     )
 
 
@@ -312,6 +352,7 @@ def parse_changes(
     timezone: str | None = None,
     send_hour: str | int | None = None,
     max_topics: int = DEFAULT_MAX_TOPICS,
+    follows: str | Iterable[str] | None = None,
 ) -> tuple[MemberRecord, frozenset[str]]:
     """Validate the fields given (``None``: not given) into a record, and which were given.
 
@@ -326,16 +367,15 @@ def parse_changes(
         row["send_hour"] = str(send_hour)
     record = parse_member(row, where, max_topics)
     if topics is not None:
-        record = MemberRecord(
-            record.email,
-            record.name,
-            parse_topics(topics, where, max_topics),
-            record.frequency,
-            record.timezone,
-            record.send_hour,
-        )
+        record = replace(record, topics=parse_topics(topics, where, max_topics))
+    if follows is not None:
+        record = replace(record, follows=parse_follows(follows, where))
     given = frozenset(
-        f for f in PROFILE_FIELDS if f in row or (f == "topics" and topics is not None)
+        f
+        for f in PROFILE_FIELDS
+        if f in row
+        or (f == "topics" and topics is not None)
+        or (f == "follows" and follows is not None)
     )
     return record, given
 
@@ -345,13 +385,16 @@ def parse_profile(
     topics: Iterable[str],
     offered: Mapping[str, str],
     max_topics: int = DEFAULT_MAX_TOPICS,
+    follows: Iterable[str] = (),
+    offered_resources: Mapping[str, str] | None = None,
 ) -> tuple[MemberRecord | None, list[MemberError]]:
     """Validate a subscribe or preferences form into a record, or every field's error.
 
     ``values`` holds the form's fields (``email``, ``name``, ``frequency``, ``timezone``,
     ``send_hour``); ``topics`` are the slugs ticked, ``offered`` the topics the form may offer
-    (slug -> display name): anything else ticked is ignored, at least one must remain and at
-    most ``max_topics``.
+    (slug -> display name): anything else ticked is ignored, at most ``max_topics``.
+    ``follows`` are the resource slugs ticked, of ``offered_resources`` (slug -> name). At
+    least one topic or resource must remain.
     """
     errors: list[MemberError] = []
     parsed: dict[str, Any] = {}
@@ -360,8 +403,14 @@ def parse_profile(
     except MemberError as exc:
         errors.append(exc)
     chosen = tuple(dict.fromkeys(offered[s] for s in topics if s in offered))
-    if not chosen:
-        errors.append(MemberError("form", "topics", "choose at least one topic", "no_topics"))
+    resources = offered_resources or {}
+    followed = tuple(dict.fromkeys(s for s in follows if s in resources))[:MAX_FOLLOWS]
+    if not chosen and not followed:
+        errors.append(
+            MemberError(
+                "form", "topics", "choose at least one topic or person to follow", "no_topics"
+            )
+        )
     elif len(chosen) > max_topics:
         words = f"choose at most {max_topics} topic{'' if max_topics == 1 else 's'}"
         errors.append(MemberError("form", "topics", words, "too_many_topics"))
@@ -377,4 +426,4 @@ def parse_profile(
             errors.append(exc)
     if errors:
         return None, errors
-    return MemberRecord(topics=chosen, **parsed), []
+    return MemberRecord(topics=chosen, follows=followed, **parsed), []

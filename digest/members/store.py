@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, insert, update
 from sqlmodel import Session, col, select
 
+from digest.archive import store as archive_store
 from digest.catalog import ensure_topics
 from digest.db import CHUNK, chunks
 from digest.members.rules import (
@@ -33,7 +34,7 @@ from digest.members.rules import (
     lookup_emails,
     unicode_form,
 )
-from digest.models import Delivery, Subscriber, SubscriberTopic, Topic
+from digest.models import Delivery, Subscriber, SubscriberResource, SubscriberTopic, Topic
 from digest.topics import topic_slug
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class MemberRow:
     timezone: str
     send_hour: int
     created_at: datetime
+    follows: tuple[str, ...] = ()  # names of the resources followed
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -60,6 +62,7 @@ class MemberRow:
             "name": self.name,
             "status": self.status,
             "topics": list(self.topics),
+            "follows": list(self.follows),
             "frequency": self.frequency,
             "timezone": self.timezone,
             "send_hour": self.send_hour,
@@ -74,6 +77,7 @@ class MemberRow:
             "frequency": self.frequency,
             "timezone": self.timezone,
             "send_hour": str(self.send_hour),
+            "follows": "; ".join(self.follows),
             "status": self.status,
         }
 
@@ -98,6 +102,50 @@ class TopicIds:
         return [self.ids[topic_slug(n)] for n in names]
 
 
+class FollowIds:
+    """Resource ids for the names or slugs members follow, looked up once per import."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.ids: dict[str, int | None] = {}
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        """The names that name no resource."""
+        out = []
+        for name in names:
+            if name not in self.ids:
+                found = archive_store.find_resource(self.session, name)
+                self.ids[name] = found.id if found is not None else None
+            if self.ids[name] is None:
+                out.append(name)
+        return out
+
+    def check(self, record: MemberRecord, where: str) -> None:
+        """Raise ``MemberError`` naming the first follow that names no resource."""
+        unknown = self.missing(record.follows)
+        if unknown:
+            raise MemberError(
+                where,
+                "follows",
+                f"no person or organisation named {unknown[0]!r} "
+                "(see digest resources list; a resource exists once an article mentions it)",
+            )
+
+    def ids_for(self, names: Iterable[str]) -> list[int]:
+        names = list(names)
+        self.missing(names)
+        return [i for i in (self.ids[n] for n in names) if i is not None]
+
+
+def _replace_follows(
+    session: Session, follow_ids: FollowIds, wanted: Mapping[int, Sequence[str]]
+) -> None:
+    """Set each member's followed resources to exactly ``wanted[member_id]``."""
+    archive_store.set_follows(
+        session, {member_id: follow_ids.ids_for(names) for member_id, names in wanted.items()}
+    )
+
+
 def _replace_topics(
     session: Session, topic_ids: TopicIds, wanted: Mapping[int, Sequence[str]]
 ) -> None:
@@ -119,7 +167,7 @@ def _apply_profile(member: Subscriber, record: MemberRecord, fields: Iterable[st
     """Copy the given profile fields (not topics) onto ``member``; True if anything changed."""
     changed = False
     for name in fields:
-        if name == "topics":
+        if name in ("topics", "follows"):
             continue
         value = getattr(record, name)
         if getattr(member, name) != value:
@@ -164,6 +212,7 @@ def write_chunk(
     status: str,
     now: datetime,
     report: ImportReport,
+    follow_ids: FollowIds | None = None,
 ) -> None:
     """Write one chunk with bulk statements: one lookup, one INSERT, one UPDATE, topics.
 
@@ -180,6 +229,7 @@ def write_chunk(
         existing.setdefault(legacy.get(row.email, row.email), row)
     current_topics = member_topic_slugs(session, [row.id for row in existing.values()])
     topics: dict[int, Sequence[str]] = {}
+    follows: dict[int, Sequence[str]] = {}
     fresh: list[MemberRecord] = []
     updates: list[dict[str, Any]] = []
     for record, present in chunk:
@@ -195,7 +245,9 @@ def write_chunk(
         changes = {
             name: getattr(record, name)
             for name in PROFILE_FIELDS
-            if name != "topics" and name in present and getattr(row, name) != getattr(record, name)
+            if name not in ("topics", "follows")
+            and name in present
+            and getattr(row, name) != getattr(record, name)
         }
         if row.email != record.email:  # stored with a Unicode domain: now mailable
             changes["email"] = record.email
@@ -204,6 +256,8 @@ def write_chunk(
             if wanted != current_topics.get(row.id, set()):
                 topics[row.id] = record.topics
                 changes["updated_at"] = now
+        if "follows" in present:
+            follows[row.id] = record.follows
         if changes:
             updates.append({"id": row.id, **changes, "updated_at": now})
     if fresh:
@@ -215,6 +269,8 @@ def write_chunk(
         for record in fresh:
             if record.topics:
                 topics[ids[record.email]] = record.topics
+            if record.follows:
+                follows[ids[record.email]] = record.follows
     if updates:
         # Grouped by the set of changed columns: one executemany per shape.
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -223,6 +279,7 @@ def write_chunk(
         for group in shapes.values():
             session.execute(update(Subscriber), group)
     _replace_topics(session, topic_ids, topics)
+    _replace_follows(session, follow_ids or FollowIds(session), follows)
     session.expunge_all()  # nothing from this chunk stays in the identity map
 
 
@@ -297,16 +354,25 @@ def add_member(
     if status is not None and status not in OPERATOR_STATUSES:
         raise MemberError(where, "status", f"must be one of {', '.join(OPERATOR_STATUSES)}")
     topic_ids = TopicIds(session)
+    follow_ids = FollowIds(session)
+    if "follows" in given:
+        follow_ids.check(record, where)
     member = get_member(session, record.email)
     if member is None:
-        if not record.topics:
-            raise MemberError(where, "topics", "a new member needs at least one topic", "no_topics")
+        if not record.follows_something:
+            raise MemberError(
+                where,
+                "topics",
+                "a new member needs at least one topic or resource to follow",
+                "no_topics",
+            )
         new_status = check_new_status(status or ACTIVE, where)
         member = _new_member(record, new_status, now)
         session.add(member)
         session.flush()
         assert member.id is not None
         _replace_topics(session, topic_ids, {member.id: record.topics})
+        _replace_follows(session, follow_ids, {member.id: record.follows})
         return AddResult(_row(session, member), created=True, changed=True)
     if member.status in SUPPRESSED_STATUSES and not reactivate:
         raise SuppressedMember(member.email, member.status)
@@ -325,6 +391,11 @@ def add_member(
         old = member_topic_slugs(session, [member.id]).get(member.id, set())
         if old != {topic_slug(t) for t in record.topics}:
             _replace_topics(session, topic_ids, {member.id: record.topics})
+            changed = True
+    if "follows" in given:
+        old_follows = set(archive_store.follows_ids(session, member.id))
+        if old_follows != set(follow_ids.ids_for(record.follows)):
+            _replace_follows(session, follow_ids, {member.id: record.follows})
             changed = True
     if changed:
         member.updated_at = now
@@ -349,6 +420,9 @@ def remove_member(session: Session, email: str, now: datetime, forget: bool = Fa
     session.expunge(member)
     session.execute(delete(Delivery).where(col(Delivery.subscriber_id) == member_id))
     session.execute(delete(SubscriberTopic).where(col(SubscriberTopic.subscriber_id) == member_id))
+    session.execute(
+        delete(SubscriberResource).where(col(SubscriberResource.subscriber_id) == member_id)
+    )
     session.execute(delete(Subscriber).where(col(Subscriber.id) == member_id))
     session.flush()
     return stored
@@ -391,6 +465,7 @@ def _topic_names(session: Session, member_ids: Sequence[int]) -> dict[int, list[
 def _rows(session: Session, members: Sequence[Subscriber]) -> list[MemberRow]:
     ids = [m.id for m in members if m.id is not None]
     names = _topic_names(session, ids)
+    follows = archive_store.follows_of(session, ids)
     return [
         MemberRow(
             id=m.id,
@@ -402,6 +477,7 @@ def _rows(session: Session, members: Sequence[Subscriber]) -> list[MemberRow]:
             timezone=m.timezone,
             send_hour=m.send_hour,
             created_at=m.created_at,
+            follows=tuple(r.name for r in follows.get(m.id, ())),
         )
         for m in members
         if m.id is not None

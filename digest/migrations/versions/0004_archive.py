@@ -189,7 +189,9 @@ def _backfill(bind: sa.Connection) -> None:
             },
         ).scalar_one()
         bind.execute(
-            sa.text("INSERT INTO resource_alias (kind, value, resource_id) VALUES ('name', :k, :r)"),
+            sa.text(
+                "INSERT INTO resource_alias (kind, value, resource_id) VALUES ('name', :k, :r)"
+            ),
             {"k": key, "r": resource_id},
         )
         bind.execute(
@@ -216,8 +218,7 @@ def _backfill(bind: sa.Connection) -> None:
     if rows:
         bind.execute(
             sa.text(
-                "INSERT INTO article_search (article_id, title, lead, more)"
-                " VALUES (:a, :t, :l, :m)"
+                "INSERT INTO article_search (article_id, title, lead, more) VALUES (:a, :t, :l, :m)"
             ),
             rows,
         )
