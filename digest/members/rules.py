@@ -124,14 +124,16 @@ class MemberRecord:
 
     def as_json(self) -> dict[str, Any]:
         """The profile (everything but the address) in a compact form for a signed link."""
-        return {
+        data: dict[str, Any] = {
             "n": self.name,
             "t": list(self.topics),
             "f": self.frequency,
             "z": self.timezone,
             "h": self.send_hour,
-            "r": list(self.follows),
         }
+        if self.follows:  # links stay as short as they were for members who follow no one
+            data["r"] = list(self.follows)
+        return data
 
     @classmethod
     def from_json(cls, email: str, data: Any) -> MemberRecord:
