@@ -140,12 +140,12 @@ def test_upgrade_to_delivery_events_keeps_rows(db_url: str) -> None:
 def test_upgrade_to_the_archive_makes_resources_and_search_rows_from_existing_mentions(
     db_url: str,
 ) -> None:
-    """A store at 0003 with articles and mentions: each name becomes one resource (the last
+    """A store at 0004 with articles and mentions: each name becomes one resource (the last
     non-empty description wins), mentions link to it, and every article is searchable."""
     from digest.archive import search, store
 
     engine = make_engine(db_url)
-    upgrade_schema(engine, "0003_delivery_events")
+    upgrade_schema(engine, "0004_newsroom")
     naive = NOW.replace(tzinfo=None)
     with engine.begin() as conn:
         for n in (1, 2):

@@ -6,8 +6,8 @@ engine's own: on SQLite an FTS5 table over ``article_search`` kept in step by tr
 later batch migration that rebuilds ``article_search`` must create them again); on
 PostgreSQL a generated ``tsvector`` column with a GIN index.
 
-Revision ID: 0004_archive
-Revises: 0003_delivery_events
+Revision ID: 0005_archive
+Revises: 0004_newsroom
 Create Date: 2026-12-06 08:11:19.675828
 """
 
@@ -23,8 +23,8 @@ from alembic import op
 
 import digest.models
 
-revision = "0004_archive"
-down_revision = "0003_delivery_events"
+revision = "0005_archive"
+down_revision = "0004_newsroom"
 branch_labels = None
 depends_on = None
 
