@@ -14,8 +14,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, text
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, Engine, bindparam, or_, text
+from sqlmodel import Session, col, func, select
 
 from digest.content import ArticleView, MemberView, MentionView
 from digest.db import chunks as _chunks
@@ -81,7 +81,7 @@ def _article_views(session: Session, articles: Sequence[Article]) -> dict[int, A
             url=a.url,
             title=a.title,
             published_at=a.published_at,
-            first_seen_at=a.first_seen_at,
+            first_seen_at=offered_from(a),
             key_points=tuple(a.key_points),
             topics=tuple(name for name, _ in pairs),
             topic_slugs=frozenset(slug for _, slug in pairs),
@@ -116,21 +116,43 @@ def lock_articles(session: Session) -> None:
         session.connection()  # begins the transaction: BEGIN IMMEDIATE
 
 
+def offered_from(article: Article) -> datetime:
+    """When an article is first offered: when first seen, or when an editor's hold ends.
+
+    Selection takes articles by this instant, so a held article falls into the window of
+    the first edition after its hold (members' earlier windows never saw it).
+    """
+    if article.held_until is not None and article.held_until > article.first_seen_at:
+        return article.held_until
+    return article.first_seen_at
+
+
 def candidate_articles(session: Session, now: datetime, oldest: datetime) -> list[ArticleView]:
-    """Articles any member could get now: already seen, and published after ``oldest``."""
+    """Articles any member could get now: already seen and not held past ``now``, not
+    retracted, and published after ``oldest``."""
     articles = session.exec(
         select(Article).where(
-            col(Article.first_seen_at) <= now, col(Article.published_at) >= oldest
+            col(Article.first_seen_at) <= now,
+            col(Article.published_at) >= oldest,
+            col(Article.retracted_at).is_(None),
+            or_(col(Article.held_until).is_(None), col(Article.held_until) <= now),
         )
     ).all()
     return list(_article_views(session, articles).values())
 
 
-def articles_by_id(session: Session, ids: Iterable[int]) -> dict[int, ArticleView]:
+def articles_by_id(
+    session: Session, ids: Iterable[int], *, retracted: bool = True
+) -> dict[int, ArticleView]:
+    """Views of these articles; ``retracted=False`` leaves out retracted ones (what is about
+    to be sent never carries an article an editor retracted after it was planned)."""
     wanted = sorted(set(ids))
     found: list[Article] = []
     for chunk in _chunks(wanted):
-        found.extend(session.exec(select(Article).where(col(Article.id).in_(chunk))).all())
+        query = select(Article).where(col(Article.id).in_(chunk))
+        if not retracted:
+            query = query.where(col(Article.retracted_at).is_(None))
+        found.extend(session.exec(query).all())
     return _article_views(session, found)
 
 
@@ -432,6 +454,8 @@ def list_articles(
             "key_points": list(a.key_points),
             "mentions": mentions.get(a.id, []),  # type: ignore[arg-type]
             "guid": a.guid,
+            "held_until": a.held_until.isoformat() if a.held_until else None,
+            "retracted_at": a.retracted_at.isoformat() if a.retracted_at else None,
         }
         for a in articles
     ]
@@ -507,3 +531,152 @@ def offered_topics(
         if topic_slug(name) not in offered
     ]
     return choices + sorted(extra, key=lambda c: c.name.casefold())
+
+
+# ------------------------------------------------------------------ editors' holds and retractions
+
+
+#: An article's state on the newsroom pages (``article_state``).
+OFFERED, HELD, RETRACTED = "offered", "held", "retracted"
+
+
+def article_state(article: Article, now: datetime) -> str:
+    if article.retracted_at is not None:
+        return RETRACTED
+    if article.held_until is not None and article.held_until > now:
+        return HELD
+    return OFFERED
+
+
+class ArticleChangeError(ValueError):
+    """An editor's change that cannot be made (the page says why)."""
+
+
+def _article(session: Session, article_id: int) -> Article:
+    article = session.get(Article, article_id)
+    if article is None:
+        raise LookupError(f"no article {article_id}")
+    return article
+
+
+def hold_article(session: Session, article_id: int, until: datetime, now: datetime) -> Article:
+    """Offer the article to nobody before ``until`` (then to the next editions, as if first
+    seen then). A retracted article stays retracted."""
+    article = _article(session, article_id)
+    if article.retracted_at is not None:
+        raise ArticleChangeError("this article is retracted; it is never sent again")
+    if until <= now:
+        raise ArticleChangeError("hold until: choose a time in the future")
+    lock_articles(session)
+    article.held_until = until
+    session.add(article)
+    return article
+
+
+def release_article(session: Session, article_id: int, now: datetime) -> Article:
+    """End a hold now: the article is offered from now on (editions already planned during
+    the hold did not take it, so it goes into each member's next one)."""
+    article = _article(session, article_id)
+    lock_articles(session)  # a plan reading candidates now sees it, or its window starts later
+    if article.held_until is not None and article.held_until > now:
+        article.held_until = now
+        session.add(article)
+    return article
+
+
+def retract_article(session: Session, article_id: int, now: datetime) -> Article:
+    """Never offer the article again; deliveries already sent are history and stay as they
+    are, and deliveries planned but not sent yet go out without it."""
+    article = _article(session, article_id)
+    if article.retracted_at is None:
+        article.retracted_at = now
+        session.add(article)
+    return article
+
+
+@dataclass(frozen=True)
+class ArticleRow:
+    """One line of the newsroom's article list."""
+
+    id: int
+    url: str
+    title: str
+    published_at: datetime
+    first_seen_at: datetime
+    held_until: datetime | None
+    retracted_at: datetime | None
+    topics: tuple[str, ...]
+    state: str
+
+
+#: Articles per page of the newsroom's list.
+PAGE_SIZE = 50
+
+
+def search_articles(
+    session: Session,
+    now: datetime,
+    *,
+    query: str = "",
+    state: str = "",
+    page: int = 1,
+) -> tuple[list[ArticleRow], int]:
+    """Articles newest first seen first, matching ``query`` in title, summary or URL, in
+    ``state`` (offered, held, retracted; "" for all); one page and the total count."""
+    conditions: list[Any] = []
+    words = query.strip()[:200]
+    if words:
+        pattern = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conditions.append(
+            or_(
+                col(Article.title).ilike(pattern, escape="\\"),
+                col(Article.summary).ilike(pattern, escape="\\"),
+                col(Article.url).ilike(pattern, escape="\\"),
+            )
+        )
+    if state == RETRACTED:
+        conditions.append(col(Article.retracted_at).is_not(None))
+    elif state == HELD:
+        conditions.append(col(Article.retracted_at).is_(None))
+        conditions.append(col(Article.held_until) > now)
+    elif state == OFFERED:
+        conditions.append(col(Article.retracted_at).is_(None))
+        conditions.append(or_(col(Article.held_until).is_(None), col(Article.held_until) <= now))
+    total = int(
+        session.exec(select(func.count()).select_from(Article).where(*conditions)).one()
+    )
+    page = max(1, page)
+    articles = list(
+        session.exec(
+            select(Article)
+            .where(*conditions)
+            .order_by(col(Article.first_seen_at).desc(), col(Article.id).desc())
+            .offset((page - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE)
+        )
+    )
+    ids = [a.id for a in articles if a.id is not None]
+    names = _topics_of(
+        session, col(ArticleTopic.article_id), col(ArticleTopic.topic_id), ids, col(Topic.name)
+    )
+    rows = [
+        ArticleRow(
+            id=a.id,  # type: ignore[arg-type]
+            url=a.url,
+            title=a.title,
+            published_at=a.published_at,
+            first_seen_at=a.first_seen_at,
+            held_until=a.held_until,
+            retracted_at=a.retracted_at,
+            topics=tuple(name for name, _ in names.get(a.id, [])),  # type: ignore[arg-type]
+            state=article_state(a, now),
+        )
+        for a in articles
+    ]
+    return rows, total
+
+
+def article_for_editing(session: Session, article_id: int) -> tuple[Article, ArticleView]:
+    """The stored row and its view (topics, mentions) of one article; LookupError if none."""
+    article = _article(session, article_id)
+    return article, _article_views(session, [article])[article.id]  # type: ignore[index]

@@ -375,3 +375,14 @@ class MemberClick(SQLModel, table=True):
     edition: str = Field(sa_column=Column(String(40), primary_key=True))
     clicks: int = 0
     last_click_at: datetime | None = _ts()
+
+
+class FeedSource(SQLModel, table=True):
+    """A feed an editor added from the newsroom: the scheduler's ingest job reads it with
+    the ``[[sources]]`` of the config."""
+
+    __tablename__ = "feed_source"
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=Column(String(2048), unique=True, nullable=False))
+    added_by: str = Field(default="", sa_column=Column(String(320), nullable=False))
+    added_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -188,10 +188,15 @@ class Jobs:
         return summary
 
     def job_ingest(self) -> dict[str, Any]:
-        if not self.sources:
+        from digest.ingest.feeds import stored_sources
+
+        with Session(self.engine) as session:  # the feeds editors added in the newsroom
+            added = [s.url for s in stored_sources(session)]
+        locations = list(dict.fromkeys([*(s.location for s in self.sources), *added]))
+        if not locations:
             return {"sources": 0}
         batch = load_paths(
-            [s.location for s in self.sources],
+            locations,
             now=self.clock(),
             max_bytes=self.settings.max_import_bytes,
             allow_private_feed_hosts=self.settings.allow_private_feed_hosts,
@@ -204,8 +209,8 @@ class Jobs:
             # first seen when written, not when the fetch began: a plan may run meanwhile
             catalog.lock_articles(session)
             counts = upsert_articles(session, batch.records, self.clock())
-        log.info("ingest: %s from %d sources", counts, len(self.sources))
-        return {"sources": len(self.sources), "counts": str(counts), "errors": len(batch.errors)}
+        log.info("ingest: %s from %d sources", counts, len(locations))
+        return {"sources": len(locations), "counts": str(counts), "errors": len(batch.errors)}
 
     def job_plan(self) -> dict[str, Any]:
         return dict(plan(self.engine, self.settings, self.clock()).summary())

@@ -326,7 +326,7 @@ class Sender:
             missing = {i for d in claimed for i in d.article_ids} - self._articles.keys()
         if missing:
             with Session(self.engine) as session:
-                found = catalog.articles_by_id(session, missing)
+                found = catalog.articles_by_id(session, missing, retracted=False)
             with self._lock:
                 self._articles.update(found)
         return members
@@ -348,7 +348,9 @@ class Sender:
                 return None
         chosen = [self._articles[i] for i in delivery.article_ids if i in self._articles]
         if not chosen:
-            return ledger.Outcome(delivery.id, ledger.FAILED, error="its articles no longer exist")
+            return ledger.Outcome(
+                delivery.id, ledger.FAILED, error="its articles were retracted or no longer exist"
+            )
         now = self.clock()
         try:
             _, data = self.editions.message_for(

@@ -55,3 +55,53 @@ def test_member_batches_see_topics_added_or_renamed_between_batches(engine: Engi
     rest = [m for batch in batches for m in batch]
     assert rest == orm_members(engine)[40:]
     assert any("Apples" in m.topics for m in rest) and "Brand new" in rest[-1].topics
+
+
+# ---------------------------------------------------------------- holds and retractions
+
+
+def test_holds_and_retractions_decide_the_candidates(engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlmodel import Session
+
+    from digest import catalog
+    from digest.db import session_scope
+    from digest.ingest.records import ArticleRecord
+    from digest.ingest.store import upsert_articles
+
+    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    records = [
+        ArticleRecord(f"https://a.example/{n}", f"Article {n}", now - timedelta(hours=1), ("x",))
+        for n in range(3)
+    ]
+    with session_scope(engine) as session:
+        upsert_articles(session, records, now - timedelta(minutes=30))
+    with Session(engine) as session:
+        ids = sorted(a["url"] for a in catalog.list_articles(session))
+        rows, total = catalog.search_articles(session, now)
+    assert total == 3 and len(ids) == 3
+    by_url = {r.url: r.id for r in rows}
+    held, retracted = by_url["https://a.example/0"], by_url["https://a.example/1"]
+    until = now + timedelta(days=1)
+    with session_scope(engine) as session:
+        catalog.hold_article(session, held, until, now)
+        catalog.retract_article(session, retracted, now)
+        with pytest.raises(catalog.ArticleChangeError):
+            catalog.hold_article(session, retracted, until, now)
+        with pytest.raises(catalog.ArticleChangeError):
+            catalog.hold_article(session, held, now, now)
+    with Session(engine) as session:
+        today = {a.url for a in catalog.candidate_articles(session, now, now - timedelta(days=9))}
+        later = catalog.candidate_articles(session, until, now - timedelta(days=9))
+        assert catalog.search_articles(session, now, state=catalog.HELD)[1] == 1
+        assert catalog.search_articles(session, now, state=catalog.RETRACTED)[1] == 1
+        assert catalog.search_articles(session, now, query="article 2")[1] == 1
+        unsent = catalog.articles_by_id(session, [held, retracted], retracted=False)
+    assert today == {"https://a.example/2"}
+    offered = {a.url: a.first_seen_at for a in later}
+    assert offered == {
+        "https://a.example/0": until,
+        "https://a.example/2": now - timedelta(minutes=30),
+    }
+    assert set(unsent) == {held}

@@ -282,6 +282,17 @@ def test_ingest_job_reads_configured_sources(
         sources_from_config([{"name": "nothing"}], tmp_path)
 
 
+def test_ingest_job_reads_the_feeds_editors_added(engine: Engine, settings: Settings) -> None:
+    from digest.db import session_scope
+    from digest.models import FeedSource
+    from tests.conftest import DATA
+
+    with session_scope(engine) as session:  # a path here; the newsroom adds feed URLs
+        session.add(FeedSource(url=str(DATA / "sample-article.json"), added_at=DAY))
+    summary = Jobs(engine, settings, [], clock=lambda: DAY).run("ingest")
+    assert summary["sources"] == 1 and "1 new" in summary["counts"]
+
+
 def test_ingest_job_keeps_the_first_of_a_repeated_item_and_warns(
     engine: Engine, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

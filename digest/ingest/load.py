@@ -176,7 +176,7 @@ def parse_bytes(
     return ParseResult.failed(name, "unsupported file type (expected JSON, Markdown or a feed)")
 
 
-def _kind_for(path: Path) -> str:
+def kind_for(path: Path) -> str:
     ext = path.suffix.lower()
     if ext in JSON_EXTS:
         return "json"
@@ -203,7 +203,7 @@ def read_file(source: Source, now: datetime, max_bytes: int) -> ParseResult:
         return ParseResult.failed(name, f"cannot read: {exc.strerror or exc}")
     if len(data) > max_bytes:
         return ParseResult.failed(name, f"file too large (over {max_bytes} bytes)")
-    return parse_bytes(data, name, now, _kind_for(source.path))
+    return parse_bytes(data, name, now, kind_for(source.path))
 
 
 class _Deadline:

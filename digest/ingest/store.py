@@ -8,9 +8,10 @@ PostgreSQL inside the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
@@ -20,8 +21,8 @@ from digest.archive.search import index_articles
 from digest.archive.store import ensure_resources
 from digest.catalog import ensure_topics
 from digest.db import CHUNK, chunks
-from digest.ingest.records import ArticleRecord
-from digest.models import Article, ArticleTopic, Mention
+from digest.ingest.records import ArticleRecord, RecordError, build_record
+from digest.models import Article, ArticleTopic, Mention, Topic
 from digest.topics import topic_slug
 
 
@@ -182,3 +183,55 @@ def _replace_links(session: Session, changed: list[tuple[Article, ArticleRecord]
             )
     session.flush()
     index_articles(session, ids)
+
+
+#: What an editor may change of a stored article; the URL (its identity), GUID and dates stay.
+EDITABLE = ("title", "summary", "key_points", "topics", "mentions")
+
+
+def edit_article(
+    session: Session, article_id: int, changes: Mapping[str, Any], now: datetime
+) -> tuple[ArticleRecord | None, list[RecordError]]:
+    """An editor's change to one stored article, validated exactly as an imported record
+    (``build_record``) and written by the same upsert: the content hash is the import's,
+    and ``first_seen_at`` does not move, so nobody who got the article gets it again.
+
+    Returns the record written, or None and every problem (field named); nothing is written
+    then. LookupError when there is no such article.
+    """
+    article = session.get(Article, article_id)
+    if article is None:
+        raise LookupError(f"no article {article_id}")
+    topics = session.exec(
+        select(Topic.name)
+        .join(ArticleTopic, col(ArticleTopic.topic_id) == col(Topic.id))
+        .where(col(ArticleTopic.article_id) == article_id)
+        .order_by(col(Topic.id))
+    ).all()
+    mentions = session.exec(
+        select(Mention).where(col(Mention.article_id) == article_id).order_by(col(Mention.position))
+    ).all()
+    raw: dict[str, Any] = {
+        "url": article.url,
+        "guid": article.guid,
+        "title": article.title,
+        "published_at": article.published_at.isoformat(),
+        "key_points": list(article.key_points),
+        "topics": list(topics),
+        "mentions": [
+            {"name": m.name, "description": m.description, **({"url": m.url} if m.url else {})}
+            for m in mentions
+        ],
+        "summary": article.summary,
+        "source": article.source,
+        "image_url": article.image_url,
+    }
+    raw.update({k: v for k, v in changes.items() if k in EDITABLE})
+    if raw.get("summary") == "":
+        raw["summary"] = None
+    record, errors = build_record(raw)
+    where = f"article {article_id}"
+    if record is None:
+        return None, [e.located("edit", e.record or where) for e in errors]
+    upsert_articles(session, [record], now)
+    return record, []

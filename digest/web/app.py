@@ -33,7 +33,7 @@ from digest.outbound import Outbound
 from digest.resources import static_folders
 from digest.settings import Settings
 from digest.tokens import InvalidToken, TokenSigner
-from digest.web import audit_pages, edition_pages, editor, members, ops, webhooks
+from digest.web import articles, audit_pages, edition_pages, editor, members, ops, webhooks
 from digest.web.context import (
     WebContext,
     page_environment,
@@ -329,6 +329,7 @@ def create_app(
         *edition_pages.ROUTES,
         *editor.ROUTES,
         *audit_pages.ROUTES,
+        *articles.ROUTES,
         *ops.ROUTES,
         *webhooks.ROUTES,
         Mount("/static", static_files(settings.templates_dir), name="static"),
@@ -347,7 +348,14 @@ def create_app(
     )
     app.state.web = ctx
     app.state.metrics_listener = False
-    app.add_middleware(BodyLimit, prefixes={"/webhooks/": webhooks.MAX_WEBHOOK_BYTES})
+    app.add_middleware(
+        BodyLimit,
+        prefixes={
+            "/webhooks/": webhooks.MAX_WEBHOOK_BYTES,
+            # an article file, and the multipart form around it
+            "/editor/articles/upload": settings.max_upload_bytes + MAX_BODY_BYTES,
+        },
+    )
     app.add_middleware(HostCheck, hosts=site_hosts(settings))
     app.add_middleware(SecurityHeaders)
     return app
