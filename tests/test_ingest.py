@@ -496,7 +496,10 @@ def test_articles_list_json(cli, engine: Engine) -> None:
             "key_points",
             "mentions",
             "guid",
+            "held_until",
+            "retracted_at",
         }
+        assert row["held_until"] is None and row["retracted_at"] is None
         assert "Stem Cells" in row["topics"]
         assert row["first_seen_at"] == "2025-03-25T08:00:00+00:00"
     sample = next(r for r in rows if r["url"] == SAMPLE_URL)
