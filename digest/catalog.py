@@ -642,9 +642,7 @@ def search_articles(
     elif state == OFFERED:
         conditions.append(col(Article.retracted_at).is_(None))
         conditions.append(or_(col(Article.held_until).is_(None), col(Article.held_until) <= now))
-    total = int(
-        session.exec(select(func.count()).select_from(Article).where(*conditions)).one()
-    )
+    total = int(session.exec(select(func.count()).select_from(Article).where(*conditions)).one())
     page = max(1, page)
     articles = list(
         session.exec(
