@@ -328,6 +328,35 @@ def _fill(parts: tuple[_Part, ...], slots: tuple[_Slot, ...]) -> str:
     return "".join(out)
 
 
+@dataclass(frozen=True)
+class _Masked:
+    """A section with the member's values replaced by ``\x01<n>\x01`` marks."""
+
+    source: str
+    used: tuple[tuple[str, str], ...]  # (mark, value)
+
+
+def _unmask(slot: _Slot, used: tuple[tuple[str, str], ...]) -> _Slot:
+    raw = slot.raw
+    if "\x01" not in raw:
+        return slot
+    for mark, value in used:
+        raw = raw.replace(mark, value)
+    return _Slot(slot.kind, raw, slot.tag, slot.name)
+
+
+def _fill_personal(parts: tuple[str | _Slot, ...], used: tuple[tuple[str, str], ...]) -> str:
+    """A prefilled personal section with this member's values in its remaining slots."""
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        raw = _unmask(part, used).raw
+        out.append(text_html(raw) if part.kind == "text" else attr_html(part.tag, part.name, raw))
+    return "".join(out)
+
+
 def _unsafe_css(head: str) -> str | None:
     """Why the head's CSS would style a section by its neighbours or its link values."""
     for css in _STYLE_RE.findall(head):
@@ -372,6 +401,9 @@ class SectionCache:
         self._cut = f"<!--dgcut{nonce}-->"
         self._shapes: OrderedDict[str, _Shape] = OrderedDict()
         self._masked: OrderedDict[str, tuple[str, tuple[_Slot, ...]]] = OrderedDict()
+        # a member's own sections (greeting, footer) by their masked source: the compiled
+        # section with every slot but the member's values already written out
+        self._prefilled: OrderedDict[str, tuple[tuple[str | _Slot, ...], str]] = OrderedDict()
         self._sections: OrderedDict[str, tuple[str, str]] = OrderedDict()  # source -> html, head
         self._frames: dict[tuple[str, str, tuple[str, ...]], tuple[str, str]] = {}
         self._max_shapes, self._max_sections = max_shapes, max_sections
@@ -466,29 +498,40 @@ class SectionCache:
                     self._sections.move_to_end(section)
                 pieces.append(hit)
         fresh = False
-        abstracted: dict[int, tuple[str, tuple[_Slot, ...], bool]] = {}
+        # longest first, so a value inside another (a name in an address) is masked last
+        values = sorted({v for v in personal if len(v) >= 3}, key=len, reverse=True)
+        abstracted: dict[int, tuple[str, tuple[_Slot, ...], _Masked | None]] = {}
         for i, section in enumerate(sections):
             if pieces[i] is not None:
                 continue
-            shape_src, slots, is_personal = self._abstract(section, personal)
-            abstracted[i] = (shape_src, slots, is_personal)
+            masked = self._mask(section, values)
+            if masked is not None:
+                with self._lock:
+                    known = self._prefilled.get(masked.source)
+                if known is not None:
+                    pieces[i] = (Personal(_fill_personal(known[0], masked.used)), known[1])
+                    continue
+            shape_src, slots = self._abstract(section, masked)
+            abstracted[i] = (shape_src, slots, masked)
             with self._lock:
-                known = shape_src in self._shapes
-            if not known:
+                known_shape = shape_src in self._shapes
+            if not known_shape:
                 missing.setdefault(shape_src, (slots, []))[1].append(i)
         if missing:
             fresh = True
             self._compile_shapes(frame_open, frame_close, missing)
-        for i, (shape_src, slots, is_personal) in abstracted.items():
+        for i, (shape_src, slots, masked) in abstracted.items():
             with self._lock:
                 shape = self._shapes.get(shape_src)
             if shape is None:
                 raise Unsupported("shape evicted while in use")
             html = _fill(shape.parts, slots)
-            piece = (Personal(html) if is_personal else html, shape.head_key)
-            pieces[i] = piece
-            if is_personal:
+            if masked is not None:
+                pieces[i] = (Personal(html), shape.head_key)
+                self._remember_personal(masked, shape)
                 continue  # one member's: would only push shared sections out of the cache
+            piece = (html, shape.head_key)
+            pieces[i] = piece
             with self._lock:
                 self._sections[sections[i]] = piece
                 while len(self._sections) > self._max_sections:
@@ -552,45 +595,72 @@ class SectionCache:
         self._opens = (source[:opened], *self._opens[:7])  # a few editions' heads
         return opened
 
-    def _abstract(
-        self, section: str, personal: Sequence[str]
-    ) -> tuple[str, tuple[_Slot, ...], bool]:
-        """``abstract(section)``, through a cache keyed on the section with ``personal``
-        strings masked; the third value says whether any were found in it."""
+    def _mask(self, section: str, values: Sequence[str]) -> _Masked | None:
+        """The section with the member's ``values`` (longest first) masked, or None if it
+        holds none of them (or holds a mask character of its own: then the plain way)."""
         if "\x01" in section:
-            return (*abstract(section, self._marker), False)
+            return None
         masked, used = section, []
-        for value in sorted({v for v in personal if len(v) >= 3}, key=len, reverse=True):
+        for value in values:
             if value in masked:
                 # personal values are single lines of text: they never contain \x01
                 mark = f"\x01{len(used)}\x01"
                 masked = masked.replace(value, mark)
                 used.append((mark, value))
-        if not used:
-            return (*abstract(section, self._marker), False)
+        return _Masked(masked, tuple(used)) if used else None
+
+    def _abstract(self, section: str, masked: _Masked | None) -> tuple[str, tuple[_Slot, ...]]:
+        """``abstract(section)``; a section holding personal values through a cache keyed on
+        its masked source, so its shape is not worked out again for every member."""
+        if masked is None:
+            return abstract(section, self._marker)
         with self._lock:
-            hit = self._masked.get(masked)
+            hit = self._masked.get(masked.source)
             if hit is not None:
-                self._masked.move_to_end(masked)
+                self._masked.move_to_end(masked.source)
         if hit is None:
-            shape_src, masked_slots = abstract(masked, self._marker)
+            shape_src, masked_slots = abstract(masked.source, self._marker)
             if "\x01" in shape_src:  # a value outside text and links: no reuse, plain way
-                return (*abstract(section, self._marker), True)
+                return abstract(section, self._marker)
             hit = (shape_src, masked_slots)
             with self._lock:
-                self._masked[masked] = hit
+                self._masked[masked.source] = hit
                 while len(self._masked) > self._max_shapes:
                     self._masked.popitem(last=False)
         shape_src, masked_slots = hit
-        slots = []
-        for slot in masked_slots:
-            raw = slot.raw
-            if "\x01" in raw:
-                for mark, value in used:
-                    raw = raw.replace(mark, value)
-                slot = _Slot(slot.kind, raw, slot.tag, slot.name)
-            slots.append(slot)
-        return shape_src, tuple(slots), True
+        return shape_src, tuple(_unmask(slot, masked.used) for slot in masked_slots)
+
+    def _remember_personal(self, masked: _Masked, shape: _Shape) -> None:
+        """Keep a member's section compiled with all but their own values written out: the
+        next member's copy is then a few string joins (their name, address and links)."""
+        with self._lock:
+            hit = self._masked.get(masked.source)
+        if hit is None or hit[0] not in self._shapes:
+            return
+        masked_slots = hit[1]
+        parts: list[str | _Slot] = []
+        try:
+            for part in shape.parts:
+                if isinstance(part, str):
+                    parts.append(part)
+                    continue
+                slot = masked_slots[part.index]
+                if "\x01" in slot.raw:
+                    parts.append(_Slot(part.kind, slot.raw, part.tag, part.name))
+                else:
+                    parts.append(_fill((part,), masked_slots))
+        except Unsupported:
+            return
+        merged: list[str | _Slot] = []
+        for part in parts:
+            if isinstance(part, str) and merged and isinstance(merged[-1], str):
+                merged[-1] += part
+            else:
+                merged.append(part)
+        with self._lock:
+            self._prefilled[masked.source] = (tuple(merged), shape.head_key)
+            while len(self._prefilled) > self._max_shapes:
+                self._prefilled.popitem(last=False)
 
     def _probe(self, frame_open: str, frame_close: str, bodies: list[str]) -> list[str]:
         """Compile ``bodies`` in one page, cut apart again: [head, body 1, ..., body n, tail]."""

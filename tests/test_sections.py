@@ -116,11 +116,19 @@ def test_every_member_of_a_random_archive_gets_the_whole_page_compile() -> None:
     # other members with the same articles: their names, emails and links go into the shapes
     # already compiled, so nothing is compiled again
     reused = renderer.compiles
+    others = []
     for i, issue in enumerate(issues):
         other = replace(issue.member, name=f"Zoë {i} <b>", email=f"z{i}@example.org")
-        got = renderer.render_digest(replace(issue, member=other))
+        others.append(replace(issue, member=other))
+        got = renderer.render_digest(others[-1])
         assert f"Zoë {i} &lt;b&gt;" in got.html
     assert renderer.compiles == reused
+    # their own sections (greeting, footer) came from the copies kept with their values out
+    assert renderer.section_cache._prefilled
+    for other_issue in others:
+        assert renderer.render_digest(other_issue) == renderer.render_digest(
+            other_issue, cache=False
+        )
     assert any("More in this issue" in f.html for f in fast)  # the size budget was exercised
 
 
@@ -339,7 +347,9 @@ def test_members_own_pieces_stay_out_of_the_caches() -> None:
             unsubscribe_url=base.links.unsubscribe_url,
             unsubscribe_mailto_url=base.links.unsubscribe_mailto,
         )
-        sizes.append((len(compose._QP_PIECES), len(renderer.section_cache._sections)))
+        cache = renderer.section_cache
+        assert not any(f"r{i}@example.org" in k for k in cache._prefilled)
+        sizes.append((len(compose._QP_PIECES), len(cache._sections), len(cache._prefilled)))
     assert sizes[-1] == sizes[1]  # nothing grew after the first two members
 
 
