@@ -57,6 +57,7 @@ DIGEST_TEMPLATES = (
     "email/_masthead.mjml.j2",
     "email/_article.mjml.j2",
     "email/_contents_entry.mjml.j2",
+    "email/_contents_entry.txt.j2",
     "email/digest.txt.j2",
     "email/_article.txt.j2",
     "email/subject.txt.j2",
@@ -483,7 +484,8 @@ class Renderer:
         self._stamp: tuple[int, ...] | None = None
         self._sections = SectionCache(mjml_to_html)
         self._direct_compiles = 0
-        self._verbatim = (False, False, False)  # may cards / texts / entries be stand-ins
+        # may cards / texts / entries / text entries be stand-ins
+        self._verbatim = (False, False, False, False)
         self._cards: dict[tuple[str, int, str, str, str, bool, bool], tuple[ArticleView, str]]
         self._cards = {}
 
@@ -525,6 +527,7 @@ class Renderer:
                     prints_verbatim(self.env, "article_cards"),
                     prints_verbatim(self.env, "article_texts"),
                     prints_verbatim(self.env, "contents_entries"),
+                    prints_verbatim(self.env, "contents_texts"),
                 )
                 self._stamp = stamp
             return self._sections
@@ -559,7 +562,7 @@ class Renderer:
         pieces = out.split("\x02")
         # stand-ins alternate with the template's text: they must be 0, 1, 2... once each
         if pieces[1::2] != [str(i) for i in range(len(texts))] or len(pieces) % 2 == 0:
-            context = {**context, "_texts": None, "article_texts": context["_plain_texts"]}
+            context = {**context, "_texts": None, **context["_plain_texts"]}
             return template.render(context), ()
         # the template's own text holds the member's name, address and links: Personal
         parts = tuple(Personal(p) if k % 2 == 0 else texts[int(p)] for k, p in enumerate(pieces))
@@ -616,7 +619,11 @@ class Renderer:
             base_url=issue.base_url,
         )
         context["contents_entries"] = entries
-        verbatim_cards, verbatim_texts, verbatim_entries = self._verbatim
+        contents_texts = functools.partial(
+            self._contents_texts, site_name=issue.site_name, base_url=issue.base_url
+        )
+        context["contents_texts"] = contents_texts
+        verbatim_cards, verbatim_texts, verbatim_entries, verbatim_lines = self._verbatim
         if sections is not None and cards is not None and verbatim_cards:
             context["article_cards"] = functools.partial(
                 self._article_cards, **shared, collect=cards, stand_in=sections.insert_tag
@@ -625,13 +632,19 @@ class Renderer:
             context["contents_entries"] = functools.partial(
                 entries, collect=cards, stand_in=sections.insert_tag
             )
-        if sections is not None and verbatim_texts:
+        if sections is not None and (verbatim_texts or verbatim_lines):
             texts: list[str] = []
-            context["_plain_texts"] = context["article_texts"]
+            context["_plain_texts"] = {
+                "article_texts": context["article_texts"],
+                "contents_texts": contents_texts,
+            }
             context["_texts"] = texts
-            context["article_texts"] = functools.partial(
-                self._article_texts, **shared, collect=texts
-            )
+            if verbatim_texts:
+                context["article_texts"] = functools.partial(
+                    self._article_texts, **shared, collect=texts
+                )
+            if verbatim_lines:
+                context["contents_texts"] = functools.partial(contents_texts, collect=texts)
         return context
 
     def _article_cards(
@@ -699,6 +712,37 @@ class Renderer:
             out.append(stand_in(len(collect)))
             collect.append(entry)
         return Markup("".join(out))
+
+    def _contents_texts(
+        self,
+        groups: Sequence[TopicGroup],
+        *,
+        site_name: str,
+        base_url: str,
+        collect: list[str] | None = None,
+    ) -> str:
+        """The text part's contents list, a line per headline ("email/_contents_entry.txt.j2",
+        rendered once per article and reused), a topic over its group's first line when there
+        are several groups."""
+        labelled = len(groups) > 1
+        lines = (
+            self._partial(
+                "email/_contents_entry.txt.j2",
+                a,
+                group.topic if labelled and i == 0 else "",
+                site_name,
+                base_url,
+            )
+            for group in groups
+            for i, a in enumerate(group.articles)
+        )
+        if collect is None:
+            return "".join(lines)
+        out = []
+        for line in lines:
+            out.append(f"\x02{len(collect)}\x02")
+            collect.append(line)
+        return "".join(out)
 
     def _article_texts(
         self,
