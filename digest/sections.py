@@ -561,8 +561,8 @@ class SectionCache:
         chunks = source.split(self._insert_head)
         if len(chunks) != len(inserts) + 1:
             raise Unsupported("section stand-ins missing or repeated")
-        marked = 'data-n="' + self._nonce
-        if any(marked in chunk for chunk in chunks):
+        # the nonce anywhere but in the stand-ins: one of them was altered
+        if source.count('data-n="' + self._nonce) != len(inserts):
             raise Unsupported("a section stand-in was altered")
         first = chunks[0]
         opened = self._body_start(first)
@@ -576,6 +576,8 @@ class SectionCache:
             if not chunk.startswith(tag_end):
                 raise Unsupported("a section stand-in was altered or moved")
             sections.append(inserts[k])
+            if k != last and len(chunk.rstrip()) == len(tag_end):
+                continue  # only white space up to the next stand-in
             stop = sections_from(chunk, len(tag_end), sections)
             if stop != len(chunk):
                 if k != last:
