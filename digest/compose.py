@@ -207,6 +207,8 @@ def _boundary(seed: str) -> str:
 #: hard line break), and most lines of a digest (markup, article text) recur in every message.
 _QP_LINES: dict[bytes, bytes] = {}
 _QP_LINES_MAX = 16_384
+#: The same, by text: the lines where two pieces meet, looked up without encoding them first.
+_QP_JOINS: dict[str, bytes] = {}
 
 
 def _qp(text: str) -> bytes:
@@ -317,6 +319,7 @@ def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
     """
     out: list[bytes] = []
     carry = ""
+    joins = _QP_JOINS
     for piece in pieces:
         if not isinstance(piece, Personal):
             entry = _qp_piece(piece)
@@ -331,8 +334,16 @@ def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
             carry += piece
             continue
         # the line joining two pieces (mostly markup, or blank between two article texts)
-        out.append(_qp_lines([(carry + head).encode("utf-8")]))
-        out.append(lines)
+        line = carry + head
+        encoded = joins.get(line)
+        if encoded is None:
+            encoded = _qp_line(line.encode("utf-8"))
+            if len(joins) >= _QP_LINES_MAX:
+                joins.clear()
+            joins[line] = encoded
+        out.append(encoded)
+        if lines:
+            out.append(lines)
         carry = tail
     if carry or not out:
         out.append(_qp(carry))
