@@ -30,7 +30,7 @@ from premailer import Premailer
 from digest.compose import one_line
 from digest.content import ArticleView, DigestIssue, MemberView, Personal, Rendered, TopicGroup
 from digest.resources import template_folders, template_loader
-from digest.sections import InsertsAltered, SectionCache
+from digest.sections import Insert, InsertsAltered, SectionCache
 from digest.summaries import ELLIPSIS, Summary, key_point_summary
 
 if TYPE_CHECKING:
@@ -555,7 +555,7 @@ class Renderer:
     def _text(self, context: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         """The plain-text part, and its pieces when the article texts went in as stand-ins."""
         template = self.env.get_template("email/digest.txt.j2")
-        texts: list[str] | None = context.get("_texts")
+        texts: list[tuple[str, ...]] | None = context.get("_texts")
         out = template.render(context)
         if texts is None:
             return out, ()
@@ -565,8 +565,14 @@ class Renderer:
             context = {**context, "_texts": None, **context["_plain_texts"]}
             return template.render(context), ()
         # the template's own text holds the member's name, address and links: Personal
-        parts = tuple(Personal(p) if k % 2 == 0 else texts[int(p)] for k, p in enumerate(pieces))
-        return "".join(parts), tuple(p for p in parts if p)
+        parts: list[str] = []
+        for k, piece in enumerate(pieces):
+            if k % 2 == 0:
+                if piece:
+                    parts.append(Personal(piece))
+            else:
+                parts.extend(texts[k // 2])
+        return "".join(parts), tuple(parts)
 
     def _compile_direct(self, source: str) -> tuple[str, ...]:
         with self._lock:
@@ -579,7 +585,7 @@ class Renderer:
         if isinstance(mode, _Direct):
             context = self.context(issue, values)
             return self._compile_direct(template.render(context)), context
-        cards: list[str] = []
+        cards: list[Insert] = []
         context = self.context(issue, values, mode.sections, cards)
         try:
             parts = mode.sections.html_parts(template.render(context), mode.personal, cards)
@@ -593,7 +599,7 @@ class Renderer:
         issue: DigestIssue,
         values: Mapping[str, str],
         sections: SectionCache | None = None,
-        cards: list[str] | None = None,
+        cards: list[Insert] | None = None,
     ) -> dict[str, Any]:
         """What the digest templates see, ``article_card`` and ``article_cards`` included.
 
@@ -633,7 +639,7 @@ class Renderer:
                 entries, collect=cards, stand_in=sections.insert_tag
             )
         if sections is not None and (verbatim_texts or verbatim_lines):
-            texts: list[str] = []
+            texts: list[tuple[str, ...]] = []
             context["_plain_texts"] = {
                 "article_texts": context["article_texts"],
                 "contents_texts": contents_texts,
@@ -654,7 +660,7 @@ class Renderer:
         site_name: str,
         base_url: str,
         show_topics: bool = False,
-        collect: list[str] | None = None,
+        collect: list[Insert] | None = None,
         stand_in: Callable[[int], str] | None = None,
     ) -> Markup:
         """Every group's cards in order, the first of each with its topic heading: one template
@@ -673,11 +679,8 @@ class Renderer:
         )
         if collect is None or stand_in is None:
             return Markup("".join(cards))
-        out = []
-        for card in cards:
-            out.append(stand_in(len(collect)))
-            collect.append(card)
-        return Markup("".join(out))
+        collect.append(tuple(cards))  # one stand-in for the run
+        return Markup(stand_in(len(collect) - 1))
 
     def _contents_entries(
         self,
@@ -686,7 +689,7 @@ class Renderer:
         carded: Collection[int],
         site_name: str,
         base_url: str,
-        collect: list[str] | None = None,
+        collect: list[Insert] | None = None,
         stand_in: Callable[[int], str] | None = None,
     ) -> Markup:
         """The contents list, one section per headline ("email/_contents_entry.mjml.j2",
@@ -707,11 +710,8 @@ class Renderer:
         )
         if collect is None or stand_in is None:
             return Markup("".join(entries))
-        out = []
-        for entry in entries:
-            out.append(stand_in(len(collect)))
-            collect.append(entry)
-        return Markup("".join(out))
+        collect.append(tuple(entries))  # one stand-in for the run
+        return Markup(stand_in(len(collect) - 1))
 
     def _contents_texts(
         self,
@@ -719,7 +719,7 @@ class Renderer:
         *,
         site_name: str,
         base_url: str,
-        collect: list[str] | None = None,
+        collect: list[tuple[str, ...]] | None = None,
     ) -> str:
         """The text part's contents list, a line per headline ("email/_contents_entry.txt.j2",
         rendered once per article and reused), a topic over its group's first line when there
@@ -738,11 +738,8 @@ class Renderer:
         )
         if collect is None:
             return "".join(lines)
-        out = []
-        for line in lines:
-            out.append(f"\x02{len(collect)}\x02")
-            collect.append(line)
-        return "".join(out)
+        collect.append(tuple(p for p in lines if p))  # one stand-in for the run
+        return f"\x02{len(collect) - 1}\x02"
 
     def _article_texts(
         self,
@@ -751,7 +748,7 @@ class Renderer:
         site_name: str,
         base_url: str,
         show_topics: bool = False,
-        collect: list[str] | None = None,
+        collect: list[tuple[str, ...]] | None = None,
     ) -> str:
         texts = (
             self._partial("email/_article.txt.j2", a, "", site_name, base_url, show_topics)
@@ -759,11 +756,8 @@ class Renderer:
         )
         if collect is None:
             return "".join(texts)
-        out = []
-        for text in texts:
-            out.append(f"\x02{len(collect)}\x02")
-            collect.append(text)
-        return "".join(out)
+        collect.append(tuple(p for p in texts if p))  # one stand-in for the run
+        return f"\x02{len(collect) - 1}\x02"
 
     def _article_text(
         self, article: ArticleView, *, site_name: str, base_url: str, show_topics: bool = False

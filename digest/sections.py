@@ -271,6 +271,12 @@ class _Fill:
 
 
 _Part = str | _Fill
+#: What a stand-in stands for: a section, or a run of sections.
+Insert = str | tuple[str, ...]
+
+
+def _joined(insert: Insert) -> str:
+    return insert if isinstance(insert, str) else "".join(insert)
 
 
 @dataclass(frozen=True)
@@ -416,7 +422,8 @@ class SectionCache:
         return f"{self._prefix}{i}zz"
 
     def insert_tag(self, i: int) -> str:
-        """A stand-in for ``inserts[i]`` of :meth:`html_parts`: a top-level element of its own.
+        """A stand-in for ``inserts[i]`` of :meth:`html_parts`: a top-level element of its own,
+        for one section or a run of them (a tuple: a page's cards, its contents lines).
 
         A renderer that already holds a section's MJML (a cached article card) prints this
         instead, so the page's source stays small and the section is looked up by the very
@@ -424,21 +431,21 @@ class SectionCache:
         """
         return f'<mj-dginsert data-n="{self._nonce}" data-i="{i}" />'
 
-    def expand(self, source: str, inserts: Sequence[str]) -> str:
+    def expand(self, source: str, inserts: Sequence[Insert]) -> str:
         """The source with every stand-in replaced by its section: the page as written."""
         if not inserts:
             return source
         found = [int(m.group(1)) for m in self._insert_re.finditer(source)]
         if found != list(range(len(inserts))):
             raise InsertsAltered("the template changed or dropped a section stand-in")
-        return self._insert_re.sub(lambda m: inserts[int(m.group(1))], source)
+        return self._insert_re.sub(lambda m: _joined(inserts[int(m.group(1))]), source)
 
     def html(self, source: str, personal: Sequence[str] = ()) -> str:
         """Exactly ``compile_page(source)``, from cached pieces where they exist."""
         return "".join(self.html_parts(source, personal))
 
     def html_parts(
-        self, source: str, personal: Sequence[str] = (), inserts: Sequence[str] = ()
+        self, source: str, personal: Sequence[str] = (), inserts: Sequence[Insert] = ()
     ) -> tuple[str, ...]:
         """``compile_page(source)`` as the pieces it was assembled from (head, sections, tail).
 
@@ -481,7 +488,7 @@ class SectionCache:
         return parts
 
     def _assemble(
-        self, source: str, personal: Sequence[str], inserts: Sequence[str]
+        self, source: str, personal: Sequence[str], inserts: Sequence[Insert]
     ) -> tuple[tuple[str, ...], bool]:
         if inserts:
             frame_open, sections, frame_close = self._split_inserted(source, inserts)
@@ -551,7 +558,7 @@ class SectionCache:
         head, tail = frame
         return (head, *(p[0] for p in done), tail), fresh
 
-    def _split_inserted(self, source: str, inserts: Sequence[str]) -> tuple[str, list[str], str]:
+    def _split_inserted(self, source: str, inserts: Sequence[Insert]) -> tuple[str, list[str], str]:
         """``split_body`` of the page as written, with each stand-in's section put in.
 
         The source is cut at the stand-ins first, so only the template's own sections are
@@ -575,7 +582,11 @@ class SectionCache:
             tag_end = f'{k}" />'
             if not chunk.startswith(tag_end):
                 raise Unsupported("a section stand-in was altered or moved")
-            sections.append(inserts[k])
+            insert = inserts[k]
+            if isinstance(insert, str):
+                sections.append(insert)
+            else:
+                sections.extend(insert)
             if k != last and len(chunk.rstrip()) == len(tag_end):
                 continue  # only white space up to the next stand-in
             stop = sections_from(chunk, len(tag_end), sections)
