@@ -273,20 +273,24 @@ def _qp_lines(lines: list[bytes]) -> bytes:
     return b"".join(out)
 
 
-_Piece = tuple[str, bytes, str]  # (text before its first newline, the encoded whole lines, after)
+#: (text before its first newline, the encoding of the piece from its first newline on when it
+#: opens a line: the head and the whole lines, where the whole lines start, text after the last)
+_Piece = tuple[str, bytes, int, str]
 _QP_PIECES: OrderedDict[str, _Piece | None] = OrderedDict()  # None: a piece holding a CR
 _QP_PIECES_MAX = 2048
-_NO_NEWLINE: Any = (None, b"", "")
+_NO_NEWLINE: Any = (None, b"", 0, "")
 
 
 def _split_piece(piece: str) -> _Piece:
-    """A piece cut at its first and last newline, the whole lines between them encoded;
-    ``(None, b"", "")`` for a piece without one."""
+    """A piece cut at its first and last newline, its first line and the whole lines between
+    encoded; ``(None, b"", 0, "")`` for a piece without one."""
     first, last = piece.find("\n"), piece.rfind("\n")
     if first < 0:
         return _NO_NEWLINE
+    head = piece[:first]
+    opening = _qp_lines([head.encode("utf-8")])
     inner = piece[first + 1 : last].encode("utf-8").split(b"\n") if last > first else []
-    return piece[:first], _qp_lines(inner), piece[last + 1 :]
+    return head, opening + _qp_lines(inner), len(opening), piece[last + 1 :]
 
 
 def _qp_piece(piece: str) -> _Piece | None:
@@ -329,21 +333,25 @@ def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
             entry = None
         if entry is None:
             return _qp("".join(pieces))  # a lone CR is a line break too: the plain way
-        head, lines, tail = entry
+        head, encoded, cut, tail = entry
         if head is None:  # no newline in it
             carry += piece
             continue
+        if not carry:  # the piece opens a line: its encoding as it is
+            out.append(encoded)
+            carry = tail
+            continue
         # the line joining two pieces (mostly markup, or blank between two article texts)
         line = carry + head
-        encoded = joins.get(line)
-        if encoded is None:
-            encoded = _qp_line(line.encode("utf-8"))
+        joined = joins.get(line)
+        if joined is None:
+            joined = _qp_line(line.encode("utf-8"))
             if len(joins) >= _QP_LINES_MAX:
                 joins.clear()
-            joins[line] = encoded
-        out.append(encoded)
-        if lines:
-            out.append(lines)
+            joins[line] = joined
+        out.append(joined)
+        if cut < len(encoded):
+            out.append(encoded[cut:])
         carry = tail
     if carry or not out:
         out.append(_qp(carry))

@@ -251,13 +251,18 @@ def test_quoted_printable_from_pieces_equals_the_whole_text() -> None:
     import random
 
     from digest.compose import _qp, _qp_pieces
+    from digest.content import Personal
 
     rng = random.Random(12)
     alphabet = ["a", " ", "\t", "=", ".", "é", "\n", "\n\n", "x" * 90, "  \n", "<p>"]
     shared = ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(20)]
     for _ in range(500):
         pieces = tuple(
-            rng.choice(shared) if rng.random() < 0.6 else "".join(rng.choices(alphabet, k=9))
+            rng.choice(shared)
+            if rng.random() < 0.6
+            else Personal("".join(rng.choices(alphabet, k=9)))  # a member's own: not kept
+            if rng.random() < 0.5
+            else "".join(rng.choices(alphabet, k=9))
             for _ in range(rng.randint(0, 8))
         )
         assert _qp_pieces(pieces) == _qp("".join(pieces)), pieces
