@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, or_, text
+from sqlalchemy import Connection, Engine, and_, bindparam, or_, text
 from sqlmodel import Session, col, func, select
 
 from digest.content import ArticleView, MemberView, MentionView
@@ -131,12 +131,7 @@ def candidate_articles(session: Session, now: datetime, oldest: datetime) -> lis
     """Articles any member could get now: already seen and not held past ``now``, not
     retracted, and published after ``oldest``."""
     articles = session.exec(
-        select(Article).where(
-            col(Article.first_seen_at) <= now,
-            col(Article.published_at) >= oldest,
-            col(Article.retracted_at).is_(None),
-            or_(col(Article.held_until).is_(None), col(Article.held_until) <= now),
-        )
+        select(Article).where(on_show(now), col(Article.published_at) >= oldest)
     ).all()
     return list(_article_views(session, articles).values())
 
@@ -678,3 +673,87 @@ def article_for_editing(session: Session, article_id: int) -> tuple[Article, Art
     """The stored row and its view (topics, mentions) of one article; LookupError if none."""
     article = _article(session, article_id)
     return article, _article_views(session, [article])[article.id]  # type: ignore[index]
+
+
+# ------------------------------------------------------------------ the archive
+
+
+def on_show(now: datetime) -> Any:
+    """The condition for an article offered at ``now``, to members' digests and on the
+    archive's pages alike: seen already, not retracted, not held past ``now``."""
+    return and_(
+        col(Article.first_seen_at) <= now,
+        col(Article.retracted_at).is_(None),
+        or_(col(Article.held_until).is_(None), col(Article.held_until) <= now),
+    )
+
+
+def archive_ids(
+    session: Session,
+    now: datetime,
+    *,
+    topic_id: int | None = None,
+    resource_id: int | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[list[int], int]:
+    """Ids of the archive's articles, newest published first, and how many there are in all;
+    only those of one topic or mentioning one resource when asked."""
+    where = [on_show(now)]
+    if topic_id is not None:
+        where.append(
+            col(Article.id).in_(
+                select(ArticleTopic.article_id).where(ArticleTopic.topic_id == topic_id)
+            )
+        )
+    if resource_id is not None:
+        where.append(
+            col(Article.id).in_(
+                select(Mention.article_id).where(Mention.resource_id == resource_id)
+            )
+        )
+    total = session.exec(select(func.count()).select_from(Article).where(*where)).one()
+    query = (
+        select(Article.id)
+        .where(*where)
+        .order_by(col(Article.published_at).desc(), col(Article.id).desc())
+        .offset(offset)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [i for i in session.exec(query).all() if i is not None], int(total)
+
+
+def archive_articles(session: Session, ids: Sequence[int], now: datetime) -> list[ArticleView]:
+    """The views of ``ids`` the archive shows, in the order given (others left out)."""
+    shown = set(
+        session.exec(select(Article.id).where(col(Article.id).in_(list(ids)), on_show(now))).all()
+    )
+    found = articles_by_id(session, [i for i in ids if i in shown])
+    return [found[i] for i in ids if i in found]
+
+
+def last_change(session: Session, ids: Sequence[int]) -> datetime | None:
+    """When the newest of these articles last changed (feeds' Last-Modified)."""
+    if not ids:
+        return None
+    return session.exec(
+        select(func.max(Article.updated_at)).where(col(Article.id).in_(list(ids)))
+    ).one()
+
+
+def topic_by_slug(session: Session, slug: str) -> Topic | None:
+    """The topic with this slug (the case-folded name), however the address spelled it."""
+    return session.exec(select(Topic).where(Topic.slug == topic_slug(slug))).first()
+
+
+def topics_with_articles(session: Session, now: datetime) -> list[tuple[Topic, int]]:
+    """Topics the archive has articles on, by name, with how many."""
+    rows = session.exec(
+        select(Topic, func.count(col(ArticleTopic.article_id)))
+        .join(ArticleTopic, col(ArticleTopic.topic_id) == col(Topic.id))
+        .join(Article, col(Article.id) == col(ArticleTopic.article_id))
+        .where(on_show(now))
+        .group_by(col(Topic.id))
+    ).all()
+    return sorted(((t, int(n)) for t, n in rows), key=lambda pair: pair[0].name.casefold())

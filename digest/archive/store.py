@@ -426,3 +426,31 @@ def follower_count(session: Session, resource_id: int) -> int:
             .where(SubscriberResource.resource_id == resource_id)
         ).one()
     )
+
+
+#: The most resources the subscribe and preferences forms list (the most mentioned first
+#: kept; a member's own always listed).
+MAX_OFFERED = 500
+
+
+@dataclass(frozen=True)
+class ResourceChoice:
+    """A resource a form offers: the slug it is ticked by and the name shown."""
+
+    id: int
+    slug: str
+    name: str
+
+
+def offered_resources(session: Session, own: Iterable[int] = ()) -> list[ResourceChoice]:
+    """The resources the subscribe and preferences forms offer, by name: those articles
+    mention (the ``MAX_OFFERED`` most mentioned), and a member's own so saving keeps them."""
+    rows = list_resources(session, with_articles=True)
+    rows.sort(key=lambda r: -r.articles)
+    kept = {r.id: r for r in rows[:MAX_OFFERED]}
+    mine = [i for i in own if i not in kept]
+    for part in chunks(sorted(set(mine))):
+        for resource in session.exec(select(Resource).where(col(Resource.id).in_(part))):
+            kept[resource.id or 0] = _row(resource, 0)
+    choices = [ResourceChoice(r.id, r.slug, r.name) for r in kept.values()]
+    return sorted(choices, key=lambda c: (c.name.casefold(), c.id))

@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # the door is passed in; members sit below it
 log = logging.getLogger(__name__)
 
 #: Fields a preferences form writes.
-_REQUESTED = frozenset({"topics", "frequency", "timezone", "send_hour"})
+_REQUESTED = frozenset({"topics", "follows", "frequency", "timezone", "send_hour"})
 #: Fields a confirmed request writes: all of them, the name too (blank included), so the
 #: request the owner confirmed replaces whatever an earlier one asked for.
 _CONFIRMED = _REQUESTED | {"name"}

@@ -545,3 +545,27 @@ def first_address_where(
         if wanted(email):
             return email
     return None
+
+
+def follow_topic(session: Session, member_id: int, name: str, on: bool, now: datetime) -> bool:
+    """Add (or with ``on`` false, drop) one topic of a member's; True if it changed.
+
+    The member's last topic is kept when they follow no resource either: a member who
+    follows nothing would get every article, which nobody asks for by unticking a topic.
+    """
+    current = member_topic_slugs(session, [member_id]).get(member_id, set())
+    slug = topic_slug(name)
+    if on == (slug in current):
+        return False
+    names = _topic_names(session, [member_id]).get(member_id, [])
+    if on:
+        wanted = [*names, name]
+    else:
+        wanted = [n for n in names if topic_slug(n) != slug]
+        if not wanted and not archive_store.follows_ids(session, member_id):
+            return False
+    _replace_topics(session, TopicIds(session), {member_id: wanted})
+    session.execute(
+        update(Subscriber).where(col(Subscriber.id) == member_id).values(updated_at=now)
+    )
+    return True

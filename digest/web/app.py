@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digest.archive.signin import SignIn
 from digest.clock import system_clock
 from digest.db import make_engine
 from digest.editions import Editions
@@ -33,7 +34,18 @@ from digest.outbound import Outbound
 from digest.resources import static_folders
 from digest.settings import Settings
 from digest.tokens import InvalidToken, TokenSigner
-from digest.web import articles, audit_pages, edition_pages, editor, members, ops, webhooks
+from digest.web import (
+    archive,
+    articles,
+    audit_pages,
+    edition_pages,
+    editor,
+    feeds,
+    members,
+    ops,
+    signin,
+    webhooks,
+)
 from digest.web.context import (
     WebContext,
     page_environment,
@@ -45,6 +57,7 @@ from digest.web.security import (
     EditorAuth,
     EditorDisabled,
     EditorLoginRequired,
+    MemberSessions,
     RateLimiter,
     login_redirect_target,
 )
@@ -326,6 +339,9 @@ def create_app(
     routes = [
         Route("/", _home, methods=["GET"]),
         *members.ROUTES,
+        *feeds.ROUTES,  # before the pages: /topics/<slug>/feed.atom is not a topic's page
+        *archive.ROUTES,
+        *signin.ROUTES,
         *edition_pages.ROUTES,
         *editor.ROUTES,
         *audit_pages.ROUTES,
@@ -347,6 +363,14 @@ def create_app(
         },
     )
     app.state.web = ctx
+    app.state.archive = archive.ArchiveDoors(
+        signin=SignIn(engine, outbound, settings.secret_key, settings.base_url, clock),
+        sessions=MemberSessions(settings.secret_key),
+        # a few links an hour to one address (asking again answers the same, sends nothing);
+        # a client asking for many addresses is refused outright
+        signin_per_address=RateLimiter(3, 3600),
+        signin_per_client=RateLimiter(20, 3600),
+    )
     app.state.metrics_listener = False
     app.add_middleware(
         BodyLimit,

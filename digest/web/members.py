@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cache
+from typing import Any
 from zoneinfo import available_timezones
 
 from sqlmodel import Session
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from digest.archive.store import ResourceChoice, offered_resources
 from digest.catalog import TopicChoice, offered_topics
 from digest.content import MemberView
 from digest.members import (
@@ -59,19 +61,29 @@ def _topics(ctx: WebContext, own: Iterable[str] = ()) -> list[TopicChoice]:
         return offered_topics(session, ctx.settings.topics, own)
 
 
+def _resources(ctx: WebContext, own: Iterable[int] = ()) -> list[ResourceChoice]:
+    """The people and organisations the forms offer; ``own``: the member's."""
+    with Session(ctx.engine) as session:
+        return offered_resources(session, own)
+
+
 def worded(errors: Iterable[MemberError]) -> list[str]:
     """Field errors as the forms show them."""
     out = []
     for error in errors:
         if error.code == "no_topics":
-            out.append("Choose at least one topic.")
+            out.append("Choose at least one topic or person to follow.")
         else:
             out.append(f"{error.field.replace('_', ' ').capitalize()}: {error.message}.")
     return out
 
 
 def read_profile(
-    ctx: WebContext, form: FormData, topics: list[TopicChoice], email: str | None = None
+    ctx: WebContext,
+    form: FormData,
+    topics: list[TopicChoice],
+    email: str | None = None,
+    resources: list[ResourceChoice] | None = None,
 ) -> tuple[MemberRecord | None, list[MemberError]]:
     """The subscribe or preferences form as a validated record (or its errors); ``email``
     is the link's member's address on the preferences page (the form has none)."""
@@ -80,7 +92,14 @@ def read_profile(
         values["email"] = email
     ticked = [topic_slug(str(v)) for v in form.getlist("topics")]
     offered = {t.slug: t.name for t in topics}
-    return parse_profile(values, ticked, offered, ctx.settings.max_topics_per_member)
+    return parse_profile(
+        values,
+        ticked,
+        offered,
+        ctx.settings.max_topics_per_member,
+        follows=[str(v) for v in form.getlist("follows")],
+        offered_resources={r.slug: r.name for r in resources or ()},
+    )
 
 
 # ------------------------------------------------------------------ subscribe
@@ -93,17 +112,23 @@ def _subscribe_page(
     errors: list[str] | None = None,
     form: FormData | None = None,
     status_code: int = 200,
+    resources: list[ResourceChoice] | None = None,
 ) -> Response:
     binding, new_nonce = ensure_csrf_cookie(request)
-    chosen = {topic_slug(str(v)) for v in form.getlist("topics")} if form else set()
+    # a form sent back with errors, or a link from the archive ("follow", "join") prefilling it
+    given: Any = form if form is not None else request.query_params
+    chosen = {topic_slug(str(v)) for v in given.getlist("topics")}
+    chosen_follows = {str(v) for v in given.getlist("follows")}
     response = ctx.page(
         request,
         "subscribe.html",
         {
             "topics": topics,
             "chosen": chosen,
+            "resources": resources or [],
+            "chosen_follows": chosen_follows,
             "errors": errors or [],
-            "form": {k: str(form.get(k) or "") for k in _FIELDS} if form else {},
+            "form": {k: str(given.get(k) or "")[:320] for k in _FIELDS},
             "frequencies": FREQUENCIES,
             "timezones": timezone_names(),
             "csrf_token": ctx.csrf.token(binding),
@@ -118,7 +143,8 @@ def _subscribe_page(
 async def subscribe_form(request: Request) -> Response:
     ctx = web_context(request)
     topics = await run_in_threadpool(_topics, ctx)
-    return _subscribe_page(request, ctx, topics)
+    resources = await run_in_threadpool(_resources, ctx)
+    return _subscribe_page(request, ctx, topics, resources=resources)
 
 
 async def subscribe(request: Request) -> Response:
@@ -134,9 +160,12 @@ async def subscribe(request: Request) -> Response:
     form = await request.form()
     ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
     topics = await run_in_threadpool(_topics, ctx)
-    record, errors = read_profile(ctx, form, topics)
+    resources = await run_in_threadpool(_resources, ctx)
+    record, errors = read_profile(ctx, form, topics, resources=resources)
     if record is None:
-        return _subscribe_page(request, ctx, topics, worded(errors), form, status_code=400)
+        return _subscribe_page(
+            request, ctx, topics, worded(errors), form, status_code=400, resources=resources
+        )
     requested = await run_in_threadpool(ctx.membership.request, record)
     if requested.kind == "limited":  # the same answer whatever the address's state
         hours = max(1, round((requested.wait or 0) / 3600))
@@ -219,9 +248,11 @@ async def confirm(request: Request) -> Response:
 # ------------------------------------------------------------------ preferences
 
 
-def _prefs_state(ctx: WebContext, token: str) -> tuple[MemberView, list[TopicChoice]]:
+def _prefs_state(
+    ctx: WebContext, token: str
+) -> tuple[MemberView, list[TopicChoice], list[ResourceChoice]]:
     view = ctx.membership.preferences(token)
-    return view, _topics(ctx, view.topics)
+    return view, _topics(ctx, view.topics), _resources(ctx, view.resource_ids)
 
 
 def _prefs_page(
@@ -233,6 +264,7 @@ def _prefs_page(
     errors: list[str] | None = None,
     notice: str = "",
     status_code: int = 200,
+    resources: list[ResourceChoice] | None = None,
 ) -> Response:
     return ctx.page(
         request,
@@ -241,6 +273,8 @@ def _prefs_page(
             "member": view,
             "topics": topics,
             "chosen": view.topic_slugs,
+            "resources": resources or [],
+            "chosen_follows": {r.slug for r in resources or () if r.id in view.resource_ids},
             "errors": errors or [],
             "notice": notice,
             "frequencies": FREQUENCIES,
@@ -264,9 +298,9 @@ NOTICES = {
 async def preferences_page(request: Request) -> Response:
     ctx = web_context(request)
     token = request.path_params["token"]
-    view, topics = await run_in_threadpool(_prefs_state, ctx, token)
+    view, topics, resources = await run_in_threadpool(_prefs_state, ctx, token)
     notice = NOTICES.get(request.query_params.get("done", ""), "")
-    return _prefs_page(request, ctx, token, view, topics, notice=notice)
+    return _prefs_page(request, ctx, token, view, topics, notice=notice, resources=resources)
 
 
 async def preferences(request: Request) -> Response:
@@ -279,10 +313,19 @@ async def preferences(request: Request) -> Response:
         return ctx.message(request, "Unknown action", "Use the buttons on the page.", 400)
     record = None
     if action == "save":
-        view, topics = await run_in_threadpool(_prefs_state, ctx, token)
-        record, errors = read_profile(ctx, form, topics, view.email)
+        view, topics, resources = await run_in_threadpool(_prefs_state, ctx, token)
+        record, errors = read_profile(ctx, form, topics, view.email, resources)
         if record is None:
-            return _prefs_page(request, ctx, token, view, topics, worded(errors), status_code=400)
+            return _prefs_page(
+                request,
+                ctx,
+                token,
+                view,
+                topics,
+                worded(errors),
+                status_code=400,
+                resources=resources,
+            )
     try:
         done = await run_in_threadpool(ctx.membership.change, token, action, record)
     except SuppressedMember:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -357,3 +358,39 @@ def safe_next(value: str | None) -> str:
     if value and value.startswith("/editor") and not value.startswith("//"):
         return value
     return "/editor"
+
+
+MEMBER_COOKIE = "digest_member"
+
+
+class MemberSessions:
+    """A signed-in member's cookie: their id and a nonce (the CSRF binding of their forms),
+    signed with the site's key. It lasts ``days``; each request also asks the store that
+    they are still a member (``still_member``), so unsubscribing ends every session."""
+
+    def __init__(self, secret_key: str, days: int = 30) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key, salt="digest.member-session")
+        self.max_age = days * 24 * 3600
+
+    def new(self, member_id: int) -> str:
+        return self._serializer.dumps({"m": member_id, "n": secrets.token_urlsafe(18)})
+
+    def read(self, request: Request) -> tuple[int, str] | None:
+        """(member id, session nonce) from the cookie, or None without a valid one."""
+        raw = request.cookies.get(MEMBER_COOKIE)
+        if not raw or len(raw) > 512:
+            return None
+        try:
+            data = self._serializer.loads(raw, max_age=self.max_age)
+        except BadSignature:
+            return None
+        if not isinstance(data, dict):
+            return None
+        member_id, nonce = data.get("m"), data.get("n")
+        if (
+            not isinstance(member_id, int)
+            or isinstance(member_id, bool)
+            or not isinstance(nonce, str)
+        ):
+            return None
+        return member_id, nonce
