@@ -71,15 +71,14 @@ def atom(info: FeedInfo, articles: Sequence[ArticleView], now: datetime) -> byte
         url = article_url(info.base_url, article)
         entry.id(url)
         entry.title(article.title)
+        # one link only: feedgen 1.0 writes an entry's links without their rel, so a second
+        # (the original, "related") would be a second "alternate", which RFC 4287 forbids
         entry.link(href=url, rel="alternate", type="text/html")
-        entry.link(href=article.url, rel="related", type="text/html")
         entry.published(article.published_at)
         entry.updated(article.first_seen_at)
         entry.summary(_summary(article))
         for topic in article.topics:
             entry.category(term=topic)
-        for mention in article.mentions:
-            entry.contributor({"name": mention.name})
     data: bytes = feed.atom_str(pretty=True)
     return data
 
@@ -101,8 +100,6 @@ def json_feed(info: FeedInfo, articles: Sequence[ArticleView]) -> bytes:
         }
         if article.summary:
             item["summary"] = article.summary
-        if article.mentions:
-            item["authors"] = [{"name": m.name} for m in article.mentions]
         items.append(item)
     document = {
         "version": JSON_FEED_VERSION,

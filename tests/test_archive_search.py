@@ -1,0 +1,86 @@
+"""Search on SQLite (FTS5) and PostgreSQL (tsvector): found, ranked, highlighted, paginated,
+members-only text kept out of visitors' snippets, any query safe."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from digest.archive import search, store
+from tests.archive_helpers import KEY_POINT_WORD, NOW, other, seed_archive
+
+HOSTILE = [
+    '"', '""', "'", "*", "NEAR", "NEAR(a b, 2)", "-", "- -", "-stem", "a OR", "AND", "NOT x",
+    "\x00", "stem\x00cells", "x" * 10_000, "title:x", "^x", "(", ")", "{x}", "[x]", ":", "\\",
+    "%_", "\u0000\u0001\u001f", "\ue000mark\ue001", "🙂", "!!!", "stem*", '"stem cells"',
+]  # fmt: skip
+
+
+@pytest.fixture
+def seeded(engine: Engine) -> Engine:
+    extra = [other(n, ["Space"], []) for n in range(3, 30)]
+    extra.append(
+        {
+            **other(40, ["Space"], []),
+            "title": "Regeneration of the spinal cord",
+            "key_points": ["Spinal cord regeneration in fish."],
+        }
+    )
+    seed_archive(engine, extra)
+    return engine
+
+
+def test_a_key_point_word_finds_its_article_and_members_see_it_marked(seeded: Engine) -> None:
+    with Session(seeded) as session:
+        member = search.search(session, KEY_POINT_WORD, member=True, limit=10)
+        visitor = search.search(session, KEY_POINT_WORD, member=False, limit=10)
+    assert [h.article_id for h in member.hits] == [1] and member.total == 1
+    assert f"<mark>{KEY_POINT_WORD}</mark>" in member.hits[0].snippet
+    assert [h.article_id for h in visitor.hits] == [1]  # found, but not shown
+    assert KEY_POINT_WORD not in visitor.hits[0].snippet
+
+
+def test_results_are_ranked_paginated_and_escaped(seeded: Engine) -> None:
+    with Session(seeded) as session:
+        ranked = search.search(session, "spinal cord regeneration", member=True, limit=10)
+        assert ranked.total == 2
+        assert ranked.hits[0].article_id == 31  # the words in its title rank it first
+        titles = [str(h.title) for h in ranked.hits]
+        assert any("<mark>" in t for t in titles)
+        pages = [
+            [
+                h.article_id
+                for h in search.search(session, "story", member=True, limit=10, offset=o).hits
+            ]
+            for o in (0, 10, 20)
+        ]
+        total = search.search(session, "story", member=True, limit=10).total
+    assert total == 30 and [len(p) for p in pages] == [10, 10, 10]
+    assert len({i for p in pages for i in p}) == 30  # no article on two pages
+    assert str(search.marked("<b>\ue000x\ue001</b>")) == "&lt;b&gt;<mark>x</mark>&lt;/b&gt;"
+    assert str(search.marked("\ue000open")) == "<mark>open</mark>"
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+def test_any_query_is_safe(seeded: Engine, query: str) -> None:
+    with Session(seeded) as session:
+        found = search.search(session, query, member=False, limit=10)
+    assert found.total >= 0 and len(found.hits) <= 10
+
+
+def test_renaming_a_resource_is_searchable_by_its_new_name(seeded: Engine) -> None:
+    with Session(seeded) as session:
+        keio = store.find_resource(session, "keio university")
+        assert keio is not None
+        search.index_articles(session, store.rename(session, keio, "Mita Campus", NOW))
+        session.commit()
+        found = search.search(session, "mita", member=False, limit=10)
+    assert sorted(h.article_id for h in found.hits) == [1, 2]
+
+
+def test_the_query_words_are_bounded() -> None:
+    assert search.query_words("a " * 100) == ["a"] * search.MAX_QUERY_WORDS
+    assert search.fts5_query('he said "NEAR" -x*') == '"he" "said" "NEAR" "x"'
+    assert search.clean_query("\x00a\r\nb\t") == "a b"
+    assert len(search.clean_query("y" * 10_000)) == search.MAX_QUERY_CHARS
