@@ -1,11 +1,15 @@
 """Send benchmark: floor (smtplib, prebuilt bytes), baseline (the obvious pipeline), ours.
 
     python -m benchmarks.send [--members 10000] [--distinct] [--json out.json]
-                              [--plan-members N] [--baseline-sample 200]
+                              [--plan-members N] [--plan-follows 0.5] [--baseline-sample 200]
 
 Everything is synthetic and seeded: 5,000 articles over 40 topics with Zipf-like popularity,
 members with 1 to 6 topics, half daily and half weekly, over 20 time zones. ``--distinct``
 gives every member a different topic set, so no two members share a rendered selection.
+``--plan-follows F`` gives the planning stores people and organisations too: 300 resources
+mentioned by the articles (0 to 3 each, Zipf-like), and a share F of members following 1 to
+3 of them besides their topics (drawn from a second seeded generator, so the members'
+topics are the same data with or without follows).
 A minimal asyncio SMTP sink runs in a child process (so its CPU is not the sender's) and
 counts messages per recipient; the run fails if any member got other than exactly one message
 or the ledger does not say ``sent`` for every planned delivery.
@@ -275,7 +279,69 @@ def seed_members(engine: Engine, rng: random.Random, members: int, distinct: boo
         db.close()
 
 
-def make_store(path: Path, members: int, distinct: bool) -> Engine:
+RESOURCES = 300
+_FOLLOW_INSERT = "INSERT INTO subscriber_resource (subscriber_id, resource_id) VALUES (?, ?)"
+
+
+def seed_resources(engine: Engine, rng: random.Random) -> None:
+    """``RESOURCES`` people and organisations, each article mentioning 0 to 3 of them."""
+    from digest.archive.names import name_key
+
+    weights = list(accumulate(_zipf_weights(RESOURCES)))
+    db = sqlite3.connect(str(engine.url.database), isolation_level=None)
+    try:
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO resource (id, slug, name, kind, description, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(i + 1, f"resource-{i:03d}", f"Resource {i:03d}", "person" if i % 2 else
+              "organisation", f"Resource number {i}.", NOW.replace(tzinfo=None))
+             for i in range(RESOURCES)],
+        )  # fmt: skip
+        db.executemany(
+            "INSERT INTO resource_alias (kind, value, resource_id) VALUES ('name', ?, ?)",
+            [(name_key(f"Resource {i:03d}"), i + 1) for i in range(RESOURCES)],
+        )
+        mentions = []
+        for article in range(1, ARTICLES + 1):
+            chosen = {rng.choices(range(RESOURCES), cum_weights=weights)[0]
+                      for _ in range(rng.randint(0, 3))}  # fmt: skip
+            for position, r in enumerate(sorted(chosen)):
+                mentions.append((article, position, f"Resource {r:03d}", "", r + 1))
+        db.executemany(
+            "INSERT INTO mention (article_id, position, name, description, resource_id)"
+            " VALUES (?, ?, ?, ?, ?)",
+            mentions,
+        )
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+def seed_follows(engine: Engine, rng: random.Random, members: int, share: float) -> None:
+    """A ``share`` of members follow 1 to 3 resources (Zipf-like), a chunk per transaction."""
+    weights = list(accumulate(_zipf_weights(RESOURCES)))
+    db = sqlite3.connect(str(engine.url.database), isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous=OFF")
+        for start in range(0, members, SEED_CHUNK):
+            rows = []
+            for member in range(start + 1, min(members, start + SEED_CHUNK) + 1):
+                if rng.random() >= share:
+                    continue
+                chosen = {rng.choices(range(RESOURCES), cum_weights=weights)[0]
+                          for _ in range(rng.randint(1, 3))}  # fmt: skip
+                rows += [(member, r + 1) for r in sorted(chosen)]
+            db.execute("BEGIN")
+            db.executemany(_FOLLOW_INSERT, rows)
+            db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
+def make_store(path: Path, members: int, distinct: bool, follows: float = 0.0) -> Engine:
+    """The synthetic store; with ``follows`` > 0 also resources, mentions and follows."""
     from digest.db import create_schema, make_engine
 
     engine = make_engine(f"sqlite:///{path}")
@@ -283,6 +349,10 @@ def make_store(path: Path, members: int, distinct: bool) -> Engine:
     rng = random.Random(20261124)
     seed_articles(engine, rng)
     seed_members(engine, rng, members, distinct)
+    if follows > 0:
+        people = random.Random(20261206)
+        seed_resources(engine, people)
+        seed_follows(engine, people, members, follows)
     return engine
 
 
@@ -506,7 +576,7 @@ def check(engine: Engine, stats: dict[str, Any], expected: int) -> list[str]:
 
 
 def measure_planning(
-    sizes: Sequence[int], distinct: bool, tmp: Path, port: int
+    sizes: Sequence[int], distinct: bool, tmp: Path, port: int, follows: float = 0.0
 ) -> list[dict[str, Any]]:
     """``plan()`` alone at each size: a fresh store each, planned in a fresh process.
 
@@ -518,11 +588,11 @@ def measure_planning(
     for members in sizes:
         path = tmp / f"plan-{members}.db"
         t = time.perf_counter()
-        make_store(path, members, distinct).dispose()
+        make_store(path, members, distinct, follows).dispose()
         seeded = time.perf_counter() - t
         with ctx.Pool(1) as pool:
             result = pool.apply(_plan_store, (str(path), members, port))
-        results.append({**result, "seed_seconds": seeded})
+        results.append({**result, "seed_seconds": seeded, "follows": follows})
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     return results
@@ -556,8 +626,10 @@ def plan_sizes(text: str) -> list[int]:
 
 def print_planning(results: Sequence[dict[str, Any]]) -> None:
     head = ("members", "seconds", "members/s", "us/member", "CPU s", "peak RSS MiB", "seed s")
+    follows = results[0].get("follows", 0.0)
     print(f"\nplanning alone: plan(force=True), batch_size {results[0]['batch_size']}, "
-          "a fresh store and process per size")  # fmt: skip
+          "a fresh store and process per size"
+          + (f", {follows:.0%} of members following people too" if follows else ""))  # fmt: skip
     print("".join(f"{h:>13}" for h in head))
     for p in results:
         cells = (p["members"], f"{p['seconds']:.1f}", f"{p['members_per_s']:.0f}",
@@ -581,6 +653,13 @@ def main(argv: list[str] | None = None) -> int:
         type=plan_sizes,
         default=[],
         help="also time planning alone at these sizes, e.g. 10000,100000,1000000",
+    )
+    parser.add_argument(
+        "--plan-follows",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="with --plan-members: this share of members also follows people (e.g. 0.5)",
     )
     parser.add_argument(
         "--pool", type=int, help="SMTP lanes (smtp_pool_size; default: the project's default)"
@@ -638,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.plan_members:
                 results["planning"] = measure_planning(
-                    args.plan_members, args.distinct, tmp, sink.port
+                    args.plan_members, args.distinct, tmp, sink.port, args.plan_follows
                 )
                 for p in results["planning"]:
                     if p["planned"] + p["skipped_empty"] != p["members"]:

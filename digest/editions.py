@@ -72,14 +72,15 @@ class Editions:
         edition: str,
         articles: Sequence[ArticleView],
         topic_slugs: Collection[str] = (),
+        resource_ids: Collection[int] = (),
     ) -> str:
         """An edition as a web page ("View in browser", archives): the email's content with no
         member in it, no personal link, nothing cut for size, and a "Subscribe" link.
 
-        ``topic_slugs`` are the topics the reader's email grouped the articles under (its
-        topic sections); without them each article is filed under its first topic.
+        ``topic_slugs`` and ``resource_ids`` are what the reader's email grouped the articles
+        under (its sections); without them each article is filed under its first topic.
         """
-        reader = stand_in_reader(topic_slugs)
+        reader = stand_in_reader(topic_slugs, resource_ids)
         base = self.settings.base_url.rstrip("/")
         issue = DigestIssue(
             member=reader,
@@ -144,8 +145,11 @@ class Editions:
         return rendered, self.compose(rendered, member, message_id, now, issue.links, campaign)
 
 
-def stand_in_reader(topic_slugs: Collection[str] = ()) -> MemberView:
-    """Nobody in particular: the reader of a web copy (id 0, no name, no address)."""
+def stand_in_reader(
+    topic_slugs: Collection[str] = (), resource_ids: Collection[int] = ()
+) -> MemberView:
+    """Nobody in particular: the reader of a web copy (id 0, no name, no address), who
+    follows what the email's reader followed, so the copy is grouped as the email was."""
     return MemberView(
         id=0,
         email="",
@@ -155,4 +159,5 @@ def stand_in_reader(topic_slugs: Collection[str] = ()) -> MemberView:
         timezone="UTC",
         send_hour=0,
         topic_slugs=frozenset(topic_slugs),
+        resource_ids=frozenset(resource_ids),
     )

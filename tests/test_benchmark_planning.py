@@ -68,3 +68,25 @@ def test_measure_planning_reports_each_size(tmp_path: Path) -> None:
         assert r["planned"] + r["skipped_empty"] == r["members"]
         assert r["members_per_s"] > 0 and r["peak_rss_mib"] > 0
     assert not list(tmp_path.glob("plan-*"))  # each store is removed once measured
+
+
+def test_planning_with_follows_seeds_people_and_plans_them(tmp_path: Path) -> None:
+    """The follows option: articles mention resources, a share of members follow some, and
+    the members' topics are the very data they are without follows."""
+    from digest.models import Mention, SubscriberResource
+
+    plain = send.make_store(tmp_path / "plain.db", 2000, distinct=False)
+    people = send.make_store(tmp_path / "people.db", 2000, distinct=False, follows=0.5)
+    with Session(plain) as a, Session(people) as b:
+        topics = select(SubscriberTopic.subscriber_id, SubscriberTopic.topic_id)
+        assert sorted(a.exec(topics).all()) == sorted(b.exec(topics).all())
+        followers = b.exec(
+            select(func.count(func.distinct(SubscriberResource.subscriber_id)))
+        ).one()
+        assert 800 < followers < 1200
+        assert b.exec(select(func.count()).select_from(Mention)).one() > send.ARTICLES
+    plain.dispose()
+    people.dispose()
+    results = send.measure_planning([600], False, tmp_path, port=25, follows=0.5)
+    assert results[0]["follows"] == 0.5
+    assert results[0]["planned"] + results[0]["skipped_empty"] == 600

@@ -157,3 +157,35 @@ def test_headlines_match_for_a_digest_over_several_topics(
     assert len(headlines(emailed)) == 3 and headlines(page) == headlines(emailed)
     sections = re.findall(r"<h2[^>]*>([^<]+)</h2>", emailed)
     assert re.findall(r"<h2[^>]*>([^<]+)</h2>", page) == sections
+
+
+def test_the_web_copy_groups_a_followed_resource_as_the_email_did(
+    engine: Engine, settings: Settings, smtp_server: SMTPServer, client: TestClient
+) -> None:
+    from sqlmodel import Session
+
+    from digest.members import parse_changes
+    from digest.members.store import add_member
+    from tests.archive_helpers import seed_archive
+
+    seed_archive(engine)
+    with Session(engine) as session:
+        record, _ = parse_changes("kei@example.org", "test", follows=["Keio University"])
+        add_member(session, record, NOW - timedelta(days=1))
+        session.commit()
+    plan(engine, settings, NOW, force=True)
+    report = send_due(
+        engine,
+        settings,
+        lambda: SMTPTransport.from_settings(settings),
+        Editions(settings),
+        fixed_clock(NOW),
+    )
+    assert report.sent == 1, report
+    (mail,) = smtp_server.handler.to("kei@example.org")
+    emailed = html_of(mail.data)
+    assert "Because you follow Keio University" in emailed
+    page = client.get(view_link(emailed).removeprefix("https://news.example.org"))
+    assert page.status_code == 200
+    assert "Because you follow Keio University" in page.text
+    assert headlines(page.text) == headlines(emailed)

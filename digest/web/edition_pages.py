@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from digest import catalog, ledger
+from digest.archive.store import follows_ids
 from digest.content import ArticleView
 from digest.members.store import member_topic_slugs
 from digest.tokens import InvalidToken
@@ -37,9 +38,10 @@ def edition_page(
     edition: str,
     articles: Sequence[ArticleView],
     topic_slugs: Collection[str] = (),
+    resource_ids: Collection[int] = (),
 ) -> HTMLResponse:
     """An edition as a page: the email's layout, no member, a "Subscribe" link."""
-    html = ctx.editions.web_copy(edition, articles, topic_slugs)
+    html = ctx.editions.web_copy(edition, articles, topic_slugs, resource_ids)
     return HTMLResponse(html, headers={"Content-Security-Policy": EMAIL_PAGE_CSP})
 
 
@@ -54,7 +56,9 @@ def _not_found(request: Request, ctx: WebContext) -> Response:
     )
 
 
-def _delivery(ctx: WebContext, delivery_id: int) -> tuple[str, list[ArticleView], set[str]] | None:
+def _delivery(
+    ctx: WebContext, delivery_id: int
+) -> tuple[str, list[ArticleView], set[str], list[int]] | None:
     with Session(ctx.engine) as session:
         recorded = ledger.delivery_edition(session, delivery_id)
         if recorded is None:
@@ -63,8 +67,9 @@ def _delivery(ctx: WebContext, delivery_id: int) -> tuple[str, list[ArticleView]
         slugs = member_topic_slugs(session, [recorded.subscriber_id]).get(
             recorded.subscriber_id, set()
         )
+        follows = follows_ids(session, recorded.subscriber_id)
     articles = [found[i] for i in recorded.article_ids if i in found]
-    return (recorded.edition, articles, slugs) if articles else None
+    return (recorded.edition, articles, slugs, follows) if articles else None
 
 
 async def view_page(request: Request) -> Response:
@@ -79,8 +84,8 @@ async def view_page(request: Request) -> Response:
     found = await run_in_threadpool(_delivery, ctx, delivery_id)
     if found is None:
         return _not_found(request, ctx)
-    edition, articles, slugs = found
-    return await run_in_threadpool(edition_page, ctx, edition, articles, slugs)
+    edition, articles, slugs, follows = found
+    return await run_in_threadpool(edition_page, ctx, edition, articles, slugs, follows)
 
 
 ROUTES = [Route("/view/{token}", view_page, methods=["GET"])]
