@@ -27,8 +27,9 @@ from digest import models, resources  # noqa: F401  (models registers the tables
 def make_engine(url: str, echo: bool = False) -> Engine:
     """An engine for ``url``; an SQLite file's folder is created if missing."""
     parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        # psycopg 3 is what we ship; psycopg2's URLs name the same server the same way
+        parsed = parsed.set(drivername="postgresql+psycopg")
         url = parsed.render_as_string(hide_password=False)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -36,7 +37,14 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"timeout": 60})
         _make_sqlite_immediate(engine)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    # a connection that cannot be made within seconds is an outage to wait out, not a hang
+    return create_engine(
+        url, echo=echo, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT}
+    )
+
+
+#: Seconds to wait for a PostgreSQL connection before counting the store unreachable.
+CONNECT_TIMEOUT = 10
 
 
 #: How long a connection waits for SQLite's write lock (and for the WAL switch) before failing.
@@ -221,3 +229,45 @@ def dense_range(ids: Iterable[int]) -> tuple[int, int] | None:
         return None
     low, high = wanted[0], wanted[-1]
     return (low, high) if high - low < 2 * len(wanted) else None
+
+
+# ------------------------------------------------------------------ outages
+
+#: SQLite's words for a store that is there but cannot be used right now.
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
+
+
+def store_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store cannot be reached (a dropped or refused connection, a
+    server restarting, SQLite busy past its timeout) rather than that a statement is wrong.
+
+    The one place that decides: the sender, the scheduler, the web app and the CLI wait out
+    what it accepts and report the rest. Errors raised straight by the driver (the sender's
+    ledger writer runs on the DB-API connection) count as much as SQLAlchemy's wrapped ones.
+    """
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import InterfaceError as SAInterfaceError
+    from sqlalchemy.exc import OperationalError as SAOperationalError
+
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, SAOperationalError | SAInterfaceError):
+            return exc.orig is None or store_unreachable(exc.orig)
+        return False
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg ships with digest
+        psycopg = None  # type: ignore[assignment]
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(word in str(exc).lower() for word in _SQLITE_TRANSIENT)
+    return False
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """The first line of what the driver said, without SQLAlchemy's wrapping."""
+    orig = getattr(exc, "orig", None) or exc
+    text_ = str(orig).strip()
+    return text_.splitlines()[0] if text_ else type(orig).__name__

@@ -576,6 +576,45 @@ def contrast_ratio(a: str, b: str) -> float:
     return (hi + 0.05) / (lo + 0.05)
 
 
+def check_store(settings: Settings) -> Check:
+    """The store answers and its schema is the one this version needs."""
+    from sqlalchemy.engine import make_url
+
+    from digest.db import (
+        current_revision,
+        head_revision,
+        make_engine,
+        store_unreachable,
+        unreachable_reason,
+    )
+    from digest.settings import mask_url
+
+    name = "Store"
+    where = mask_url(settings.database_url)
+    parsed = make_url(settings.database_url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).expanduser().exists():
+            return Check(name, "warn", f"{where}: no store yet; the first command creates it")
+    engine = make_engine(settings.database_url)
+    try:
+        current, head = current_revision(engine), head_revision(engine)
+    except Exception as exc:
+        if not store_unreachable(exc):
+            raise
+        return Check(name, "fail", f"{where}: not reachable: {unreachable_reason(exc)}")
+    finally:
+        engine.dispose()
+    if current is None:
+        return Check(name, "warn", f"{where}: reachable, empty (the first command creates it)")
+    if current != head:
+        return Check(
+            name,
+            "fail",
+            f"{where}: schema at {current}, this version needs {head}: run `digest db upgrade`",
+        )
+    return Check(name, "ok", f"{where}: reachable, schema current ({head})")
+
+
 # ------------------------------------------------------------------ all of it
 
 
@@ -587,6 +626,7 @@ def run_checks(
         lambda: check_from(settings),
         lambda: check_base_url(settings),
         lambda: check_secret(settings),
+        lambda: check_store(settings),
     ]
     if smtp:
         steps.append(lambda: check_smtp(settings))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from digest.compose import UnmailableAddress
 from digest.content import ArticleView, MemberView
 from digest.editions import Editions
 from digest.feedback.verp import verp_from_settings
+from digest.logs import about
 from digest.mailer import SendResult, Transport, TransportFactory, begin_send
 from digest.members.rules import ACTIVE, BOUNCED
 from digest.settings import Settings
@@ -36,6 +38,13 @@ from digest.throttle import CircuitBreaker, RateLimiter
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 def worker_name() -> str:
@@ -115,6 +124,10 @@ class Sender:
         # message (a member may subscribe after the run began); why sending stopped, if it did
         self._check_postal = not settings.postal_address.strip()
         self.refused: str | None = None
+        # a long send under systemd (no terminal, no progress bar) says how far it got
+        self._progress_every = 0.0 if _on_terminal() else settings.progress_log_seconds
+        self._progress_next = 0.0
+        self._progress_mark = (0.0, 0)  # (when, sent) at the last progress line
 
     def run(
         self,
@@ -128,6 +141,8 @@ class Sender:
         spends more of its time waiting for the server than rendering (see ``_Pace``).
         """
         report = SendReport()
+        started = time.monotonic()
+        self._progress_mark, self._progress_next = (started, 0), started + self._progress_every
         most = max(1, self.settings.smtp_pool_size)
         stop = lambda: should_stop() or self.breaker.open or self.refused is not None  # noqa: E731
         errors: list[BaseException] = []
@@ -264,6 +279,7 @@ class Sender:
                             delivery.id,
                             worker_id,
                             self.settings.lease_seconds,
+                            extra=_about(delivery),
                         )
                         continue
                     if isinstance(prepared, ledger.Outcome):
@@ -316,8 +332,25 @@ class Sender:
             )
         with self._lock:
             _tally(report, outcome, delivery)
+            if self._progress_every and time.monotonic() >= self._progress_next:
+                self._log_progress(report)
         if progress:
             progress(1)
+
+    def _log_progress(self, report: SendReport) -> None:
+        """One line every ``progress_log_seconds`` of sending (called under the lock)."""
+        now = time.monotonic()
+        then, sent_then = self._progress_mark
+        self._progress_mark = (now, report.sent)
+        self._progress_next = now + self._progress_every
+        rate = max(report.sent - sent_then, 0) / max(now - then, 1e-9)
+        log.info(
+            "sending: %d sent, %d to retry, %d failed so far (%.1f messages/s)",
+            report.sent,
+            report.retry,
+            report.failed,
+            rate,
+        )
 
     def _load(self, claimed: Sequence[ledger.Claimed]) -> dict[int, MemberView]:
         with self.engine.connect() as conn:
@@ -357,10 +390,10 @@ class Sender:
                 member, delivery.edition, chosen, delivery.message_id, now, delivery.id
             )
         except UnmailableAddress as exc:  # an old row's address: this delivery fails, clearly
-            log.warning("delivery %s not composed: %s", delivery.id, exc)
+            log.warning("delivery %s not composed: %s", delivery.id, exc, extra=_about(delivery))
             return ledger.Outcome(delivery.id, ledger.FAILED, error=f"address not mailable: {exc}")
         except Exception as exc:  # a template bug fails this delivery, not the whole run
-            log.exception("render failed for delivery %s", delivery.id)
+            log.exception("render failed for delivery %s", delivery.id, extra=_about(delivery))
             return ledger.Outcome(delivery.id, ledger.FAILED, error=f"render failed: {exc}")
         return member, data, now
 
@@ -388,7 +421,14 @@ class Sender:
         assert delivery.id is not None
         if result.ok:
             self.breaker.success()
-            log.debug("delivery %s to %s sent: %s", delivery.id, member.email, result.reply)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "delivery %s to %s sent: %s",
+                    delivery.id,
+                    member.email,
+                    result.reply,
+                    extra=_about(delivery),
+                )
             return ledger.Outcome(
                 delivery.id, ledger.SENT, result.code, result.reply, size_bytes=size
             )
@@ -400,7 +440,13 @@ class Sender:
         else:
             self.breaker.success()
         if result.permanent or delivery.attempts >= self.settings.max_attempts:
-            log.warning("delivery %s to %s failed: %s", delivery.id, member.email, reason)
+            log.warning(
+                "delivery %s to %s failed: %s",
+                delivery.id,
+                member.email,
+                reason,
+                extra=_about(delivery),
+            )
             return ledger.Outcome(
                 delivery.id,
                 ledger.FAILED,
@@ -417,6 +463,7 @@ class Sender:
             member.email,
             retry_at.isoformat(),
             reason,
+            extra=_about(delivery),
         )
         return ledger.Outcome(
             delivery.id,
@@ -492,6 +539,11 @@ class _Pace:
         if share <= self.THRESHOLD:
             return None
         return f"the server's replies took {share:.0%} of a lane's last {elapsed:.1f}s"
+
+
+def _about(delivery: ledger.Claimed) -> dict[str, object]:
+    """What a log line about ``delivery`` is tagged with (fields of a JSON log line)."""
+    return about(delivery.id, delivery.edition, delivery.subscriber_id)
 
 
 def _tally(report: SendReport, outcome: ledger.Outcome, delivery: ledger.Claimed) -> None:

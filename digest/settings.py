@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -37,6 +38,20 @@ ENV_ALIASES = {"DIGEST_FROM": "from_address", "DIGEST_MAX_LATENESS": "max_latene
 
 #: Friendlier names accepted in files and the environment, with their converters.
 KEY_ALIASES = {"max_lateness": "max_lateness_hours"}
+
+#: ``DIGEST_*`` names that are not settings: the config file's path, and the test suite's and
+#: tools' own switches. Any other unknown ``DIGEST_*`` variable is a typo and refused.
+NOT_SETTINGS = frozenset(
+    {"DIGEST_CONFIG", "DIGEST_REGENERATE_GOLDEN", "DIGEST_SCREENSHOTS", "DIGEST_DOIUSE_EMAIL"}
+)
+NOT_SETTINGS_PREFIX = "DIGEST_TEST_"
+
+#: Tables of arrays the file may hold besides the settings: ``[[sources]]`` (the scheduler's).
+TABLE_ARRAYS = frozenset({"sources"})
+
+#: Database drivers the store runs on: the URL's scheme -> what to use instead, when refused.
+SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres",
+                     "postgresql+psycopg", "postgresql+psycopg2")  # fmt: skip
 
 
 def parse_hours(value: object) -> float:
@@ -69,12 +84,13 @@ _POSITIVE = (
     "max_topics_per_member", "web_request_timeout_seconds", "view_link_days",
     "editor_lockout_minutes", "click_flush_seconds", "click_scanner_seconds",
     "click_scanner_links", "max_upload_bytes",
+    "heartbeat_seconds",
 )  # fmt: skip
 #: Settings where zero means "no limit" or "off", but a negative value means nothing.
 _NOT_NEGATIVE = (
     "rate_per_second", "rate_per_hour", "max_consecutive_errors", "max_lateness_hours",
     "subscribe_rate_limit", "complaint_rate_limit", "bounce_rate_limit", "bounce_poll_minutes",
-    "inbound_rate_limit", "summary_words",
+    "inbound_rate_limit", "summary_words", "progress_log_seconds",
 )  # fmt: skip
 
 
@@ -103,6 +119,8 @@ _AT_MOST: dict[str, tuple[float, str]] = {
     "click_flush_seconds": (3600, "an hour"),
     "click_scanner_seconds": (3600, "an hour"),
     "max_upload_bytes": (100 * 1024 * 1024, "100 MB"),
+    "heartbeat_seconds": (3600, "an hour"),
+    "progress_log_seconds": (_DAY, "a day"),
 }
 
 
@@ -227,10 +245,22 @@ class Settings:
     web_request_timeout_seconds: float = 15.0
     metrics_listen: str = ""
     metrics_token: str = ""  # secret: environment only (DIGEST_METRICS_TOKEN)
-    # where the values came from, for `digest config` style diagnostics
+    # operators: log lines as text or one JSON object per line; how often a long send logs
+    # its progress when stderr is not a terminal (0: never); how often each scheduler and
+    # worker writes its heartbeat row (state, last error, what it sends now)
+    log_format: str = "text"
+    progress_log_seconds: float = 30.0
+    heartbeat_seconds: float = 15.0
+    # where the values came from: the layers, and each value set by one of them ->
+    # "file <path>", "environment DIGEST_X" or "flag"; unset keys are defaults
     sources: tuple[str, ...] = field(default=(), compare=False)
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "weekly_day", self.weekly_day.strip().lower())
+        database_url_problem(self.database_url)
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"log_format must be text or json, not {self.log_format!r}")
         if self.smtp_security not in ("none", "starttls", "tls"):
             raise SettingsError(
                 f"smtp_security must be none, starttls or tls, not {self.smtp_security!r}"
@@ -338,6 +368,45 @@ def _address_problem(value: str) -> str | None:
     return None
 
 
+def database_url_problem(url: str) -> None:
+    """SettingsError (one line naming the driver to use) unless ``url`` is a store URL we run
+    on: SQLite, or PostgreSQL through psycopg 3 (``postgres://`` and ``postgresql+psycopg2://``
+    mean the same server and are read as such)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise SettingsError(
+            f"database_url is not a database URL: {mask_url(url)!r} "
+            "(sqlite:///path/digest.db or postgresql://user@host/db)"
+        ) from None
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        backend = parsed.get_backend_name()
+        use = {"postgresql": "postgresql:// (psycopg 3)", "sqlite": "sqlite:///path"}.get(
+            backend, "sqlite:/// or postgresql://"
+        )
+        raise SettingsError(
+            f"database_url: the driver {parsed.drivername!r} is not supported; use {use}"
+        )
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def url_has_password(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return bool(make_url(url).password)
+    except (ArgumentError, ValueError):
+        return False
+
+
 def listen_address(value: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:9464`` for IPv6) as a pair; SettingsError if it is not one."""
     host, sep, port = value.strip().rpartition(":")
@@ -349,7 +418,7 @@ def listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "sources"}
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name not in ("sources", "origins")}
 #: List settings, and what separates their items in an environment variable (or a string
 #: in the file): topic names may hold commas, so they are separated as in the member CSV.
 _LIST_SEPARATORS = {
@@ -370,10 +439,12 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
                 raise ValueError
             return words[value.strip().lower()]
         if kind == "int":
-            if isinstance(value, bool):
+            if isinstance(value, bool | float | list | dict):  # 2.5 is not silently 2
                 raise ValueError
             return int(value)
         if kind == "float":
+            if isinstance(value, bool | list | dict):
+                raise ValueError
             if isinstance(value, str) and value.strip().endswith("%"):  # "0.3%" -> 0.003
                 return float(value.strip()[:-1]) / 100
             return float(value)
@@ -388,8 +459,15 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
                 raise ValueError
             return tuple(v.strip() for v in value if v.strip())
     except (TypeError, ValueError):
-        words = {"tuple[str, ...]": "a list of strings", "bool": "true or false"}.get(kind, kind)
-        raise SettingsError(f"{origin}: {key} must be {words}, got {value!r}") from None
+        words = {
+            "tuple[str, ...]": "a list of strings",
+            "bool": "true or false",
+            "int": "a whole number",
+            "float": "a number",
+            "str": "a string",
+        }.get(kind, kind)
+        shown = "a list" if isinstance(value, list | tuple) else repr(value)
+        raise SettingsError(f"{origin}: {key} must be {words}, got {shown}") from None
     return value
 
 
@@ -401,19 +479,20 @@ def _alias_value(key: str, value: object, origin: str) -> float:
 
 
 def _flatten(table: Mapping[str, Any], origin: str, prefix: str = "") -> dict[str, Any]:
+    """``[smtp] host`` -> ``smtp_host``; ``[[sources]]`` is left to the scheduler; any other
+    array of tables (``[[source]]``) is refused, as is a table inside an array."""
     out: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(_flatten(value, origin, prefix=f"{name}_"))
-        elif key == "sources" and not prefix:
+        elif not prefix and key in TABLE_ARRAYS:
             continue  # [[sources]] is read by the scheduler, not a scalar setting
-        elif isinstance(value, list):
-            if name in _LIST_SEPARATORS:  # a list setting (topics = ["Space", ...])
-                out[name] = value
-            continue
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            known = ", ".join(f"[[{t}]]" for t in sorted(TABLE_ARRAYS))
+            raise SettingsError(f"{origin}: unknown table [[{name}]] (the file may hold {known})")
         else:
-            out[name] = value
+            out[name] = value  # a list for a scalar setting is refused by _coerce
     return out
 
 
@@ -435,6 +514,7 @@ def load_settings(
     """Build settings from the layers; the config file is ``config_path`` or ``$DIGEST_CONFIG``."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     sources: list[str] = ["defaults"]
     path = config_path or env.get("DIGEST_CONFIG")
     if path:
@@ -449,24 +529,69 @@ def load_settings(
                 raise SettingsError(
                     f"{path}: {key} is a secret; set DIGEST_{key.upper()} in the environment"
                 )
+            if key == "database_url" and isinstance(value, str) and url_has_password(value):
+                raise SettingsError(
+                    f"{path}: database_url holds a password, a secret; set "
+                    "DIGEST_DATABASE_URL in the environment (or use ~/.pgpass)"
+                )
             values[key] = _coerce(key, value, str(path))
+            origins[key] = f"file {path}"
         sources.append(str(path))
-    for name, value in env.items():
-        if not name.startswith("DIGEST_") or name == "DIGEST_CONFIG":
+    for name, value in sorted(env.items()):
+        if not name.startswith("DIGEST_") or name in NOT_SETTINGS:
+            continue
+        if name.startswith(NOT_SETTINGS_PREFIX):
             continue
         key = ENV_ALIASES.get(name, name[len("DIGEST_") :].lower())
         if key in KEY_ALIASES:
             key, value = KEY_ALIASES[key], _alias_value(key, value, name)
-        if key in _FIELD_TYPES:
-            values[key] = _coerce(key, value, name)
-            sources.append(name)
+        if key not in _FIELD_TYPES:
+            raise SettingsError(f"{name}: unknown setting {key!r} in the environment")
+        values[key] = _coerce(key, value, name)
+        origins[key] = f"environment {name}"
+        sources.append(name)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key not in _FIELD_TYPES:
             raise SettingsError(f"unknown setting {key!r}")
         values[key] = value
-    return Settings(**values, sources=tuple(sources))
+        origins[key] = "flag"
+    try:
+        return Settings(**values, sources=tuple(sources), origins=origins)
+    except SettingsError as exc:
+        raise SettingsError(_with_origin(str(exc), origins)) from None
+
+
+def _with_origin(message: str, origins: Mapping[str, str]) -> str:
+    """A validation message about a key, prefixed with where that key's value came from."""
+    key = message.split(" ", 1)[0].rstrip(":")
+    where = origins.get(key)
+    if where is None:
+        return message
+    return f"{where.split(' ', 1)[-1] if where != 'flag' else 'flag'}: {message}"
+
+
+def origin(settings: Settings, key: str) -> str:
+    """Where ``key``'s value came from: default, file <path>, environment <NAME> or flag."""
+    return settings.origins.get(key, "default")
+
+
+def shown_value(settings: Settings, key: str) -> Any:
+    """``key``'s value as ``digest config show`` prints it: secrets masked (set or not)."""
+    value = getattr(settings, key)
+    if key in SECRET_KEYS:
+        return "********" if value else ""
+    if key == "database_url":
+        return mask_url(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def setting_names() -> list[str]:
+    """Every setting's name, in the order the dataclass declares them."""
+    return list(_FIELD_TYPES)
 
 
 def config_sources(config_path: str | Path | None) -> list[dict[str, Any]]:

@@ -563,3 +563,105 @@ def test_editors_add_list_remove(cli: CLI, engine: Engine) -> None:
         actions = [(e.action, e.target) for e in audit.recent(session)]
     assert ("editor-add", "ann@news.example.org") in actions
     assert ("editor-remove", "ben@news.example.org") in actions
+
+
+# ---------------------------------------------------------------- configuration and logs
+
+
+def test_config_show_names_each_values_source(cli: CLI, tmp_path: Path) -> None:
+    config = tmp_path / "digest.toml"
+    config.write_text('site_name = "Weekly Science"\nweekly_day = "Friday"\n')
+    del cli.env["DIGEST_SITE_NAME"]
+    cli.env.update(
+        {"DIGEST_CONFIG": str(config), "DIGEST_SMTP_PASSWORD": "hunter2", "DIGEST_MAX_ITEMS": "9"}
+    )
+    result = cli("--database-url", cli.env["DIGEST_DATABASE_URL"], "config", "show")
+    assert result.exit_code == 0, result.output
+    lines = {line.split("=")[0].strip(): line for line in result.stdout.splitlines()}
+    assert lines["site_name"].endswith(f'"Weekly Science"  # file {config}')
+    assert lines["weekly_day"].endswith(f'"friday"  # file {config}')
+    assert lines["max_items"].endswith("= 9  # environment DIGEST_MAX_ITEMS")
+    assert lines["database_url"].endswith("# flag")
+    assert lines["smtp_password"].endswith('"********"  # environment DIGEST_SMTP_PASSWORD')
+    assert lines["tick_seconds"].endswith("= 60.0  # default")
+    assert "hunter2" not in result.output
+    as_json = cli("config", "show", "--json")
+    rows = {r["key"]: r for r in map(json.loads, as_json.stdout.splitlines())}
+    assert rows["max_items"] == {
+        "key": "max_items",
+        "value": 9,
+        "source": "environment DIGEST_MAX_ITEMS",
+    }
+
+
+@pytest.mark.parametrize(
+    ("file_text", "env", "line"),
+    [
+        ("[[source]]\nurl = 'https://example.org/feed'\n", {}, "unknown table [[source]]"),
+        ("max_items = [3]\n", {}, "max_items must be a whole number, got a list"),
+        ("lease_seconds = 30.5\n", {}, "lease_seconds must be a whole number, got 30.5"),
+        ("database_url = 'postgresql://u:pw@db/x'\n", {}, "database_url holds a password"),
+        ("", {"DIGEST_MAX_ITEM": "3"}, "DIGEST_MAX_ITEM: unknown setting 'max_item'"),
+        ("", {"DIGEST_DATABASE_URL": "postgresql+asyncpg://db/x"}, "DIGEST_DATABASE_URL: "),
+    ],
+)
+def test_config_mistakes_exit_2_with_one_line(
+    cli: CLI, tmp_path: Path, file_text: str, env: dict[str, str], line: str
+) -> None:
+    config = tmp_path / "digest.toml"
+    config.write_text(file_text)
+    cli.env.update({"DIGEST_CONFIG": str(config), **env})
+    if "DIGEST_DATABASE_URL" not in env and "database_url" in file_text:
+        del cli.env["DIGEST_DATABASE_URL"]
+    result = cli("status")
+    assert result.exit_code == 2
+    errors = [x for x in result.output.splitlines() if x.strip()]
+    assert len(errors) == 1 and line in errors[0], result.output
+    assert "Traceback" not in result.output
+    if file_text:
+        assert str(config) in errors[0]
+
+
+def test_psycopg2_and_postgres_urls_reach_the_same_server(cli: CLI, db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL URLs")
+    rest = db_url.split("://", 1)[1]
+    for scheme in ("postgres", "postgresql+psycopg2"):
+        cli.env["DIGEST_DATABASE_URL"] = f"{scheme}://{rest}"
+        result = cli("status", "--json")
+        assert result.exit_code == 0, result.output
+
+
+def test_json_log_format_prints_only_json_lines(cli: CLI, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    setup_basic(cli, tmp_path)
+    assert cli("plan", "--now", RUN1).exit_code == 0
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("DIGEST_")}
+    env.update(cli.env, DIGEST_LOG_FORMAT="json")
+    done = subprocess.run(
+        [sys.executable, "-m", "digest", "-vv", "worker", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [x for x in (done.stdout + done.stderr).splitlines() if x.strip()]
+    parsed = [json.loads(x) for x in lines]  # every line is one JSON object
+    sent = [p for p in parsed if p.get("message", "").startswith("delivery ")]
+    assert sent and all({"delivery_id", "edition", "member_id"} <= p.keys() for p in sent)
+    assert json.loads(done.stdout.splitlines()[-1])["sent"] == 2
+    # a mistake is a JSON line too, and still exit 2
+    env["DIGEST_MAX_ITEMS"] = "2.5"
+    bad = subprocess.run(
+        [sys.executable, "-m", "digest", "worker", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    line = json.loads(bad.stderr.strip())
+    assert line["level"] == "ERROR" and "DIGEST_MAX_ITEMS: max_items" in line["message"]

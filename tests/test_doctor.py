@@ -306,3 +306,30 @@ def test_an_http_base_url_on_a_public_host_fails(smtp_server: SMTPServer) -> Non
     check = check_base_url(good_settings(smtp_server, base_url="http://news.example.org"))
     assert check.status == "fail" and "one-click" in check.detail
     assert check_base_url(good_settings(smtp_server)).status == "ok"
+
+
+def test_store_check(db_url: str, smtp_server: SMTPServer, tmp_path: Path) -> None:
+    """Reachable with a current schema: ok; empty or missing: a warning; out of date or
+    unreachable: an error saying what to do."""
+    from sqlalchemy import text
+
+    from digest.db import create_schema, make_engine
+    from digest.doctor import check_store
+
+    settings = good_settings(smtp_server, database_url=db_url)
+    if db_url.startswith("sqlite"):
+        assert check_store(settings).status == "warn"  # no file yet
+    engine = make_engine(db_url)
+    create_schema(engine)
+    check = check_store(settings)
+    assert check.status == "ok" and "schema current" in check.detail
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001_initial'"))
+    check = check_store(settings)
+    assert check.status == "fail" and "digest db upgrade" in check.detail
+    engine.dispose()
+    down = f"postgresql://digest:hunter2@127.0.0.1:{free_port()}/digest"
+    check = check_store(good_settings(smtp_server, database_url=down))
+    assert check.status == "fail" and "not reachable" in check.detail
+    assert "hunter2" not in check.detail
+    assert by_name(run_checks(settings, smtp=False, spamassassin=False, dns=False))["Store"]

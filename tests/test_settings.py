@@ -248,3 +248,85 @@ def test_email_settings_summary_words_postal_address_reply_to() -> None:
         load_settings(env={"DIGEST_SUMMARY_WORDS": "-1"})
     with pytest.raises(SettingsError, match="reply_to"):
         load_settings(env={"DIGEST_REPLY_TO": "not an address"})
+
+
+# ---------------------------------------------------------------- mistakes, named with their source
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('[[source]]\nurl = "https://example.org/feed"', "unknown table [[source]]"),
+        ("max_items = [1, 2]", "max_items must be a whole number, got a list"),
+        ("max_items = 2.5", "max_items must be a whole number, got 2.5"),
+        ('[smtp]\nhost = ["a", "b"]', "smtp_host must be a string, got a list"),
+        ('weekly_day = "someday"', "weekly_day must be one of monday"),
+        (
+            'database_url = "postgresql://digest:hunter2@db.internal/digest"',
+            "database_url holds a password",
+        ),
+        ('database_url = "mysql://db.internal/digest"', "the driver 'mysql' is not supported"),
+        ('database_url = "postgresql+asyncpg://db/x"', "use postgresql:// (psycopg 3)"),
+    ],
+)
+def test_file_mistakes_name_the_key_and_the_file(tmp_path: Path, text: str, line: str) -> None:
+    config = tmp_path / "digest.toml"
+    config.write_text(text + "\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, env={})
+    message = str(caught.value)
+    assert message.startswith(f"{config}: ") and line in message
+    assert "\n" not in message and "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"DIGEST_MAX_ITEM": "3"}, "DIGEST_MAX_ITEM: unknown setting 'max_item'"),
+        ({"DIGEST_MAX_ITEMS": "2.5"}, "DIGEST_MAX_ITEMS: max_items must be a whole number"),
+        ({"DIGEST_WEEKLY_DAY": "Fri"}, "DIGEST_WEEKLY_DAY: weekly_day must be one of"),
+        ({"DIGEST_LOG_FORMAT": "xml"}, "DIGEST_LOG_FORMAT: log_format must be text or json"),
+        ({"DIGEST_DATABASE_URL": "oracle://x/y"}, "DIGEST_DATABASE_URL: database_url: the driver"),
+    ],
+)
+def test_environment_mistakes_name_the_variable(env: dict[str, str], line: str) -> None:
+    with pytest.raises(SettingsError, match=line.replace("(", r"\(")):
+        load_settings(env=env)
+
+
+def test_weekly_day_in_any_case_and_the_drivers_that_work(tmp_path: Path) -> None:
+    config = tmp_path / "digest.toml"
+    config.write_text('weekly_day = "FRIDAY"\n')
+    assert load_settings(config, env={}).weekly_day == "friday"
+    assert load_settings(env={"DIGEST_WEEKLY_DAY": " Sunday "}).weekly_weekday == 6
+    for url in ("postgres://db/x", "postgresql+psycopg2://db/x", "postgresql+psycopg://db/x"):
+        assert load_settings(env={"DIGEST_DATABASE_URL": url}).database_url == url
+    # the password of a URL from the environment is fine there
+    url = "postgresql://digest:hunter2@db/x"
+    assert load_settings(env={"DIGEST_DATABASE_URL": url}).database_url == url
+
+
+def test_the_suites_own_variables_are_not_settings() -> None:
+    env = {"DIGEST_TEST_POSTGRES_URL": "postgresql://x/y", "DIGEST_REGENERATE_GOLDEN": "1"}
+    assert load_settings(env=env) == load_settings(env={})
+
+
+def test_origins_and_shown_values(tmp_path: Path) -> None:
+    from digest.settings import origin, setting_names, shown_value
+
+    config = tmp_path / "digest.toml"
+    config.write_text('site_name = "Weekly Science"\nmax_items = 7\n')
+    env = {
+        "DIGEST_MAX_ITEMS": "9",
+        "DIGEST_SMTP_PASSWORD": "hunter2",
+        "DIGEST_DATABASE_URL": "postgresql://digest:hunter2@db/x",
+    }
+    s = load_settings(config, env=env, overrides={"base_url": "https://x.example.org"})
+    assert origin(s, "site_name") == f"file {config}"
+    assert origin(s, "max_items") == "environment DIGEST_MAX_ITEMS"
+    assert origin(s, "base_url") == "flag"
+    assert origin(s, "tick_seconds") == "default"
+    assert shown_value(s, "smtp_password") == "********"
+    assert shown_value(s, "secret_key") == ""
+    assert shown_value(s, "database_url") == "postgresql://digest:***@db/x"
+    assert "sources" not in setting_names() and "origins" not in setting_names()

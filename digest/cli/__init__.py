@@ -6,13 +6,15 @@ Exit codes: 0 success, 1 the work failed (e.g. some deliveries failed), 2 bad in
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from digest import __version__
+from digest import __version__, logs
 from digest.cli.common import App, BadInput, pass_app
+from digest.db import store_unreachable, unreachable_reason
 from digest.settings import SettingsError, load_settings
 
 
@@ -21,10 +23,21 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
-        except (OperationalError, InterfaceError) as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise click.ClickException(f"the store is not reachable: {reason}") from None
+            try:
+                return super().invoke(ctx)
+            except Exception as exc:
+                known = isinstance(exc, OperationalError | InterfaceError)
+                if not (known or store_unreachable(exc)):
+                    raise
+                raise click.ClickException(
+                    f"the store is not reachable: {unreachable_reason(exc)}"
+                ) from None
+        except click.ClickException as exc:
+            if not logs.json_logging():
+                raise
+            # a JSON log holds only JSON: the error is one more line of it
+            logging.getLogger("digest").error(exc.format_message())
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,21 +62,23 @@ def main(
 ) -> None:
     """Topic digests by email: articles in, one digest per member out, every delivery recorded."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    # JSON from the first line when the environment asks for it, even if the config is bad
+    wanted = os.environ.get("DIGEST_LOG_FORMAT", "text").strip().lower()
+    logs.configure(level, "json" if wanted == "json" else "text", sys.stderr)
     for noisy in ("alembic", "mail.log", "apscheduler"):  # chatty libraries
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
     try:
         settings = load_settings(config_path, overrides={"database_url": database_url})
     except SettingsError as exc:
         raise BadInput(str(exc)) from None
+    logs.configure(level, settings.log_format, sys.stderr)
     ctx.obj = App(settings=settings, config_path=config_path, quiet=quiet)
 
 
 def _register() -> None:
     from digest.cli import (
         articles,
+        config,
         db,
         deliveries,
         demo,
@@ -92,7 +107,7 @@ def _register() -> None:
         deliveries,
         feedback,
     )
-    for module in (*modules, doctor, demo, db):
+    for module in (*modules, config, doctor, demo, db):
         for command in module.COMMANDS:
             main.add_command(command)
     for command in doctor.TEMPLATES_COMMANDS:

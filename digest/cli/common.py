@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 
+from digest import notify
 from digest.clock import parse_now, system_clock
 from digest.db import SchemaOutOfDate, create_schema, make_engine
 from digest.settings import Settings
@@ -97,6 +98,17 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON Lines.")(func)
 
 
+def say(text: str, **fields: Any) -> None:
+    """A command's result line on stdout: the text, or with JSON logs (``log_format``) one
+    JSON object holding it and ``fields``, so that output is JSON lines only."""
+    from digest.logs import json_logging
+
+    if json_logging():
+        click.echo(json.dumps({"message": text, **fields}, ensure_ascii=False, default=str))
+    else:
+        click.echo(text)
+
+
 def print_json_lines(rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
         click.echo(json.dumps(row, ensure_ascii=False, default=str))
@@ -113,6 +125,7 @@ def stop_on_signals(what: str) -> Iterator[threading.Event]:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger("digest").info("received %s: %s", signal.Signals(signum).name, what)
+        notify.stopping()
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -43,8 +43,9 @@ def doctor_command(
     no_dns: bool,
     as_json: bool,
 ) -> None:
-    """Check From, SMTP, DNS (SPF, DKIM, DMARC, bounce MX), links, templates, size and spam
-    score; each line says ok, warning or error; exit 1 on any error.
+    """Check From, the store (reachable, schema current), SMTP, DNS (SPF, DKIM, DMARC,
+    bounce MX), links, templates, size and spam score; each line says ok, warning or error;
+    exit 1 on any error.
 
     Nothing is sent: the SMTP check connects, says EHLO (and STARTTLS/AUTH where configured)
     and quits. DNS is read from dns_nameserver, or the system's resolver.

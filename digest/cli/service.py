@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from digest import ledger
+from digest import ledger, notify
 from digest.brake import describe
 from digest.cli.common import (
     App,
@@ -59,6 +59,7 @@ def _service(app: App, tick: float | None) -> Service:
 def _install_signals(service: Service, extra_stop: list[Any] | None = None) -> None:
     def on_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("%s: stopping (in-flight work finishes first)", signal.Signals(signum).name)
+        notify.stopping()
         service.stop()
         for stop in extra_stop or []:
             stop()
@@ -91,6 +92,7 @@ def scheduler_command(app: App, tick: float | None) -> None:
     require_postal_address(app)
     service = _service(app, tick)
     _install_signals(service)
+    notify.ready(f"scheduler {service.holder}")
     raise SystemExit(service.run())
 
 
@@ -126,7 +128,9 @@ def serve_command(
         web.start()
     except RuntimeError as exc:  # e.g. the port is taken: no half a service for systemd
         raise WorkFailed(str(exc)) from None
-    log.info("web app on %s", ", ".join(f"http://{a}" for a in web.addresses))
+    where = ", ".join(f"http://{a}" for a in web.addresses)
+    log.info("web app on %s", where)
+    notify.ready(f"web app on {where}; scheduler {service.holder}")
     code = service.run()
     web.stop()
     raise SystemExit(code)

@@ -7,12 +7,14 @@ import logging
 import click
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from digest import notify
 from digest.cli.common import (
     App,
     BadInput,
     WorkFailed,
     pass_app,
     require_postal_address,
+    say,
     stop_on_signals,
 )
 from digest.cli.held import Holding, dead_holders_failure, settle_held, wait_held_option
@@ -63,6 +65,7 @@ def worker_command(
         worker_id=name,
     )
     log.info("worker %s started with up to %d connections", name, settings.smtp_pool_size)
+    notify.ready(f"worker {name}")
     totals = SendReport()
     with stop_on_signals("finishing messages in flight") as stop:
         while not stop.is_set():
@@ -101,7 +104,13 @@ def worker_command(
             totals.add(more)
             if more.paused_reason:
                 raise WorkFailed(f"sending paused: {more.paused_reason}")
-    click.echo(f"worker {name}: sent {totals.sent}, retry {totals.retry}, failed {totals.failed}")
+    say(
+        f"worker {name}: sent {totals.sent}, retry {totals.retry}, failed {totals.failed}",
+        worker=name,
+        sent=totals.sent,
+        retry=totals.retry,
+        failed=totals.failed,
+    )
     if once and (totals.retry or totals.failed):  # as `digest run`: the work did not all go
         raise WorkFailed(f"{totals.failed} deliveries failed, {totals.retry} to retry later")
     if dead:

@@ -142,6 +142,7 @@ def uvicorn_config(
         timeout_keep_alive=5,
         server_header=False,
         log_level=log_level,
+        log_config=None,  # uvicorn's lines go through our handler (text or JSON, as set)
         lifespan="off",
     )
 
