@@ -30,10 +30,16 @@ HARD_BOUNCE_CODES = frozenset({550, 551, 553})
 
 @dataclass(frozen=True)
 class SendResult:
+    """The server's verdict on one message. ``server_wide``: the failure is the server's or
+    the network's (refused, reset or timed out before the server answered, 421, a temporary
+    refusal of the greeting, login or sender), not this message's or recipient's: the
+    message goes back to the queue without counting an attempt and sending pauses."""
+
     ok: bool
     code: int | None = None
     reply: str = ""
     permanent: bool = False
+    server_wide: bool = False
 
     @property
     def hard_bounce(self) -> bool:
@@ -80,7 +86,15 @@ def _reply_text(raw: bytes | str) -> str:
     return " ".join(text.split())[:500]
 
 
-def _classify(code: int, reply: bytes | str) -> SendResult:
+#: The reply that means the server is closing the session: about the server, never a message.
+SERVICE_UNAVAILABLE = 421
+
+
+def _classify(code: int, reply: bytes | str, server_wide: bool = False) -> SendResult:
+    """A refusal: permanent for 5xx; server-wide for 421, or when the command refused was not
+    about this message (the greeting, EHLO, STARTTLS, AUTH, MAIL FROM) and is temporary."""
+    if code == SERVICE_UNAVAILABLE or (server_wide and not 500 <= code < 600):
+        return SendResult(False, code, _reply_text(reply), permanent=False, server_wide=True)
     return SendResult(ok=False, code=code, reply=_reply_text(reply), permanent=500 <= code < 600)
 
 
@@ -200,23 +214,33 @@ class SMTPTransport:
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             code, reply = exc.recipients.get(recipient, (550, b"recipient refused"))
             return _known(_classify(code, reply))
-        if isinstance(exc, smtplib.SMTPSenderRefused | smtplib.SMTPDataError):
+        if isinstance(exc, smtplib.SMTPSenderRefused):
+            self._reset()  # a temporary refusal of our envelope sender refuses every message
+            return _known(_classify(exc.smtp_code, exc.smtp_error, server_wide=True))
+        if isinstance(exc, smtplib.SMTPDataError):
             self._reset()
             return _known(_classify(exc.smtp_code, exc.smtp_error))
         if isinstance(exc, smtplib.SMTPAuthenticationError):
-            self._drop()
-            return _known(SendResult(False, exc.smtp_code, _reply_text(exc.smtp_error), False))
+            self._drop()  # wrong credentials are the configuration's fault, not a message's
+            reply = _reply_text(exc.smtp_error)
+            return _known(SendResult(False, exc.smtp_code, reply, False, server_wide=True))
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             self._drop()
             if attempt == 2:
-                return _known(SendResult(False, None, f"server disconnected: {exc}", False))
+                reason = f"server disconnected: {exc}"
+                return _known(SendResult(False, None, reason, False, server_wide=True))
             log.info("SMTP connection dropped; reconnecting")
             return self._attempt(sender, recipient, data, 2)
+        if isinstance(exc, smtplib.SMTPNotSupportedError):  # this address needs SMTPUTF8
+            return _known(SendResult(False, None, f"{type(exc).__name__}: {exc}", False))
         if isinstance(exc, smtplib.SMTPResponseException):
+            # the greeting (SMTPConnectError), EHLO, STARTTLS: the session, not the message
             self._drop()
-            return _known(_classify(exc.smtp_code, exc.smtp_error))
-        self._drop()
-        return _known(SendResult(False, None, f"{type(exc).__name__}: {exc}", False))
+            reply = _reply_text(exc.smtp_error)
+            return _known(SendResult(False, exc.smtp_code, reply, False, server_wide=True))
+        self._drop()  # refused, reset, timed out, TLS failed: nothing reached the server
+        reason = f"{type(exc).__name__}: {exc}"
+        return _known(SendResult(False, None, reason, False, server_wide=True))
 
     def _reset(self) -> None:
         try:

@@ -32,6 +32,7 @@ from digest.feedback.verp import verp_from_settings
 from digest.logs import about
 from digest.mailer import SendResult, Transport, TransportFactory, begin_send
 from digest.members.rules import ACTIVE, BOUNCED
+from digest.outages import Outage
 from digest.settings import Settings
 from digest.throttle import CircuitBreaker, RateLimiter
 
@@ -61,6 +62,7 @@ class SendReport:
     released: int = 0
     lanes: int = 0  # SMTP connections (lanes) the run opened
     paused_reason: str | None = None
+    smtp_outage: bool = False  # paused because the SMTP server is unavailable
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, int]:
@@ -96,6 +98,7 @@ class Sender:
         breaker: CircuitBreaker | None = None,
         subscriber_ids: Sequence[int] | None = None,
         brake: Brake | None = None,
+        smtp_outage: Outage | None = None,
     ) -> None:
         self.engine, self.settings, self.editions = engine, settings, editions
         self.transports, self.clock = transports, clock
@@ -124,6 +127,9 @@ class Sender:
         # message (a member may subscribe after the run began); why sending stopped, if it did
         self._check_postal = not settings.postal_address.strip()
         self.refused: str | None = None
+        # the SMTP server's outages, for the worker's heartbeat; the run's reason to pause
+        self.smtp = smtp_outage or Outage("the SMTP server", log, clock)
+        self._unavailable: str | None = None
         # a long send under systemd (no terminal, no progress bar) says how far it got
         self._progress_every = 0.0 if _on_terminal() else settings.progress_log_seconds
         self._progress_next = 0.0
@@ -141,10 +147,18 @@ class Sender:
         spends more of its time waiting for the server than rendering (see ``_Pace``).
         """
         report = SendReport()
+        self._unavailable = None
         started = time.monotonic()
         self._progress_mark, self._progress_next = (started, 0), started + self._progress_every
         most = max(1, self.settings.smtp_pool_size)
-        stop = lambda: should_stop() or self.breaker.open or self.refused is not None  # noqa: E731
+        def stop() -> bool:
+            return (
+                should_stop()
+                or self.breaker.open
+                or self.refused is not None
+                or self._unavailable is not None
+            )
+
         errors: list[BaseException] = []
         threads: list[threading.Thread] = []
 
@@ -184,6 +198,9 @@ class Sender:
         if self.refused is not None:
             report.paused_reason = self.refused
             log.error("sending stopped: %s", report.paused_reason)
+        elif self._unavailable is not None:  # the outage was logged when it began
+            report.paused_reason = f"the SMTP server is unavailable: {self._unavailable}"
+            report.smtp_outage = True
         elif self.breaker.open and not report.paused_reason:
             report.paused_reason = (
                 f"{self.breaker.consecutive} consecutive send errors, "
@@ -321,6 +338,9 @@ class Sender:
         report: SendReport,
         progress: Progress | None,
     ) -> None:
+        if outcome.status == ledger.PLANNED:  # the server was away: back to the queue, uncounted
+            self._release([delivery], worker_id, report)
+            return
         with self._writing:
             changed = recorder.record([outcome], worker_id, self.clock())
         if not changed:
@@ -421,6 +441,7 @@ class Sender:
         assert delivery.id is not None
         if result.ok:
             self.breaker.success()
+            self.smtp.recovered()
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "delivery %s to %s sent: %s",
@@ -435,6 +456,13 @@ class Sender:
         reason = f"{result.code or ''} {result.reply}".strip()
         if result.code in (421, 451):
             self.limiter.pushback()
+        if result.server_wide:
+            # not this message's fault: it goes back to the queue without counting an
+            # attempt, and the worker pauses until the server is back (any outage's length)
+            self.smtp.failed(reason)
+            self._unavailable = reason
+            log.debug("delivery %s back to the queue: %s", delivery.id, reason)
+            return ledger.Outcome(delivery.id, ledger.PLANNED, result.code, result.reply)
         if not (result.permanent and result.code is not None):
             self.breaker.failure(reason)  # server or network trouble, not one bad address
         else:

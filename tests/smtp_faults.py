@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -98,11 +99,56 @@ class FaultHandler:
 
 
 @contextmanager
-def fault_server(handler: FaultHandler) -> Iterator[tuple[str, int]]:
-    port = free_port()
+def fault_server(handler: FaultHandler, port: int | None = None) -> Iterator[tuple[str, int]]:
+    """``handler`` served on ``port`` (a free one when None) until the block ends: a server
+    taken down and brought back on the same port is two blocks with the same handler."""
+    port = port or free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False)
     controller.start()
     try:
         yield "127.0.0.1", port
     finally:
         controller.stop()
+
+
+@dataclass
+class Refuser:
+    """How many sessions a greeting refuser turned away."""
+
+    greeted: int = 0
+
+
+@contextmanager
+def greeting_refuser(
+    port: int, reply: bytes = b"421 4.3.2 Service not available"
+) -> Iterator[Refuser]:
+    """A server that answers every connection on ``port`` with ``reply`` as its greeting and
+    hangs up: an SMTP server under maintenance."""
+    refuser = Refuser()
+    server = socket.create_server(("127.0.0.1", port), reuse_port=False)
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.sendall(reply + b"\r\n")
+                except OSError:
+                    pass
+            refuser.greeted += 1
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield refuser
+    finally:
+        done.set()
+        thread.join()
+        server.close()

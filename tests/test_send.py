@@ -30,7 +30,7 @@ from digest.plan import plan
 from digest.send import Sender
 from digest.settings import Settings
 from tests.conftest import PG_URL, PROJECT, TEST_SECRET, SMTPServer, free_port
-from tests.smtp_faults import FaultHandler, FaultRule, fault_server
+from tests.smtp_faults import FaultHandler, FaultRule, fault_server, greeting_refuser
 
 NOW = datetime(2026, 11, 24, 8, tzinfo=UTC)
 
@@ -110,7 +110,7 @@ def test_faults_end_sent_or_failed_with_reasons(
             Sender(
                 engine, s, Editions(s), lambda: SMTPTransport.from_settings(s), fixed_clock(now)
             ).run()
-            if statuses(engine).get("retry", 0) == 0:
+            if not {"retry", "planned"} & statuses(engine).keys():
                 break
             now += timedelta(hours=1)
     assert statuses(engine) == {"sent": 10, "failed": 2}
@@ -236,13 +236,33 @@ def test_worker_once_exits_1_when_deliveries_wait_for_a_retry(
     now = datetime.now(UTC)
     seed(engine, 3, now)
     assert plan(engine, settings, now, force=True).planned == 3
-    closed = free_port()  # nothing listens: every delivery goes back for a retry
-    worker = _worker(_env(settings, "127.0.0.1", closed), "--once")
-    out, err = worker.communicate(timeout=60)
+    handler = FaultHandler(
+        rules={f"m0000{i}@example.org": FaultRule("451 4.7.1 later") for i in range(3)}
+    )
+    with fault_server(handler) as (host, port):
+        worker = _worker(_env(settings, host, port), "--once")
+        out, err = worker.communicate(timeout=60)
     assert worker.returncode == 1
     assert b"sent 0, retry 3, failed 0" in out
     assert b"0 deliveries failed, 3 to retry later" in err
     assert statuses(engine) == {"retry": 3}
+
+
+def test_worker_once_with_the_server_away_exits_1_and_counts_no_attempt(
+    engine: Engine, settings: Settings
+) -> None:
+    now = datetime.now(UTC)
+    seed(engine, 3, now)
+    assert plan(engine, settings, now, force=True).planned == 3
+    closed = free_port()  # nothing listens: the server is away, not any message's fault
+    worker = _worker(_env(settings, "127.0.0.1", closed), "--once")
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 1
+    assert b"sending paused: the SMTP server is unavailable" in err
+    assert b"Traceback" not in err
+    assert statuses(engine) == {"planned": 3}
+    with Session(engine) as session:
+        assert {d.attempts for d in session.exec(select(Delivery)).all()} == {0}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -650,3 +670,65 @@ def test_an_edition_failing_after_the_next_was_planned_leaves_its_articles_owed(
     assert by_day["daily:2026-11-27"][0] == "skipped"
     sent = [i for d in rows if d.status == "sent" for i in d.article_ids]
     assert sorted(sent) == [1, 2]
+
+
+def test_an_smtp_outage_of_any_length_ends_with_every_delivery_sent_once(
+    engine: Engine, settings: Settings
+) -> None:
+    """The server goes away mid-send (connections refused), then greets with 421 for as many
+    retries as a 10-minute outage would bring at the default pause (with pause_seconds=1:
+    the clock scaled through the settings). No delivery spends an attempt on it: with the
+    default max_attempts all 2,000 end sent, each message received once."""
+    now = datetime.now(UTC)
+    seed(engine, 2000, now)
+    assert plan(engine, settings, now, force=True).planned == 2000
+    handler = FaultHandler()
+    port = free_port()
+    env = _env(
+        settings,
+        "127.0.0.1",
+        port,
+        DIGEST_PAUSE_SECONDS="1",
+        DIGEST_SMTP_TIMEOUT="5",
+        DIGEST_RATE_PER_SECOND="400",
+    )
+    with fault_server(handler, port):
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "digest", "worker"],
+            env=env,
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        wait_for(lambda: handler.total >= 300, 120)
+    before = handler.total
+    assert before < 2000, "the outage must land part-way"
+    # down: nothing listens, then the server greets every session with 421 ten times over
+    wait_for(lambda: statuses(engine).get("sending", 0) == 0, 60)
+    with greeting_refuser(port) as refuser:
+        wait_for(lambda: refuser.greeted >= 10, 120)
+    with fault_server(handler, port):
+        wait_for(lambda: statuses(engine) == {"sent": 2000}, 300)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    log = err.decode()
+    assert worker.returncode == 0, log
+    assert handler.total == 2000 and set(handler.received.values()) == {1}
+    with Session(engine) as session:
+        attempts = dict(
+            session.exec(select(Delivery.attempts, func.count()).group_by(Delivery.attempts)).all()
+        )
+    # the outage cost no delivery an attempt; only a message in flight when the server went
+    # (one per lane) counts one, since the server might have taken it (no reply to its end)
+    assert set(attempts) <= {1, 2} and attempts.get(2, 0) <= 3
+    assert "Traceback" not in log
+    assert log.count("the SMTP server is not reachable") == 1  # one WARNING when it began
+    assert log.count("the SMTP server is reachable again after") == 1  # one INFO at the end
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    """Poll ``condition`` until it holds; fail after ``seconds`` (a generous bound only)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)

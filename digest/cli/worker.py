@@ -83,7 +83,8 @@ def worker_command(
             if report.paused_reason:
                 if once:
                     raise WorkFailed(f"sending paused: {report.paused_reason}")
-                log.error("pausing %ss: %s", settings.pause_seconds, report.paused_reason)
+                if not report.smtp_outage:  # an outage says so once, when it begins
+                    log.error("pausing %ss: %s", settings.pause_seconds, report.paused_reason)
                 stop.wait(settings.pause_seconds)
                 sender.breaker.reset()
                 continue
