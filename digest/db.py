@@ -237,6 +237,10 @@ def dense_range(ids: Iterable[int]) -> tuple[int, int] | None:
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
 
 
+class StoreUnavailable(RuntimeError):
+    """The store stayed unreachable until the process was told to stop waiting for it."""
+
+
 def store_unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the store cannot be reached (a dropped or refused connection, a
     server restarting, SQLite busy past its timeout) rather than that a statement is wrong.
@@ -249,6 +253,8 @@ def store_unreachable(exc: BaseException) -> bool:
     from sqlalchemy.exc import InterfaceError as SAInterfaceError
     from sqlalchemy.exc import OperationalError as SAOperationalError
 
+    if isinstance(exc, StoreUnavailable):
+        return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True

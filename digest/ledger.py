@@ -34,7 +34,14 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from digest.db import chunks, driver_params, driver_statement, id_filters, session_scope
+from digest.db import (
+    chunks,
+    driver_params,
+    driver_statement,
+    id_filters,
+    session_scope,
+    store_unreachable,
+)
 from digest.feedback.store import (
     EventRow,
     edition_rates,
@@ -577,12 +584,15 @@ class Recorder:
             else:
                 raw.commit()
             return changed
-        except BaseException:
+        except BaseException as exc:
             self._raw = None
-            try:
-                raw.rollback() if not self._sqlite else cursor.execute("ROLLBACK")
-            except Exception:  # the connection is beyond use: the pool gets a fresh one
-                raw.invalidate()
+            if store_unreachable(exc):  # the driver's own error: the connection is gone
+                raw.invalidate()  # (a rollback on it would only fail again, loudly)
+            else:
+                try:
+                    raw.rollback() if not self._sqlite else cursor.execute("ROLLBACK")
+                except Exception:  # the connection is beyond use: the pool gets a fresh one
+                    raw.invalidate()
             raw.close()
             raise
         finally:
@@ -683,6 +693,36 @@ def release(engine: Engine, delivery_ids: Sequence[int], worker_id: str, now: da
                 updated_at=now,
             )
         )
+
+
+def release_held(engine: Engine, worker_id: str, now: datetime) -> int:
+    """Give back every claim ``worker_id`` holds (a lane whose claim's answer was lost to a
+    dropped connection: it holds nothing it knows of). The number given back."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Delivery)
+            .where(col(Delivery.worker_id) == worker_id, col(Delivery.status) == SENDING)
+            .values(
+                status=PLANNED,
+                lease_until=None,
+                worker_id=None,
+                attempts=Delivery.attempts - 1,
+                updated_at=now,
+            )
+        )
+        return max(int(result.rowcount), 0)
+
+
+def is_recorded(engine: Engine, outcome: Outcome, worker_id: str) -> bool:
+    """Whether ``outcome`` is already in the ledger: a write whose commit went through while
+    the connection dropped before its answer came back."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa_select(Delivery.status, Delivery.worker_id).where(
+                col(Delivery.id) == outcome.delivery_id
+            )
+        ).first()
+    return row is not None and row[0] == outcome.status and row[1] == worker_id
 
 
 def _aware(value: datetime) -> datetime:

@@ -8,6 +8,7 @@ later, failed, the member bounced) is decided here, in ``Sender._outcome``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -27,18 +29,20 @@ from digest.brake import Brake
 from digest.compliance import postal_address_problem
 from digest.compose import UnmailableAddress
 from digest.content import ArticleView, MemberView
+from digest.db import StoreUnavailable, store_unreachable, unreachable_reason
 from digest.editions import Editions
 from digest.feedback.verp import verp_from_settings
 from digest.logs import about
 from digest.mailer import SendResult, Transport, TransportFactory, begin_send
 from digest.members.rules import ACTIVE, BOUNCED
-from digest.outages import Outage
+from digest.outages import Backoff, Outage, wait_out
 from digest.settings import Settings
 from digest.throttle import CircuitBreaker, RateLimiter
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 def _on_terminal() -> bool:
@@ -99,6 +103,7 @@ class Sender:
         subscriber_ids: Sequence[int] | None = None,
         brake: Brake | None = None,
         smtp_outage: Outage | None = None,
+        store_outage: Outage | None = None,
     ) -> None:
         self.engine, self.settings, self.editions = engine, settings, editions
         self.transports, self.clock = transports, clock
@@ -130,6 +135,9 @@ class Sender:
         # the SMTP server's outages, for the worker's heartbeat; the run's reason to pause
         self.smtp = smtp_outage or Outage("the SMTP server", log, clock)
         self._unavailable: str | None = None
+        # the store's outages: every read and write of a lane waits them out (see ``_store``)
+        self.store = store_outage or Outage("the store", log, clock)
+        self._should_stop: Callable[[], bool] = lambda: False
         # a long send under systemd (no terminal, no progress bar) says how far it got
         self._progress_every = 0.0 if _on_terminal() else settings.progress_log_seconds
         self._progress_next = 0.0
@@ -148,9 +156,11 @@ class Sender:
         """
         report = SendReport()
         self._unavailable = None
+        self._should_stop = should_stop
         started = time.monotonic()
         self._progress_mark, self._progress_next = (started, 0), started + self._progress_every
         most = max(1, self.settings.smtp_pool_size)
+
         def stop() -> bool:
             return (
                 should_stop()
@@ -248,26 +258,31 @@ class Sender:
 
         try:
             while not stop():
-                with self._writing:  # (SQLite: one transaction at a time, like the claim)
-                    paused = self.brake.reason()  # the brake: no claim while sending is paused
+                # the brake: no claim while sending is paused
+                paused = self._store(self.brake.reason, stoppable=True)
                 if paused:
                     with self._lock:
                         report.paused_reason = paused
                     return
-                with self._writing:
-                    claimed = ledger.claim(
+                claimed = self._store(
+                    lambda: ledger.claim(
                         self.engine,
                         worker_id,
                         self.clock(),
                         self.settings.claim_size,
                         self.lease,
                         self.subscriber_ids,
-                    )
+                    ),
+                    stoppable=True,
+                    after_outage=lambda: self._release_unseen(worker_id),
+                )
                 if not claimed:
                     return
                 with self._lock:
                     report.claimed += len(claimed)
-                members = self._load(claimed)
+                members = self._store(
+                    functools.partial(self._load, claimed), stoppable=True, writing=False
+                )
                 held = {d.id for d in claimed}
                 held_until = claimed[0].lease_until
                 for i, delivery in enumerate(claimed):
@@ -315,17 +330,75 @@ class Sender:
                 recorder.close()
                 transport.close()
 
+    def _store(
+        self,
+        call: Callable[[], T],
+        *,
+        stoppable: bool = False,
+        writing: bool = True,
+        after_outage: Callable[[], object] | None = None,
+    ) -> T:
+        """``call()`` on the store, waiting out an outage with backoff until it succeeds.
+
+        ``stoppable``: a stop request (SIGTERM) ends the wait by raising the store's error
+        (nothing is lost: what is not recorded is claimed again when its lease runs out).
+        Otherwise (an outcome to record) it waits while the claim is still ours: up to a
+        lease. ``after_outage`` runs once the store is back (before ``call`` is retried).
+        """
+        lock = self._writing if writing else nullcontext()
+        try:  # the usual case: one call, no closures (this is on every message's path)
+            with lock:
+                result = call()
+        except Exception as exc:
+            if not store_unreachable(exc):
+                raise
+            self.store.failed(unreachable_reason(exc))
+        else:
+            if self.store.active:  # an outage another lane or the worker noticed is over
+                self.store.recovered()
+            return result
+        waited = 0.0
+
+        def attempt() -> T:
+            with lock:
+                if after_outage is not None:
+                    after_outage()
+                return call()
+
+        def pause(seconds: float) -> bool:
+            nonlocal waited
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                if stoppable and self._should_stop():
+                    return True
+                time.sleep(min(left, 0.2))
+            waited += seconds
+            return not stoppable and waited > self.settings.lease_seconds
+
+        backoff = Backoff()
+        if pause(backoff.next()):
+            raise StoreUnavailable(self.store.last_error or "the store is not reachable")
+        return wait_out(
+            attempt, self.store, store_unreachable, unreachable_reason, pause, backoff=backoff
+        )
+
+    def _release_unseen(self, worker_id: str) -> None:
+        """After a claim lost to an outage: a claim the store committed before the connection
+        went (its answer never came back) is given back, not left to its lease."""
+        ledger.release_held(self.engine, worker_id, self.clock())
+
     def _renew(
         self, rest: Sequence[ledger.Claimed], worker_id: str, now: datetime
     ) -> tuple[set[int], datetime]:
-        with self._writing:
-            held = ledger.renew(self.engine, [d.id for d in rest], worker_id, now, self.lease)
+        ids = [d.id for d in rest]
+        held = self._store(lambda: ledger.renew(self.engine, ids, worker_id, now, self.lease))
         return held, now + self.lease
 
     def _release(self, rest: Sequence[ledger.Claimed], worker_id: str, report: SendReport) -> None:
         ids = [d.id for d in rest if d.id is not None]
-        with self._writing:
-            ledger.release(self.engine, ids, worker_id, self.clock())
+        self._store(
+            lambda: ledger.release(self.engine, ids, worker_id, self.clock()), stoppable=True
+        )
         with self._lock:
             report.released += len(ids)
 
@@ -341,8 +414,19 @@ class Sender:
         if outcome.status == ledger.PLANNED:  # the server was away: back to the queue, uncounted
             self._release([delivery], worker_id, report)
             return
-        with self._writing:
-            changed = recorder.record([outcome], worker_id, self.clock())
+        retried = False
+
+        def write() -> int:
+            nonlocal retried
+            if retried:  # the first try may have committed before the connection went
+                if ledger.is_recorded(self.engine, outcome, worker_id):
+                    return 1
+            retried = True
+            return recorder.record([outcome], worker_id, self.clock())
+
+        # an outcome not recorded yet is kept (here, in this lane) until the store is back:
+        # a message that went out is recorded as sent, never sent again
+        changed = self._store(write)
         if not changed:
             log.error(
                 "delivery %s (%s): the outcome could not be recorded, its claim was lost "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import click
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digest import notify
 from digest.cli.common import (
@@ -19,6 +18,7 @@ from digest.cli.common import (
 )
 from digest.cli.held import Holding, dead_holders_failure, settle_held, wait_held_option
 from digest.clock import system_clock
+from digest.db import store_unreachable, unreachable_reason
 from digest.editions import Editions
 from digest.mailer import make_transport
 from digest.send import Sender, SendReport, worker_name
@@ -71,13 +71,13 @@ def worker_command(
         while not stop.is_set():
             try:
                 report = sender.run(should_stop=stop.is_set)
-            except (OperationalError, InterfaceError) as exc:
-                if once:
+            except Exception as exc:
+                if once or not store_unreachable(exc):
                     raise
-                # an outage: what was in flight is recorded or its lease expires; wait it out
-                log.error("the store is not reachable (%s); retrying in %ss", exc.orig,
-                          settings.pause_seconds)  # fmt: skip
-                stop.wait(settings.pause_seconds)
+                # the sender waits out an outage itself; this is one it was stopped in, or
+                # one that began between its runs: said once (WARNING), then waited out
+                sender.store.failed(unreachable_reason(exc))
+                stop.wait(settings.poll_seconds)
                 continue
             totals.add(report)
             if report.paused_reason:
