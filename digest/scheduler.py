@@ -26,17 +26,17 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, func, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, col, select
 
 from digest import brake, catalog, ledger
 from digest.clock import Clock, system_clock
-from digest.db import session_scope
+from digest.db import session_scope, store_unreachable, unreachable_reason
 from digest.editions import Editions
 from digest.feedback import store
 from digest.ingest import load_paths, upsert_articles
 from digest.mailer import make_transport
 from digest.models import SchedulerState
+from digest.outages import Outage
 from digest.plan import plan
 from digest.send import Sender
 from digest.settings import Settings
@@ -154,6 +154,11 @@ def sources_from_config(raw: list[dict[str, Any]], base: Path) -> list[Source]:
     return out
 
 
+class SendingPaused(RuntimeError):
+    """The send job stopped early (the brake, the breaker, an SMTP outage): recorded as the
+    job's last error; the next tick tries again."""
+
+
 class Jobs:
     """What each scheduled job does; callable directly, so tests drive it with a fixed clock."""
 
@@ -171,21 +176,45 @@ class Jobs:
         self.stop = stop or threading.Event()
         self.transports = transports
         self.editions = Editions(settings)
+        # what this process depends on, shared by its jobs and its heartbeat
+        self.store = Outage("the store", log, clock)
+        self.smtp = Outage("the SMTP server", log, clock)
 
     def reconfigure(self, settings: Settings, sources: list[Source]) -> None:
         self.settings, self.sources = settings, sources
         self.editions = Editions(settings)
 
     def run(self, name: str) -> dict[str, Any]:
+        """Run job ``name`` and record it. An outage (the store's or the SMTP server's) is
+        said once by its ``Outage`` and waited out by the next run, never a traceback; any
+        other failure is logged with its traceback and recorded as the last error."""
         now = self.clock()
         try:
             summary = getattr(self, f"job_{name}")()
+        except SendingPaused as exc:
+            self._record(name, {}, now, error=str(exc))
+            return {}
         except Exception as exc:
-            log.exception("job %s failed", name)
-            record_run(self.engine, name, {}, now, error=f"{type(exc).__name__}: {exc}")
+            if store_unreachable(exc):
+                self.store.failed(unreachable_reason(exc))
+                return {}
+            log.exception("job %s failed", name, extra={"job": name})
+            self._record(name, {}, now, error=f"{type(exc).__name__}: {exc}")
             raise
-        record_run(self.engine, name, summary, now)
+        self._record(name, summary, now)
         return summary
+
+    def _record(
+        self, name: str, summary: Mapping[str, Any], now: datetime, error: str | None = None
+    ) -> None:
+        try:
+            record_run(self.engine, name, summary, now, error=error)
+        except Exception as exc:
+            if not store_unreachable(exc):
+                raise
+            self.store.failed(unreachable_reason(exc))  # the heartbeat keeps the error
+        else:
+            self.store.recovered()
 
     def job_ingest(self) -> dict[str, Any]:
         from digest.ingest.feeds import stored_sources
@@ -228,11 +257,19 @@ class Jobs:
     def job_send(self) -> dict[str, Any]:
         settings = self.settings
         sender = Sender(
-            self.engine, settings, self.editions, lambda: self.transports(settings), self.clock
+            self.engine,
+            settings,
+            self.editions,
+            lambda: self.transports(settings),
+            self.clock,
+            smtp_outage=self.smtp,
+            store_outage=self.store,
         )
         report = sender.run(should_stop=self.stop.is_set)
         if report.paused_reason:
-            raise RuntimeError(f"sending paused: {report.paused_reason}")
+            if not report.smtp_outage:  # an outage said so when it began
+                log.error("sending paused: %s", report.paused_reason)
+            raise SendingPaused(f"sending paused: {report.paused_reason}")
         return dict(report.summary())
 
 
@@ -249,6 +286,15 @@ def run_job(name: str) -> None:
 
 
 # ------------------------------------------------------------------ the service
+
+
+def _not_the_job_stores_outage(record: logging.LogRecord) -> bool:
+    """APScheduler says "Error getting due jobs" every ten seconds of a store outage; the
+    service says it once (its ``Outage``), so those lines are left out."""
+    return not str(record.msg).startswith("Error getting due jobs from job store")
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_not_the_job_stores_outage)
 
 
 class Service:
@@ -353,9 +399,15 @@ class Service:
                     self._do_reload()
                 try:
                     won = acquire_leadership(self.engine, self.holder, self.clock(), self.lease)
-                except (OperationalError, InterfaceError) as exc:  # an outage: wait it out
-                    log.error("scheduler %s: store not reachable (%s)", self.holder, exc.orig)
-                    won = False
+                except Exception as exc:
+                    if not store_unreachable(exc):
+                        raise
+                    # an outage: said once, waited out; the jobs keep running meanwhile (a
+                    # standby can only take over once the store is back and the lease old)
+                    self.jobs.store.failed(unreachable_reason(exc))
+                    won = self.leading
+                else:
+                    self.jobs.store.recovered()
                 if won and not self.leading:
                     self.leading = True
                     _on_takeover(self.engine, self.holder, self.clock())
@@ -371,8 +423,14 @@ class Service:
             if self.leading:
                 try:
                     release_leadership(self.engine, self.holder, self.clock())
-                except (OperationalError, InterfaceError) as exc:  # the lease will expire
-                    log.error("scheduler %s: lease not released (%s)", self.holder, exc.orig)
+                except Exception as exc:
+                    if not store_unreachable(exc):
+                        raise
+                    log.warning(  # the lease will run out
+                        "scheduler %s: lease not released (%s)",
+                        self.holder,
+                        unreachable_reason(exc),
+                    )
             self.leading = False
         log.info("scheduler %s stopped", self.holder)
         return 0
