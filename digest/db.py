@@ -259,7 +259,10 @@ def store_unreachable(exc: BaseException) -> bool:
         if exc.connection_invalidated:
             return True
         if isinstance(exc, SAOperationalError | SAInterfaceError):
-            return exc.orig is None or store_unreachable(exc.orig)
+            # SQLite says "no such table" with the same class as "database is locked"
+            if isinstance(exc.orig, sqlite3.Error):
+                return store_unreachable(exc.orig)
+            return True
         return False
     try:
         import psycopg

@@ -288,6 +288,41 @@ def run_job(name: str) -> None:
 # ------------------------------------------------------------------ the service
 
 
+class _JobStore(SQLAlchemyJobStore):
+    """APScheduler's job store, riding out store outages.
+
+    APScheduler's loop writes each job's next run time and reads the next wake-up with no
+    guard: one dropped connection there ends the loop's thread, and no job runs again. Here
+    a write lost to an outage is left (the job stays due, and runs once, coalesced, when the
+    store is back) and the wake-up is "soon"; the service's ``Outage`` says so once.
+    """
+
+    def __init__(self, outage: Outage, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.outage = outage
+
+    def update_job(self, job: Any) -> None:
+        try:
+            super().update_job(job)
+        except Exception as exc:
+            if not store_unreachable(exc):
+                raise
+            self.outage.failed(unreachable_reason(exc))
+
+    def get_next_run_time(self) -> datetime | None:
+        try:
+            return super().get_next_run_time()  # type: ignore[no-any-return]
+        except Exception as exc:
+            if not store_unreachable(exc):
+                raise
+            self.outage.failed(unreachable_reason(exc))
+            return datetime.now(UTC) + timedelta(seconds=OUTAGE_RETRY_SECONDS)
+
+
+#: How soon APScheduler's loop looks at the job store again during a store outage.
+OUTAGE_RETRY_SECONDS = 5.0
+
+
 def _not_the_job_stores_outage(record: logging.LogRecord) -> bool:
     """APScheduler says "Error getting due jobs" every ten seconds of a store outage; the
     service says it once (its ``Outage``), so those lines are left out."""
@@ -350,7 +385,9 @@ class Service:
         global _ACTIVE
         _ACTIVE = self.jobs
         scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=JOB_TABLE)},
+            jobstores={
+                "default": _JobStore(self.jobs.store, engine=self.engine, tablename=JOB_TABLE)
+            },
             executors={"default": ThreadPoolExecutor(3)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone="UTC",
@@ -385,7 +422,9 @@ class Service:
     def _stop_jobs(self, wait: bool) -> None:
         global _ACTIVE
         if self.scheduler is not None:
-            self.scheduler.pause()  # no job is submitted while the pool shuts down
+            self.scheduler.pause()  # no job is submitted while the pool shuts down...
+            with self.scheduler._jobstores_lock:  # ...nor by a pass over due jobs under way
+                pass
             self.scheduler.shutdown(wait=wait)
             self.scheduler = None
         _ACTIVE = None
@@ -409,9 +448,16 @@ class Service:
                 else:
                     self.jobs.store.recovered()
                 if won and not self.leading:
-                    self.leading = True
-                    _on_takeover(self.engine, self.holder, self.clock())
-                    self._start_jobs()
+                    try:
+                        _on_takeover(self.engine, self.holder, self.clock())
+                        self._start_jobs()
+                    except Exception as exc:  # the store went while the jobs started
+                        if not store_unreachable(exc):
+                            raise
+                        self.jobs.store.failed(unreachable_reason(exc))
+                        self._stop_jobs(wait=False)
+                    else:
+                        self.leading = True
                 elif not won and self.leading:
                     log.error("scheduler %s lost the lease; standing by", self.holder)
                     self.leading = False

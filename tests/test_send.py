@@ -320,7 +320,7 @@ def test_run_stopped_by_sigterm_records_what_went_and_gives_back_the_rest(
 
 def test_rate_limit_and_pushback_pace_real_sends(engine: Engine, settings: Settings) -> None:
     seed(engine, 21)
-    handler = FaultHandler(rules={"m00000@example.org": FaultRule("421 4.7.0 slow down", times=1)})
+    handler = FaultHandler(rules={"m00000@example.org": FaultRule("451 4.7.0 slow down", times=1)})
     with fault_server(handler) as (host, port):
         s = engine_settings(settings, host, port, rate_per_second=20.0, smtp_pool_size=2)
         plan(engine, s, NOW)
@@ -328,7 +328,7 @@ def test_rate_limit_and_pushback_pace_real_sends(engine: Engine, settings: Setti
         report = smtp_sender(engine, s).run()
         elapsed = time.monotonic() - started
     assert report.sent == 20 and report.retry == 1
-    # 21 sends at 20/s take at least one second; after the 421 the pace halves to 10/s.
+    # 21 sends at 20/s take at least one second; after the 451 the pace halves to 10/s.
     assert elapsed >= 1.4
 
 
