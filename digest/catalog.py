@@ -757,3 +757,15 @@ def topics_with_articles(session: Session, now: datetime) -> list[tuple[Topic, i
         .group_by(col(Topic.id))
     ).all()
     return sorted(((t, int(n)) for t, n in rows), key=lambda pair: pair[0].name.casefold())
+
+
+def archive_stamps(session: Session, now: datetime, limit: int) -> list[tuple[int, datetime]]:
+    """(id, first seen) of the archive's newest ``limit`` articles, for the sitemap: no
+    views built, whatever the archive's size."""
+    rows = session.exec(
+        select(Article.id, Article.first_seen_at)
+        .where(on_show(now))
+        .order_by(col(Article.published_at).desc(), col(Article.id).desc())
+        .limit(limit)
+    ).all()
+    return [(i, seen) for i, seen in rows if i is not None]

@@ -20,7 +20,7 @@ from digest.settings import Settings
 from digest.web import create_app
 from digest.web.security import MEMBER_COOKIE, MemberSessions
 from tests.archive_helpers import KEY_POINT_WORD, NOW, SEED, Clock, other, seed_archive, serve
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, SMTPServer
 
 ARTICLE = "/articles/1"
 
@@ -189,7 +189,7 @@ def test_a_signed_in_member_follows_and_unfollows_from_the_pages(
 
 
 def test_the_subscribe_and_preferences_forms_offer_people_with_a_box_to_find_them(
-    app_client: tuple[TestClient, Clock], engine: Engine, smtp_server: object
+    app_client: tuple[TestClient, Clock], engine: Engine, smtp_server: SMTPServer
 ) -> None:
     client, _ = app_client
     form = client.get("/subscribe?follows=keio-university")
@@ -203,6 +203,9 @@ def test_the_subscribe_and_preferences_forms_offer_people_with_a_box_to_find_the
         data={"email": "cy@example.org", "follows": "keio-university", "csrf_token": csrf.group(1)},
     )
     assert sent.status_code == 200, sent.text
+    (mail,) = smtp_server.handler.to("cy@example.org")
+    words = " ".join(mail.message.get_body(("plain",)).get_content().split())
+    assert "the daily digest on Keio University." in words
     none = client.post("/subscribe", data={"email": "dee@example.org", "csrf_token": csrf.group(1)})
     assert none.status_code == 400 and "at least one topic or person" in none.text
 
@@ -311,3 +314,17 @@ def test_the_seed_page_in_chromium_and_its_resource_links(
         page.click("ul.tags a:text-is('Stem Cells')")
         assert page.locator(f"a[href='{ARTICLE}']").count() == 1
         browser.close()
+
+
+def test_hostile_names_are_text_on_the_pages(engine: Engine, settings: Settings) -> None:
+    hostile = {"name": "<script>alert(1)</script>", "description": '"><img src=x onerror=1>'}
+    seed_archive(engine, [other(7, ["<b>Bold</b>"], [hostile])])
+    with TestClient(create_app(settings, engine, clock=Clock())) as client:
+        base = "https://news.example.org"
+        listing = client.get(f"{base}/resources")
+        slug = re.search(r'href="/resources/(script[^"]*)"', listing.text)
+        assert slug, listing.text
+        for path in (f"/resources/{slug.group(1)}", "/articles/4", "/archive", "/resources"):
+            text = client.get(base + path).text
+            assert "<script>alert(1)</script>" not in text and "<img src=x" not in text
+            assert "<b>Bold</b>" not in text

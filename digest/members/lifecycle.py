@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from digest import catalog
+from digest.archive import store as archive_store
 from digest.clock import Clock
 from digest.content import MemberView
 from digest.db import session_scope
@@ -181,6 +182,8 @@ class Membership:
                 member = get_member(session, record.email)
                 assert member is not None
             view = self._view(session, member)
+            found = (archive_store.find_resource(session, given) for given in record.follows)
+            following = [r.name for r in found if r is not None]
         if view.status in SUBSCRIBED_STATUSES:
             url = self.preferences_url(view.id, view.email, now)
             sent = self.outbound.notice("manage", view, {"preferences_url": url}, now)
@@ -198,7 +201,8 @@ class Membership:
             send_hour=record.send_hour,
             topics=record.topics,  # chosen among the offered topics: our words, not theirs
         )
-        context = {"confirm_url": url, "member": asked}
+        # the people and organisations asked for, by their names in the store
+        context = {"confirm_url": url, "member": asked, "following": following}
         sent = self.outbound.notice("confirm", nameless, context, now)
         return Requested("confirm", sent.ok)
 

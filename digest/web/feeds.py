@@ -137,9 +137,8 @@ def _sitemap(ctx: WebContext) -> bytes:
             entries.append((f"{base}{topic_path(topic.slug)}", None))
         for row in store.list_resources(session, with_articles=True):
             entries.append((f"{base}{resource_path(row.slug)}", None))
-        ids, _ = catalog.archive_ids(session, now, limit=SITEMAP_LIMIT - len(entries))
-        for article in catalog.archive_articles(session, ids, now):
-            entries.append((f"{base}/articles/{article.id}", article.first_seen_at))
+        for article_id, seen in catalog.archive_stamps(session, now, SITEMAP_LIMIT - len(entries)):
+            entries.append((f"{base}/articles/{article_id}", seen))
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">',
