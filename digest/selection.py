@@ -143,13 +143,14 @@ class CandidateIndex:
             keys = (*member.topic_slugs, *member.resource_ids)
         else:
             keys = member.topic_slugs or (_EVERYTHING,)
-        tops = [self._top(key, window_start, window_end, oldest, k) for key in keys]
-        if len(tops) == 1:
+        tops = [top for key in keys if (top := self._top(key, window_start, window_end, oldest, k))]
+        if not tops:
+            return ()
+        if len(tops) == 1:  # most members: one list has news in the window, or only one
             ranks: Sequence[int] = tops[0]
         else:
             ranks = sorted(set().union(*tops))[:k]
-        articles = self.articles
-        return tuple(articles[r] for r in ranks)
+        return tuple(map(self.articles.__getitem__, ranks))
 
     def _top(
         self, slug: IndexKey, start: datetime, end: datetime, oldest: datetime, k: int

@@ -30,14 +30,12 @@ from digest.db import session_scope
 from digest.members.rules import SUBSCRIBED_STATUSES
 from digest.members.store import follow_topic, member_topic_slugs
 from digest.models import Resource, Topic
+from digest.topics import topic_slug
 from digest.web.context import WebContext, web_context
 from digest.web.security import (
-    CSRF_COOKIE,
     CSRF_FIELD,
     MemberSessions,
     RateLimiter,
-    ensure_csrf_cookie,
-    set_cookie,
 )
 
 #: Articles on one page of a listing, and the most pages a listing goes to.
@@ -150,13 +148,14 @@ def _page(
     values: dict[str, Any],
     status_code: int = 200,
 ) -> Response:
-    binding, fresh = (reader.binding, None) if reader else ensure_csrf_cookie(request)
+    # a visitor's pages have no form that posts (joining is a GET of the subscribe page):
+    # no token, and no cookie set for merely reading
     response = ctx.page(
         request,
         name,
         {
             "reader": reader,
-            "csrf_token": ctx.csrf.token(binding),
+            "csrf_token": ctx.csrf.token(reader.binding) if reader else "",
             "visible_key_points": visible_key_points,
             "hidden_count": hidden_count,
             "topic_path": topic_path,
@@ -169,8 +168,6 @@ def _page(
         },
         status_code=status_code,
     )
-    if fresh:
-        set_cookie(response, request, CSRF_COOKIE, fresh)
     return response
 
 
@@ -267,8 +264,6 @@ async def article_page(request: Request) -> Response:
 
 
 def _slugs(article: ArticleView) -> list[str]:
-    from digest.topics import topic_slug
-
     return [topic_slug(name) for name in article.topics]
 
 
