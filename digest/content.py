@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from digest.clicks import ClickScope
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class DigestIssue:
     #: contents list and the plain-text part show them all (empty: ``groups``)
     selected: tuple[TopicGroup, ...] = field(default=())
     web: bool = False  # the web copy: no member, no personal links, nothing cut for size
+    #: what the article links name (``digest.clicks``); None: links go straight to articles
+    clicks: ClickScope | None = None
 
     @property
     def all_groups(self) -> tuple[TopicGroup, ...]:

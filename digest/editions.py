@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from email.utils import parseaddr
 
+from digest.clicks import ClickLinks
 from digest.compose import compose_message, feedback_id
 from digest.content import ArticleView, DigestIssue, DigestLinks, MemberView, Rendered
 from digest.dkim import signer_from_settings
@@ -30,6 +31,12 @@ class Editions:
         self.settings = settings
         self.renderer = renderer or Renderer.from_settings(settings)
         self.signer = TokenSigner(settings.secret_key)
+        self.click_links = ClickLinks(
+            self.signer,
+            settings.base_url,
+            track_members=settings.track_member_clicks,
+            track_text=settings.track_text_links,
+        )
         self.dkim = signer_from_settings(settings)
         # Feedback-ID's list field: the List-Id's address part, the same for every message
         self._list = parseaddr(settings.effective_list_id)[1] or settings.effective_list_id
@@ -51,6 +58,7 @@ class Editions:
             links=links,
             site_name=self.settings.site_name,
             base_url=self.settings.base_url,
+            clicks=self.click_links.scope(edition, member.id),
         )
 
     def links(
@@ -91,6 +99,7 @@ class Editions:
             site_name=self.settings.site_name,
             base_url=self.settings.base_url,
             web=True,
+            clicks=self.click_links.scope(edition, None),
         )
         return self.renderer.render_digest(issue).html
 
@@ -137,6 +146,8 @@ class Editions:
         gives it its "View in browser" link; ``subject_prefix`` marks a copy that is not the
         edition itself (a test copy)."""
         issue = self.issue(member, edition, articles, now, delivery_id)
+        if subject_prefix:  # a test copy's clicks are nobody's: its links go straight there
+            issue = dataclasses.replace(issue, clicks=None)
         rendered = self.renderer.render_digest(issue)
         campaign = edition
         if subject_prefix:

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jinja2
+from jinja2.runtime import Context
 from markupsafe import Markup, escape
 from mjml import mjml2html
 from premailer import Premailer
 
+from digest.clicks import LINK, TEXT, ClickScope
 from digest.compose import one_line
 from digest.content import ArticleView, DigestIssue, MemberView, Personal, Rendered, TopicGroup
 from digest.resources import template_folders, template_loader
@@ -100,10 +102,21 @@ def shorten(value: str, width: int) -> str:
     return cut.rstrip(" ,;:-\u2013\u2014") + ELLIPSIS
 
 
-def article_href(article: ArticleView) -> str:
-    """Where an article's links in the HTML part lead: every headline, "Read more" and
-    contents link goes through here (its URL if http(s), else no link)."""
-    return http_url(article.url)
+@jinja2.pass_context
+def article_href(context: Context, article: ArticleView, position: str = LINK) -> str:
+    """Where an article's links lead: every headline, "Read more" and contents link goes
+    through here (its URL if http(s), else no link). Rendered with a click scope
+    (``clicks``, a delivery's edition), it is the article's click link (``digest.clicks``),
+    made once per edition, article and ``position``; in the plain-text part (``"text"``)
+    only with ``track_text_links``, else the article's own URL."""
+    url = http_url(article.url)
+    scope = context.get("clicks")
+    links = scope.links if scope is not None else None
+    if position == TEXT and (links is None or not links.track_text or not url):
+        return article.url
+    if not url or links is None:
+        return url
+    return links.href(scope, article, position, url)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -613,6 +626,7 @@ class Renderer:
             "site_name": issue.site_name,
             "base_url": issue.base_url,
             "show_topics": spans_topics(context["articles"]),
+            "clicks": issue.clicks,
         }
         context["article_card"] = functools.partial(self._article_card, **shared)
         context["article_text"] = functools.partial(self._article_text, **shared)
@@ -623,6 +637,7 @@ class Renderer:
             carded=context["carded"],
             site_name=issue.site_name,
             base_url=issue.base_url,
+            clicks=issue.clicks,
         )
         context["contents_entries"] = entries
         contents_texts = functools.partial(
@@ -660,6 +675,7 @@ class Renderer:
         site_name: str,
         base_url: str,
         show_topics: bool = False,
+        clicks: ClickScope | None = None,
         collect: list[Insert] | None = None,
         stand_in: Callable[[int], str] | None = None,
     ) -> Markup:
@@ -673,8 +689,10 @@ class Renderer:
                 site_name,
                 base_url,
                 show_topics,
+                clicks=scope,
             )
             for group in groups
+            for scope in (clicks.under(group.topic) if clicks is not None else None,)
             for i, a in enumerate(group.articles)
         )
         if collect is None or stand_in is None:
@@ -689,6 +707,7 @@ class Renderer:
         carded: Collection[int],
         site_name: str,
         base_url: str,
+        clicks: ClickScope | None = None,
         collect: list[Insert] | None = None,
         stand_in: Callable[[int], str] | None = None,
     ) -> Markup:
@@ -704,8 +723,10 @@ class Renderer:
                 site_name,
                 base_url,
                 in_card=a.id in carded,
+                clicks=None if a.id in carded else scope,
             )
             for group in groups
+            for scope in (clicks.under(group.topic) if clicks is not None else None,)
             for i, a in enumerate(group.articles)
         )
         if collect is None or stand_in is None:
@@ -748,10 +769,16 @@ class Renderer:
         site_name: str,
         base_url: str,
         show_topics: bool = False,
+        clicks: ClickScope | None = None,
         collect: list[tuple[str, ...]] | None = None,
     ) -> str:
+        # text links count only with track_text_links: else the text is the same for everyone
+        if clicks is not None and (clicks.links is None or not clicks.links.track_text):
+            clicks = None
         texts = (
-            self._partial("email/_article.txt.j2", a, "", site_name, base_url, show_topics)
+            self._partial(
+                "email/_article.txt.j2", a, "", site_name, base_url, show_topics, clicks=clicks
+            )
             for a in articles
         )
         if collect is None:
@@ -760,10 +787,20 @@ class Renderer:
         return f"\x02{len(collect) - 1}\x02"
 
     def _article_text(
-        self, article: ArticleView, *, site_name: str, base_url: str, show_topics: bool = False
+        self,
+        article: ArticleView,
+        *,
+        site_name: str,
+        base_url: str,
+        show_topics: bool = False,
+        clicks: ClickScope | None = None,
     ) -> str:
         """``_article.txt.j2`` for one article: rendered once, reused like the HTML card."""
-        return self._partial("email/_article.txt.j2", article, "", site_name, base_url, show_topics)
+        if clicks is not None and (clicks.links is None or not clicks.links.track_text):
+            clicks = None
+        return self._partial(
+            "email/_article.txt.j2", article, "", site_name, base_url, show_topics, clicks=clicks
+        )
 
     def _article_card(
         self,
@@ -773,15 +810,24 @@ class Renderer:
         site_name: str,
         base_url: str,
         show_topics: bool = False,
+        clicks: ClickScope | None = None,
     ) -> Markup:
         """``_article.mjml.j2`` for one article, rendered once and reused for every member.
 
-        The card sees only ``article``, ``heading``, ``brand``, ``site_name``, ``base_url``
-        and ``show_topics``, so it is the same for everyone who gets the article.
+        The card sees only ``article``, ``heading``, ``brand``, ``site_name``, ``base_url``,
+        ``show_topics`` and ``clicks`` (the edition's click scope, which the
+        ``article_href`` filter reads), so it is the same for everyone who gets the article
+        in that edition (unless members' clicks are tracked).
         """
         return Markup(
             self._partial(
-                "email/_article.mjml.j2", article, heading, site_name, base_url, show_topics
+                "email/_article.mjml.j2",
+                article,
+                heading,
+                site_name,
+                base_url,
+                show_topics,
+                clicks=clicks.under(heading) if clicks is not None and heading else clicks,
             )
         )
 
@@ -794,10 +840,11 @@ class Renderer:
         base_url: str,
         show_topics: bool = False,
         in_card: bool = True,
+        clicks: ClickScope | None = None,
     ) -> str:
         # keyed by the article object itself, not its (costly) value hash: the sender reuses
         # one ArticleView per article, and the entry holds it so its id cannot be reused
-        key = (name, id(article), heading, site_name, base_url, show_topics, in_card)
+        key = (name, id(article), heading, site_name, base_url, show_topics, in_card, clicks)
         hit = self._cards.get(key)  # one dict operation: atomic, no lock needed
         out = hit[1] if hit is not None and hit[0] is article else None
         if out is None:
@@ -809,6 +856,7 @@ class Renderer:
                 base_url=base_url,
                 show_topics=show_topics,
                 in_card=in_card,
+                clicks=clicks,
             )
             if name.endswith(".mjml.j2"):
                 # a top-level section: white space around it is nothing in MJML but text next

@@ -58,6 +58,21 @@ class TokenData:
     issued_at: datetime
 
 
+@dataclass(frozen=True)
+class ClickData:
+    """What an article's click link names: never the member unless they are tracked."""
+
+    edition: str
+    article_id: int
+    position: str
+    topic: str = ""
+    member_id: int | None = None
+
+
+#: A click token's longest accepted form (an edition key, an id, a position, a topic slug).
+MAX_CLICK_TOKEN = 600
+
+
 def _epoch(now: datetime) -> int:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -87,6 +102,9 @@ class TokenSigner:
         # "view in browser" links name a delivery, not a member: a payload of their own
         self._view = URLSafeSerializer(secret_key, salt="digest.view", signer=_Signer)
         self._view_signer = self._view.make_signer()
+        # article click links: edition, article, position, topic (and member when tracked)
+        self._click = URLSafeSerializer(secret_key, salt="digest.click", signer=_Signer)
+        self._click_signer = self._click.make_signer()
 
     def email_hash(self, email: str) -> str:
         """A short keyed hash: identifies the address without revealing it in the link."""
@@ -167,6 +185,35 @@ class TokenSigner:
         if max_age is not None and current - issued > max_age.total_seconds():
             raise InvalidToken("expired")
         return delivery_id
+
+    def make_click(self, data: ClickData) -> str:
+        """An article click token: no time in it, so the link keeps working in old mail."""
+        payload: list[object] = [data.edition, int(data.article_id), data.position, data.topic]
+        if data.member_id is not None:
+            payload.append(int(data.member_id))
+        return self._click_signer.sign(self._click.dump_payload(payload)).decode("utf-8")
+
+    def verify_click(self, token: str) -> ClickData:
+        """What a click token names; InvalidToken if it is forged, altered or malformed."""
+        if len(token) > MAX_CLICK_TOKEN:
+            raise InvalidToken("too long")
+        try:
+            payload = self._click.loads(token)
+        except BadSignature:
+            raise InvalidToken("bad signature") from None
+        if not isinstance(payload, list) or len(payload) not in (4, 5):
+            raise InvalidToken("malformed payload")
+        edition, article_id, position, topic = payload[:4]
+        member = payload[4] if len(payload) == 5 else None
+        if not (
+            isinstance(edition, str)
+            and type(article_id) is int
+            and isinstance(position, str)
+            and isinstance(topic, str)
+            and (member is None or type(member) is int)
+        ):
+            raise InvalidToken("malformed payload")
+        return ClickData(edition, article_id, position, topic, member)
 
     def verify(
         self, token: str, purpose: str, now: datetime, max_age: timedelta | None = None

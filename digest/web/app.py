@@ -6,8 +6,9 @@ store, clock and transport, so nothing is shared between them but the code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.archive.signin import SignIn
+from digest.clicks import ClickCounter
 from digest.clock import system_clock
 from digest.db import make_engine
 from digest.editions import Editions
@@ -38,6 +40,7 @@ from digest.web import (
     archive,
     articles,
     audit_pages,
+    click_redirect,
     edition_pages,
     editor,
     feeds,
@@ -46,6 +49,7 @@ from digest.web import (
     signin,
     webhooks,
 )
+from digest.web.click_redirect import ArticleURLs
 from digest.web.context import (
     WebContext,
     page_environment,
@@ -335,6 +339,15 @@ def create_app(
             clock,
             CertificateCache(certificate_fetch or https_get, folder=settings.sns_certificate_dir),
         ),
+        clicks=ClickCounter(
+            engine,
+            scanner_seconds=settings.click_scanner_seconds,
+            scanner_links=settings.click_scanner_links,
+            clock=lambda: clock().timestamp(),
+            wall_clock=clock,
+            track_members=settings.track_member_clicks,
+        ),
+        article_urls=ArticleURLs(engine),
     )
     routes = [
         Route("/", _home, methods=["GET"]),
@@ -348,9 +361,21 @@ def create_app(
         *articles.ROUTES,
         *ops.ROUTES,
         *webhooks.ROUTES,
+        *click_redirect.ROUTES,
         Mount("/static", static_files(settings.templates_dir), name="static"),
     ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # clicks are counted in memory and written every click_flush_seconds, and at the end
+        ctx.clicks.start(settings.click_flush_seconds)
+        try:
+            yield
+        finally:
+            ctx.clicks.stop()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=routes,
         exception_handlers={
             InvalidToken: _invalid_token,

@@ -7,13 +7,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from digest.clicks import ClickCounter
 from digest.editions import Editions
 from digest.feedback.hooks import Webhooks
 from digest.members import Membership
@@ -21,6 +22,9 @@ from digest.outbound import Outbound
 from digest.resources import template_loader
 from digest.settings import Settings
 from digest.web.security import CSRF, EditorAuth, RateLimiter
+
+if TYPE_CHECKING:
+    from digest.web.click_redirect import ArticleURLs
 
 
 def page_environment(templates_dir: str | Path = "") -> jinja2.Environment:
@@ -50,6 +54,8 @@ class WebContext:
     test_copy_limiter: RateLimiter
     pages: jinja2.Environment
     webhooks: Webhooks
+    clicks: ClickCounter
+    article_urls: ArticleURLs
 
     def page(
         self,
