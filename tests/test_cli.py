@@ -393,12 +393,22 @@ def test_every_part_of_the_sample_page_reaches_the_member(
     for part in SEED_PARTS:
         assert _flat(part) in html_text, f"HTML lacks {part!r}"
         assert _flat(part) in plain, f"text lacks {part!r}"
-    # The title links to the article.
+    # The title links to the article, through its click link.
     tree = lxml_html.fromstring(msg.get_body(("html",)).get_content())
     hrefs = [
-        a.get("href") for a in tree.xpath("//a") if "Paralysed man" in (a.text_content() or "")
+        a.get("href")
+        for a in tree.xpath("//a")
+        if "Paralysed man" in (a.text_content() or "") and not a.get("href", "").startswith("#")
     ]
-    assert any(h and "paralysed-man" in h for h in hrefs)
+    assert hrefs and all(h.startswith("https://news.example.org/c/") for h in hrefs)
+    from digest.tokens import TokenSigner
+    from tests.conftest import TEST_SECRET
+
+    click = TokenSigner(TEST_SECRET).verify_click(hrefs[0].rsplit("/", 1)[1])
+    assert (click.edition, click.position) == ("daily:2025-03-25", "title")
+    listed = json.loads(cli("articles", "list", "--json").stdout.splitlines()[0])
+    assert "paralysed-man" in listed["url"]
+    assert listed["url"] in msg.get_body(("plain",)).get_content()  # the text part: plain
 
 
 def test_deliveries_retry_requeues_failed_ones(
