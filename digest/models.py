@@ -246,6 +246,26 @@ class SchedulerState(SQLModel, table=True):
     updated_at: datetime | None = _ts()
 
 
+class ProcessState(SQLModel, table=True):
+    """A scheduler's or worker's heartbeat: one row per process, written every
+    ``heartbeat_seconds`` and when its state changes, so ``digest status`` and ``/metrics``
+    show every process's state, its last error and what it sends now, whichever host it
+    runs on. ``counters`` (JSON) are the process's own totals since it started."""
+
+    __tablename__ = "process_state"
+    id: str = Field(sa_column=Column(String(200), primary_key=True))
+    kind: str = Field(sa_column=Column(String(20), nullable=False))
+    host: str = Field(sa_column=Column(String(200), nullable=False))
+    pid: int
+    state: str = Field(sa_column=Column(String(60), nullable=False))
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_at: datetime | None = _ts()
+    counters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
 #: What a returned message or provider event says about a delivery (the classifier's words).
 HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT, UNSUBSCRIBE, DELAYED, UNCLASSIFIED = (
     "hard_bounce", "soft_bounce", "complaint", "unsubscribe", "delayed", "unclassified",

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,11 +29,12 @@ from sqlalchemy import Engine, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from digest import brake, catalog, ledger
+from digest import brake, catalog, heartbeat, ledger
 from digest.clock import Clock, system_clock
 from digest.db import session_scope, store_unreachable, unreachable_reason
 from digest.editions import Editions
 from digest.feedback import store
+from digest.heartbeat import RUNNING, STANDBY, Beat, Heartbeat, counters
 from digest.ingest import load_paths, upsert_articles
 from digest.mailer import make_transport
 from digest.models import SchedulerState
@@ -179,6 +181,12 @@ class Jobs:
         # what this process depends on, shared by its jobs and its heartbeat
         self.store = Outage("the store", log, clock)
         self.smtp = Outage("the SMTP server", log, clock)
+        # for the heartbeat: counters since the process started, the jobs running now, the
+        # send job's sender while it runs, and the last job that failed or paused, and why
+        self.counts: Counter[str] = Counter()
+        self.running: set[str] = set()
+        self.sender: Sender | None = None
+        self.problem: tuple[str, datetime] | None = None
 
     def reconfigure(self, settings: Settings, sources: list[Source]) -> None:
         self.settings, self.sources = settings, sources
@@ -189,9 +197,11 @@ class Jobs:
         said once by its ``Outage`` and waited out by the next run, never a traceback; any
         other failure is logged with its traceback and recorded as the last error."""
         now = self.clock()
+        self.running.add(name)
         try:
             summary = getattr(self, f"job_{name}")()
         except SendingPaused as exc:
+            self.problem = (f"{name}: {exc}", self.clock())
             self._record(name, {}, now, error=str(exc))
             return {}
         except Exception as exc:
@@ -199,10 +209,28 @@ class Jobs:
                 self.store.failed(unreachable_reason(exc))
                 return {}
             log.exception("job %s failed", name, extra={"job": name})
+            self.problem = (f"{name}: {type(exc).__name__}: {exc}", self.clock())
             self._record(name, {}, now, error=f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            self.running.discard(name)
         self._record(name, summary, now)
         return summary
+
+    def describe(self, leading: bool) -> Beat:
+        """What this scheduler's heartbeat says: leading or standing by, what runs now."""
+        sender = self.sender
+        doing = sender.activity if sender is not None else None
+        jobs = ", ".join(sorted(self.running))
+        detail = "; ".join(
+            part for part in (f"running {jobs}" if jobs else "", doing or "") if part
+        )
+        return Beat(
+            RUNNING if leading else STANDBY,
+            detail or None,
+            counters(self.counts, self.store),
+            self.problem,
+        )
 
     def _record(
         self, name: str, summary: Mapping[str, Any], now: datetime, error: str | None = None
@@ -233,13 +261,23 @@ class Jobs:
         for warning in batch.warnings:
             log.warning("ingest: %s", warning)
         for error in batch.errors:
-            log.warning("ingest: skipped %s", error)
+            source = self._source_of(error)
+            self.counts[f"ingest_failures:{source}"] += 1
+            log.warning("ingest: skipped %s", error, extra={"source": source})
         with session_scope(self.engine) as session:
             # first seen when written, not when the fetch began: a plan may run meanwhile
             catalog.lock_articles(session)
             counts = upsert_articles(session, batch.records, self.clock())
         log.info("ingest: %s from %d sources", counts, len(locations))
         return {"sources": len(locations), "counts": str(counts), "errors": len(batch.errors)}
+
+    def _source_of(self, error: Any) -> str:
+        """The configured source (its name, else its location) an ingest error is from."""
+        where = str(getattr(error, "file", "") or "")
+        for source in self.sources:
+            if where == source.location or where.startswith(source.location.rstrip("/") + "/"):
+                return source.name or source.location
+        return where or "unknown"
 
     def job_plan(self) -> dict[str, Any]:
         return dict(plan(self.engine, self.settings, self.clock()).summary())
@@ -264,8 +302,13 @@ class Jobs:
             self.clock,
             smtp_outage=self.smtp,
             store_outage=self.store,
+            counts=self.counts,
         )
-        report = sender.run(should_stop=self.stop.is_set)
+        self.sender = sender
+        try:
+            report = sender.run(should_stop=self.stop.is_set)
+        finally:
+            self.sender = None
         if report.paused_reason:
             if not report.smtp_outage:  # an outage said so when it began
                 log.error("sending paused: %s", report.paused_reason)
@@ -432,6 +475,16 @@ class Service:
     def run(self) -> int:
         """Block until stopped; return the exit code (0 after a clean stop)."""
         log.info("scheduler %s started; waiting to become active", self.holder)
+        beats = Heartbeat(
+            self.engine,
+            "scheduler",
+            self.clock,
+            self.settings.heartbeat_seconds,
+            lambda: self.jobs.describe(self.leading),
+            outages=(self.jobs.store, self.jobs.smtp),
+            process_id=self.holder,
+        )
+        beats.start()
         try:
             while not self.stopping.is_set():
                 if self._reload_requested.is_set():
@@ -462,6 +515,7 @@ class Service:
                     log.error("scheduler %s lost the lease; standing by", self.holder)
                     self.leading = False
                     self._stop_jobs(wait=False)
+                beats.changed()
                 self.stopping.wait(max(self.lease.total_seconds() / 3, 0.2))
         finally:
             log.info("scheduler %s stopping: finishing jobs in flight", self.holder)
@@ -478,6 +532,7 @@ class Service:
                         unreachable_reason(exc),
                     )
             self.leading = False
+            beats.stop()
         log.info("scheduler %s stopped", self.holder)
         return 0
 
@@ -512,7 +567,9 @@ def stored_last_tick(session: Session) -> datetime | None:
     return stored if isinstance(stored, datetime) else None
 
 
-def status(engine: Engine, now: datetime, complaint_window: int = 1000) -> dict[str, Any]:
+def status(
+    engine: Engine, now: datetime, complaint_window: int = 1000, heartbeat_seconds: float = 15.0
+) -> dict[str, Any]:
     """What ``digest status`` prints: active scheduler, jobs' next runs, queue, last tick/error,
     whether sending is paused (the brake) and why, and bounce and complaint rates (over the
     brake's window, the last 7 days, and per edition of the last 7 days)."""
@@ -523,6 +580,12 @@ def status(engine: Engine, now: datetime, complaint_window: int = 1000) -> dict[
         window = store.window_rates(session, complaint_window, sending.resumed_at)
         week = store.recent_rates(session, now, 7)
         editions = store.edition_rates(session, since=now - timedelta(days=7))
+        rows = heartbeat.processes(session)
+    procs = [heartbeat.as_json(row, now, heartbeat_seconds) for row in rows]
+    errors = [(p["last_error"], p["last_error_at"]) for p in procs if p["last_error"]]
+    if state and state.last_error and state.last_error_at:
+        errors.append((state.last_error, state.last_error_at.isoformat()))
+    newest = max(errors, key=lambda pair: pair[1]) if errors else (None, None)
     jobs: dict[str, str | None] = {}
     from sqlalchemy import inspect
 
@@ -541,10 +604,9 @@ def status(engine: Engine, now: datetime, complaint_window: int = 1000) -> dict[
         "queue": {s: counts[s] for s in ledger.UNFINISHED_STATUSES},
         "last_tick_at": state.last_tick_at.isoformat() if state and state.last_tick_at else None,
         "runs": json.loads(state.last_tick_report) if state and state.last_tick_report else {},
-        "last_error": state.last_error if state else None,
-        "last_error_at": (
-            state.last_error_at.isoformat() if state and state.last_error_at else None
-        ),
+        "last_error": newest[0],  # the newest of any process's
+        "last_error_at": newest[1],
+        "processes": procs,
         "sending": sending.as_json(),
         "rates": {
             "window": {"deliveries": complaint_window, **window.as_json()},

@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
@@ -104,6 +105,7 @@ class Sender:
         brake: Brake | None = None,
         smtp_outage: Outage | None = None,
         store_outage: Outage | None = None,
+        counts: Counter[str] | None = None,
     ) -> None:
         self.engine, self.settings, self.editions = engine, settings, editions
         self.transports, self.clock = transports, clock
@@ -138,6 +140,10 @@ class Sender:
         # the store's outages: every read and write of a lane waits them out (see ``_store``)
         self.store = store_outage or Outage("the store", log, clock)
         self._should_stop: Callable[[], bool] = lambda: False
+        # what the heartbeat reports: totals since the process started (deliveries by
+        # outcome, SMTP errors by class) and what the lanes send now
+        self.counts: Counter[str] = Counter() if counts is None else counts
+        self.activity: str | None = None
         # a long send under systemd (no terminal, no progress bar) says how far it got
         self._progress_every = 0.0 if _on_terminal() else settings.progress_log_seconds
         self._progress_next = 0.0
@@ -217,6 +223,7 @@ class Sender:
                 f"last: {self.breaker.last_error}"
             )
             log.error("sending paused: %s", report.paused_reason)
+        self.activity = None
         log.log(
             logging.INFO if report.claimed else logging.DEBUG,  # an idle worker's poll: quiet
             "sent %d, retry %d, failed %d (%d bounced), released %d, over %d SMTP connection(s)",
@@ -280,6 +287,7 @@ class Sender:
                     return
                 with self._lock:
                     report.claimed += len(claimed)
+                    self.activity = f"{len(claimed)} deliveries of {claimed[0].edition}"
                 members = self._store(
                     functools.partial(self._load, claimed), stoppable=True, writing=False
                 )
@@ -436,6 +444,7 @@ class Sender:
             )
         with self._lock:
             _tally(report, outcome, delivery)
+            self.counts[OUTCOME_COUNTS[outcome.status]] += 1
             if self._progress_every and time.monotonic() >= self._progress_next:
                 self._log_progress(report)
         if progress:
@@ -538,6 +547,8 @@ class Sender:
                 delivery.id, ledger.SENT, result.code, result.reply, size_bytes=size
             )
         reason = f"{result.code or ''} {result.reply}".strip()
+        with self._lock:
+            self.counts[f"smtp_errors:{smtp_error_class(result)}"] += 1
         if result.code in (421, 451):
             self.limiter.pushback()
         if result.server_wide:
@@ -651,6 +662,21 @@ class _Pace:
         if share <= self.THRESHOLD:
             return None
         return f"the server's replies took {share:.0%} of a lane's last {elapsed:.1f}s"
+
+
+#: The counter each recorded outcome adds to.
+OUTCOME_COUNTS = {ledger.SENT: "sent", ledger.RETRY: "retried", ledger.FAILED: "failed"}
+
+
+def smtp_error_class(result: SendResult) -> str:
+    """An SMTP failure's class, as counted: ``connection`` (refused, reset, timed out, no
+    reply), ``server`` (a server-wide refusal: 421, the greeting, login, sender),
+    ``temporary`` (4xx about the message) or ``permanent`` (5xx)."""
+    if result.code is None:
+        return "connection"
+    if result.server_wide:
+        return "server"
+    return "permanent" if result.permanent else "temporary"
 
 
 def _about(delivery: ledger.Claimed) -> dict[str, object]:

@@ -675,3 +675,31 @@ def test_json_log_format_prints_only_json_lines(cli: CLI, tmp_path: Path) -> Non
     assert bad.returncode == 2
     line = json.loads(bad.stderr.strip())
     assert line["level"] == "ERROR" and "DIGEST_MAX_ITEMS: max_items" in line["message"]
+
+
+# ---------------------------------------------------------------- seeing outages
+
+
+def test_status_names_the_last_error_of_a_worker_that_met_an_outage(
+    cli: CLI, tmp_path: Path
+) -> None:
+    """A worker finds the SMTP server away: it gives its deliveries back (no attempt spent),
+    and its heartbeat row names the outage, which `digest status` shows, text and JSON."""
+    from tests.conftest import free_port
+
+    setup_basic(cli, tmp_path)
+    assert cli("plan", "--now", RUN1).exit_code == 0
+    cli.env["DIGEST_SMTP_PORT"] = str(free_port())  # nothing listens there
+    worker = cli("worker", "--once", "--worker-id", "mailer-1")
+    assert worker.exit_code == 1 and "the SMTP server is unavailable" in worker.output
+    info = json.loads(cli("status", "--json").stdout)
+    (proc,) = [p for p in info["processes"] if p["id"] == "mailer-1"]
+    assert proc["kind"] == "worker" and proc["state"] == "stopped"
+    assert proc["last_error"].startswith("the SMTP server: ConnectionRefusedError")
+    assert proc["counters"]["smtp_errors"] == {"connection": 1}
+    assert info["last_error"] == proc["last_error"]
+    text = cli("status").stdout
+    assert "worker    mailer-1  stopped" in text
+    assert "last error" in text and "the SMTP server: ConnectionRefusedError" in text
+    assert "planned" in {d["status"] for d in deliveries(cli)}
+    assert all(d["attempts"] == 0 for d in deliveries(cli))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -692,6 +693,7 @@ def test_an_smtp_outage_of_any_length_ends_with_every_delivery_sent_once(
         DIGEST_PAUSE_SECONDS="1",
         DIGEST_SMTP_TIMEOUT="5",
         DIGEST_RATE_PER_SECOND="400",
+        DIGEST_HEARTBEAT_SECONDS="1",
     )
     with fault_server(handler, port):
         worker = subprocess.Popen(
@@ -708,6 +710,10 @@ def test_an_smtp_outage_of_any_length_ends_with_every_delivery_sent_once(
     wait_for(lambda: statuses(engine).get("sending", 0) == 0, 60)
     with greeting_refuser(port) as refuser:
         wait_for(lambda: refuser.greeted >= 10, 120)
+        # `digest status` shows the outage while it lasts
+        (shown,) = status_of_workers(env)
+        assert shown["state"] == "waiting for the SMTP server"
+        assert shown["last_error"].startswith("the SMTP server: 421 4.3.2 Service not available")
     with fault_server(handler, port):
         wait_for(lambda: statuses(engine) == {"sent": 2000}, 300)
         worker.send_signal(signal.SIGTERM)
@@ -725,6 +731,20 @@ def test_an_smtp_outage_of_any_length_ends_with_every_delivery_sent_once(
     assert "Traceback" not in log
     assert log.count("the SMTP server is not reachable") == 1  # one WARNING when it began
     assert log.count("the SMTP server is reachable again after") == 1  # one INFO at the end
+
+
+def status_of_workers(env: dict[str, str]) -> list[dict[str, Any]]:
+    """The worker processes as ``digest status --json`` shows them."""
+    done = subprocess.run(
+        [sys.executable, "-m", "digest", "status", "--json"],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return [p for p in json.loads(done.stdout)["processes"] if p["kind"] == "worker"]
 
 
 def wait_for(condition: Callable[[], bool], seconds: float) -> None:

@@ -32,7 +32,7 @@ from digest.tokens import TokenSigner
 from digest.web import create_app
 from digest.web.ops import record_tick
 from digest.web.security import RateLimiter
-from tests.conftest import SMTPServer, free_port
+from tests.conftest import CLI, SMTPServer, free_port
 
 NOW = datetime(2025, 3, 25, 8, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
@@ -639,6 +639,61 @@ def test_healthz_and_metrics(engine: Engine, settings: Settings, clock: Clock) -
     metrics = client.get("/metrics").text
     assert "digest_queue_depth 2" in metrics
     assert f"digest_scheduler_last_tick_timestamp_seconds {NOW.timestamp():.3f}" in metrics
+
+
+def test_metrics_name_the_last_error_of_a_worker_that_met_an_outage(
+    engine: Engine, settings: Settings, clock: Clock, cli: CLI
+) -> None:
+    """A worker meets an SMTP outage; /metrics shows its heartbeat, its last error as a
+    label, its SMTP errors by class and the scheduler gauges."""
+    seed(engine)
+    plan(engine, settings, NOW, force=True)
+    cli.env["DIGEST_SMTP_PORT"] = str(free_port())  # the SMTP server is away
+    assert cli("worker", "--once", "--worker-id", "mailer-1").exit_code == 1
+    app = create_app(web_settings(settings, metrics_token=METRICS_TOKEN), engine, clock=clock)
+    text = TestClient(app, base_url="https://news.example.org", headers=BEARER).get("/metrics").text
+    who = 'process="mailer-1",kind="worker"'
+    (line,) = [x for x in text.splitlines() if x.startswith("digest_process_last_error_info{")]
+    assert line.startswith(f'digest_process_last_error_info{{{who},error="the SMTP server: ')
+    assert "ConnectionRefusedError" in line and line.endswith("} 1")
+    assert f'digest_smtp_errors_total{{{who},class="connection"}} 1' in text
+    assert f'digest_deliveries_total{{{who},outcome="sent"}} 0' in text
+    assert f"digest_store_reconnects_total{{{who}}} 0" in text
+    assert f'digest_process_up{{{who},state="stopped"}} 0' in text
+    assert "digest_scheduler_active 0" in text and "digest_store_up 1" in text
+
+
+def test_metrics_answer_while_the_store_is_away(
+    settings: Settings, db_url: str, clock: Clock
+) -> None:
+    """PostgreSQL behind a TCP proxy that is cut: /metrics still answers 200 with the last
+    store gauges read, marked stale, and says the store is down."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL run only (a TCP proxy in front of the server)")
+    from sqlalchemy.engine import make_url
+
+    from digest.db import create_schema, make_engine
+    from tests.tcp_proxy import tcp_proxy
+
+    direct = make_url(db_url)
+    with tcp_proxy((direct.host or "127.0.0.1", direct.port or 5432)) as proxy:
+        engine = make_engine(direct.set(host=proxy.host, port=proxy.port).render_as_string(False))
+        create_schema(engine)
+        seed(engine)
+        app = create_app(web_settings(settings, metrics_token=METRICS_TOKEN), engine, clock=clock)
+        client = TestClient(app, base_url="https://news.example.org", headers=BEARER)
+        fresh = client.get("/metrics")
+        assert fresh.status_code == 200 and "digest_store_up 1" in fresh.text
+        proxy.cut()
+        stale = client.get("/metrics")
+        assert stale.status_code == 200
+        assert "digest_store_up 0" in stale.text and "digest_metrics_stale 1" in stale.text
+        assert 'digest_members{status="active"} 2' in stale.text  # the last ones read
+        assert client.get("/healthz").status_code == 503
+        proxy.restore()
+        again = client.get("/metrics")
+        assert "digest_store_up 1" in again.text and "digest_metrics_stale 0" in again.text
+        engine.dispose()
 
 
 def test_healthz_answers_503_when_the_database_is_unreachable(settings: Settings) -> None:

@@ -142,7 +142,7 @@ def serve_command(
 @pass_app
 def status_command(app: App, now: datetime, as_json: bool) -> None:
     """The active scheduler, each job's next run, the queue, the last tick and the last error."""
-    info = status(app.engine, now, app.settings.complaint_window)
+    info = status(app.engine, now, app.settings.complaint_window, app.settings.heartbeat_seconds)
     if as_json:
         click.echo(json.dumps(info, default=str))
         return
@@ -162,6 +162,13 @@ def status_command(app: App, now: datetime, as_json: bool) -> None:
     )
     click.echo(f"last tick: {info['last_tick_at'] or '-'}")
     click.echo(f"last error: {info['last_error'] or '-'} {info['last_error_at'] or ''}".rstrip())
+    click.echo("processes:" if info["processes"] else "processes: none has reported yet")
+    for proc in info["processes"]:
+        seen = "" if proc["alive"] else f" (silent since {proc['updated_at']})"
+        doing = f": {proc['detail']}" if proc["detail"] else ""
+        click.echo(f"  {proc['kind']:<9} {proc['id']}  {proc['state']}{doing}{seen}")
+        if proc["last_error"]:
+            click.echo(f"            last error {proc['last_error_at']}: {proc['last_error']}")
     sending = info["sending"]
     if sending["paused"]:
         click.echo(f"sending: PAUSED since {sending['paused_at']}: {describe(sending['reason'])}")

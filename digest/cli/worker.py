@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 
 import click
 
@@ -20,6 +23,7 @@ from digest.cli.held import Holding, dead_holders_failure, settle_held, wait_hel
 from digest.clock import system_clock
 from digest.db import store_unreachable, unreachable_reason
 from digest.editions import Editions
+from digest.heartbeat import IDLE, PAUSED, SENDING, Beat, Heartbeat, counters
 from digest.mailer import make_transport
 from digest.send import Sender, SendReport, worker_name
 
@@ -65,9 +69,27 @@ def worker_command(
         worker_id=name,
     )
     log.info("worker %s started with up to %d connections", name, settings.smtp_pool_size)
+    paused: list[tuple[str, datetime]] = []  # why sending is paused (not an outage), if it is
+
+    def describe() -> Beat:
+        state = PAUSED if paused else SENDING if sender.activity else IDLE
+        detail = paused[-1][0] if paused else sender.activity
+        error = paused[-1] if paused else None
+        return Beat(state, detail, counters(sender.counts, sender.store), error)
+
+    beats = Heartbeat(
+        app.engine,
+        "worker",
+        system_clock,
+        settings.heartbeat_seconds,
+        describe,
+        outages=(sender.store, sender.smtp),
+        process_id=name,
+    )
+    beats.start()
     notify.ready(f"worker {name}")
     totals = SendReport()
-    with stop_on_signals("finishing messages in flight") as stop:
+    with stop_on_signals("finishing messages in flight") as stop, _stopping(beats):
         while not stop.is_set():
             try:
                 report = sender.run(should_stop=stop.is_set)
@@ -80,6 +102,12 @@ def worker_command(
                 stop.wait(settings.poll_seconds)
                 continue
             totals.add(report)
+            paused[:] = (
+                []
+                if not report.paused_reason or report.smtp_outage
+                else [(report.paused_reason, system_clock())]
+            )
+            beats.changed()
             if report.paused_reason:
                 if once:
                     raise WorkFailed(f"sending paused: {report.paused_reason}")
@@ -116,6 +144,15 @@ def worker_command(
         raise WorkFailed(f"{totals.failed} deliveries failed, {totals.retry} to retry later")
     if dead:
         raise WorkFailed(dead_holders_failure(dead))
+
+
+@contextmanager
+def _stopping(beats: Heartbeat) -> Iterator[None]:
+    """The heartbeat runs while the worker does; its last beat says it stopped."""
+    try:
+        yield
+    finally:
+        beats.stop()
 
 
 COMMANDS = [worker_command]

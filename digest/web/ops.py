@@ -24,11 +24,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from digest import brake, ledger
-from digest.db import ping
+from digest import brake, heartbeat, ledger
+from digest.db import ping, store_unreachable
 from digest.feedback import store
 from digest.members import count_by_status
-from digest.scheduler import stored_last_tick
+from digest.models import ProcessState, SchedulerState
+from digest.scheduler import LEADER, stored_last_tick
 from digest.web.context import WebContext, web_context
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -92,9 +93,42 @@ def _gauge(lines: list[str], name: str, help_text: str, kind: str = "gauge") -> 
     lines.append(f"# TYPE {name} {kind}")
 
 
+#: The last exposition read from the store, served (marked stale) while the store is away.
+_last_good: tuple[datetime, list[str]] | None = None
+_last_good_lock = threading.Lock()
+
+
 def metrics_text(ctx: WebContext) -> str:
-    """The exposition text; one short read transaction."""
+    """The exposition text: one short read transaction; while the store is away, the last
+    text read (``digest_store_up 0``, ``digest_metrics_stale 1`` and its age) and no error."""
+    global _last_good
     now = ctx.clock()
+    try:
+        lines = _store_lines(ctx, now)
+    except Exception as exc:
+        if not store_unreachable(exc):
+            raise
+        with _last_good_lock:
+            known = _last_good
+        lines = list(known[1]) if known else []
+        _gauge(lines, "digest_store_up", "1 while the store answers.")
+        lines.append("digest_store_up 0")
+        _gauge(lines, "digest_metrics_stale", "1 when the store gauges are the last ones read.")
+        lines.append(f"digest_metrics_stale {1 if known else 0}")
+        if known:
+            _gauge(lines, "digest_metrics_age_seconds", "Age of the store gauges served.")
+            lines.append(f"digest_metrics_age_seconds {(now - known[0]).total_seconds():.3f}")
+        return "\n".join(lines) + "\n"
+    with _last_good_lock:
+        _last_good = (now, list(lines))
+    _gauge(lines, "digest_store_up", "1 while the store answers.")
+    lines.append("digest_store_up 1")
+    _gauge(lines, "digest_metrics_stale", "1 when the store gauges are the last ones read.")
+    lines.append("digest_metrics_stale 0")
+    return "\n".join(lines) + "\n"
+
+
+def _store_lines(ctx: WebContext, now: datetime) -> list[str]:
     lines: list[str] = []
     with Session(ctx.engine) as session:
         by_status = ledger.counts_by_status(session)
@@ -109,6 +143,8 @@ def metrics_text(ctx: WebContext) -> str:
         week = store.recent_rates(session, now, 7)
         editions = store.edition_rates(session, since=now - timedelta(days=7))
         received = store.event_counts(session)
+        procs = heartbeat.processes(session)
+        leader = session.get(SchedulerState, LEADER)
     _gauge(lines, "digest_deliveries", "Deliveries in the ledger by status.")
     for status, count in by_status.items():
         lines.append(f'digest_deliveries{{status="{status}"}} {count}')
@@ -148,7 +184,62 @@ def metrics_text(ctx: WebContext) -> str:
     _gauge(lines, "digest_delivery_events_total", "Events received by kind.", "counter")
     for kind, count in received.items():
         lines.append(f'digest_delivery_events_total{{kind="{kind}"}} {count}')
-    return "\n".join(lines) + "\n"
+    _scheduler_lines(lines, leader, now)
+    _process_lines(lines, procs, now, ctx.settings.heartbeat_seconds)
+    return lines
+
+
+def _scheduler_lines(lines: list[str], leader: SchedulerState | None, now: datetime) -> None:
+    active = bool(leader and leader.holder and leader.lease_until and leader.lease_until >= now)
+    _gauge(lines, "digest_scheduler_active", "1 while a scheduler holds a live lease.")
+    lines.append(f"digest_scheduler_active {1 if active else 0}")
+    if active and leader is not None and leader.acquired_at is not None:
+        age = (now - leader.acquired_at).total_seconds()
+        _gauge(lines, "digest_scheduler_lease_holder_age_seconds", "How long it has led.")
+        holder = _label(leader.holder or "")
+        lines.append(f'digest_scheduler_lease_holder_age_seconds{{holder="{holder}"}} {age:.3f}')
+
+
+def _process_lines(
+    lines: list[str], procs: list[ProcessState], now: datetime, every: float
+) -> None:
+    """Every scheduler's and worker's heartbeat: up, state, last error, counters."""
+    _gauge(lines, "digest_process_up", "1 while a process's heartbeat is recent.")
+    for p in procs:
+        up = 1 if heartbeat.alive(p, now, every) else 0
+        lines.append(f'digest_process_up{{{_who(p)},state="{_label(p.state)}"}} {up}')
+    _gauge(lines, "digest_process_heartbeat_timestamp_seconds", "A process's last heartbeat.")
+    for p in procs:
+        at = p.updated_at.timestamp()
+        lines.append(f"digest_process_heartbeat_timestamp_seconds{{{_who(p)}}} {at:.3f}")
+    _gauge(lines, "digest_process_last_error_timestamp_seconds", "When its last error was.")
+    _gauge(lines, "digest_process_last_error_info", "A process's last error, as a label.")
+    for p in procs:
+        if p.last_error and p.last_error_at:
+            at = p.last_error_at.timestamp()
+            error = _label(p.last_error[:300])
+            lines.append(f"digest_process_last_error_timestamp_seconds{{{_who(p)}}} {at:.3f}")
+            lines.append(f'digest_process_last_error_info{{{_who(p)},error="{error}"}} 1')
+    counted = [(p, p.counters or {}) for p in procs]
+    _gauge(lines, "digest_deliveries_total", "Outcomes a process recorded.", "counter")
+    for p, c in counted:
+        for outcome, n in sorted((c.get("deliveries") or {}).items()):
+            lines.append(f'digest_deliveries_total{{{_who(p)},outcome="{_label(outcome)}"}} {n}')
+    _gauge(lines, "digest_smtp_errors_total", "SMTP failures a process met, by class.", "counter")
+    for p, c in counted:
+        for kind, n in sorted((c.get("smtp_errors") or {}).items()):
+            lines.append(f'digest_smtp_errors_total{{{_who(p)},class="{_label(kind)}"}} {n}')
+    _gauge(lines, "digest_store_reconnects_total", "Store outages a process rode out.", "counter")
+    for p, c in counted:
+        lines.append(f"digest_store_reconnects_total{{{_who(p)}}} {c.get('store_reconnects', 0)}")
+    _gauge(lines, "digest_ingest_failures_total", "Items an ingest skipped, by source.", "counter")
+    for p, c in counted:
+        for source, n in sorted((c.get("ingest_failures") or {}).items()):
+            lines.append(f'digest_ingest_failures_total{{{_who(p)},source="{_label(source)}"}} {n}')
+
+
+def _who(p: ProcessState) -> str:
+    return f'process="{_label(p.id)}",kind="{_label(p.kind)}"'
 
 
 def _label(value: str) -> str:

@@ -1,0 +1,100 @@
+"""Heartbeats: each process's row says its state, last error and counters; an outage of the
+store is no error for the heartbeat, and shows once the store is back."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, create_engine
+from sqlmodel import Session
+
+from digest.clock import fixed_clock
+from digest.heartbeat import (
+    IDLE,
+    SENDING,
+    STOPPED,
+    WAITING_SMTP,
+    Beat,
+    Heartbeat,
+    alive,
+    counters,
+    processes,
+)
+from digest.outages import Outage
+from tests.conftest import free_port
+
+NOW = datetime(2026, 12, 6, 9, tzinfo=UTC)
+log = logging.getLogger("test")
+
+
+def test_a_worker_row_through_an_smtp_outage(engine: Engine) -> None:
+    clock = fixed_clock(NOW)
+    smtp = Outage("the SMTP server", log, clock)
+    store = Outage("the store", log, clock)
+    counts: Counter[str] = Counter({"sent": 40, "smtp_errors:connection": 2})
+    doing: list[str] = ["50 deliveries of daily:2026-12-06"]
+
+    def describe() -> Beat:
+        return Beat(
+            SENDING if doing else IDLE, doing[0] if doing else None, counters(counts, store)
+        )
+
+    beats = Heartbeat(engine, "worker", clock, 15, describe, outages=(store, smtp), process_id="w1")
+    beats.start()
+    with Session(engine) as session:
+        (row,) = processes(session)
+    assert (row.id, row.kind, row.state, row.detail) == (
+        "w1", "worker", SENDING, "50 deliveries of daily:2026-12-06",
+    )  # fmt: skip
+    assert row.last_error is None and alive(row, NOW, 15)
+    assert row.counters["deliveries"] == {"sent": 40, "retried": 0, "failed": 0}
+    assert row.counters["smtp_errors"] == {"connection": 2}
+    assert row.counters["store_reconnects"] == 0
+
+    smtp.failed("ConnectionRefusedError: [Errno 111] Connection refused")
+    doing.clear()
+    assert beats.changed()  # a new state is written at once
+    assert not beats.changed()  # ... once
+    with Session(engine) as session:
+        (row,) = processes(session)
+    assert row.state == WAITING_SMTP
+    assert (
+        row.last_error == "the SMTP server: ConnectionRefusedError: [Errno 111] Connection refused"
+    )
+    assert row.last_error_at == NOW
+    smtp.recovered()
+    beats.stop()
+    with Session(engine) as session:
+        (row,) = processes(session)
+    assert row.state == STOPPED and not alive(row, NOW, 15)
+    assert "Connection refused" in (row.last_error or "")  # the last error stays
+
+
+def test_a_heartbeat_the_store_cannot_take_is_kept_for_later(caplog: object) -> None:
+    down = create_engine(
+        f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none",
+        connect_args={"connect_timeout": 2},
+    )
+    beats = Heartbeat(down, "worker", fixed_clock(NOW), 15, lambda: Beat(IDLE))
+    assert beats.beat() is False  # no exception, no traceback: the next beat tries again
+
+
+def test_rows_of_processes_long_gone_are_forgotten(engine: Engine) -> None:
+    old = Heartbeat(engine, "worker", fixed_clock(NOW - timedelta(days=8)), 15, lambda: Beat(IDLE))
+    old.beat()
+    new = Heartbeat(engine, "scheduler", fixed_clock(NOW), 15, lambda: Beat(IDLE), process_id="s1")
+    new.beat()
+    with Session(engine) as session:
+        assert [row.id for row in processes(session)] == ["s1"]
+
+
+def test_counters_group_by_what_follows_the_colon() -> None:
+    counted = counters(Counter({"failed": 1, "ingest_failures:Feed A": 3, "smtp_errors:server": 1}))
+    assert counted == {
+        "deliveries": {"sent": 0, "retried": 0, "failed": 1},
+        "ingest_failures": {"Feed A": 3},
+        "smtp_errors": {"server": 1},
+        "store_reconnects": 0,
+    }
