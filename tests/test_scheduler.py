@@ -513,6 +513,7 @@ def test_the_scheduler_waits_out_a_store_outage(
 
     from sqlalchemy.engine import make_url
 
+    from digest import heartbeat
     from digest.db import create_schema, make_engine
     from digest.scheduler import Service
     from tests.tcp_proxy import tcp_proxy
@@ -543,6 +544,14 @@ def test_the_scheduler_waits_out_a_store_outage(
             runner.join(timeout=60)
         engine.dispose()
     assert codes == [0]
+    # its heartbeat row, written once the store was back, names the outage
+    direct_engine = make_engine(db_url)
+    with Session(direct_engine) as session:
+        (row,) = [p for p in heartbeat.processes(session) if p.id == "h:1"]
+    direct_engine.dispose()
+    assert row.kind == "scheduler" and row.state == "stopped"
+    assert (row.last_error or "").startswith("the store: ")
+    assert row.counters["store_reconnects"] == 1
     messages = [r.getMessage() for r in caplog.records]
     assert sum("the store is not reachable" in m for m in messages) == 1
     assert sum("the store is reachable again after" in m for m in messages) == 1

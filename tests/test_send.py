@@ -818,3 +818,28 @@ def test_four_workers_ride_out_two_store_outages(
         began = log.count("the store is not reachable")
         assert began == log.count("the store is reachable again after") and began <= 2
     assert sum(log.count("the store is not reachable") for log in logs) >= 4
+
+
+def test_a_long_send_off_a_terminal_logs_its_progress(
+    engine: Engine, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under systemd (stderr is no terminal, as under pytest) a send says how far it got
+    every progress_log_seconds; 0 turns that off."""
+    seed(engine, 6)
+    handler = FaultHandler()
+    with fault_server(handler) as (host, port):
+        quiet = engine_settings(settings, host, port, progress_log_seconds=0.0)
+        plan(engine, quiet, NOW)
+        with caplog.at_level("INFO", logger="digest.send"):
+            smtp_sender(engine, quiet.replace(claim_size=3)).run()
+        assert not [r for r in caplog.records if r.getMessage().startswith("sending: ")]
+        with Session(engine) as session:
+            session.execute(update(Delivery).values(status="planned", lease_until=None))
+            session.commit()
+        chatty = quiet.replace(progress_log_seconds=0.001, claim_size=3)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="digest.send"):
+            smtp_sender(engine, chatty).run()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sending: ")]
+    assert lines and lines[-1].endswith("messages/s)")
+    assert any(line.startswith("sending: 6 sent, 0 to retry, 0 failed so far") for line in lines)

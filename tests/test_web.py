@@ -664,10 +664,11 @@ def test_metrics_name_the_last_error_of_a_worker_that_met_an_outage(
 
 
 def test_metrics_answer_while_the_store_is_away(
-    settings: Settings, db_url: str, clock: Clock
+    settings: Settings, db_url: str, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """PostgreSQL behind a TCP proxy that is cut: /metrics still answers 200 with the last
-    store gauges read, marked stale, and says the store is down."""
+    store gauges read, marked stale, and says the store is down; a page that needs the
+    store answers 503 "back in a moment", with no traceback in the log."""
     if not db_url.startswith("postgresql"):
         pytest.skip("PostgreSQL run only (a TCP proxy in front of the server)")
     from sqlalchemy.engine import make_url
@@ -690,6 +691,10 @@ def test_metrics_answer_while_the_store_is_away(
         assert "digest_store_up 0" in stale.text and "digest_metrics_stale 1" in stale.text
         assert 'digest_members{status="active"} 2' in stale.text  # the last ones read
         assert client.get("/healthz").status_code == 503
+        page = client.get("/subscribe")  # a page that reads the store: 503, no traceback
+        assert page.status_code == 503 and "Back in a moment" in page.text
+        assert page.headers["retry-after"] == "30"
+        assert not [r for r in caplog.records if r.exc_info]
         proxy.restore()
         again = client.get("/metrics")
         assert "digest_store_up 1" in again.text and "digest_metrics_stale 0" in again.text

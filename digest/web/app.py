@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import psycopg
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -25,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from digest.archive.signin import SignIn
 from digest.clicks import ClickCounter
 from digest.clock import system_clock
-from digest.db import make_engine
+from digest.db import make_engine, store_unreachable, unreachable_reason
 from digest.editions import Editions
 from digest.feedback.hooks import Webhooks
 from digest.feedback.intake import Intake
@@ -258,6 +260,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """A store that cannot be reached: said once (``ops.STORE``), a 503 page, no traceback.
+    Any other database error goes on to ``_server_error``."""
+    if not store_unreachable(exc):
+        raise exc
+    ops.STORE.failed(unreachable_reason(exc))
+    return web_context(request).message(
+        request,
+        "Back in a moment",
+        "We cannot reach our records right now. Please try again in a minute.",
+        503,
+        headers={"Retry-After": "30"},
+    )
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     response = web_context(request).message(
@@ -383,6 +400,8 @@ def create_app(
             EditorDisabled: _editor_disabled,
             EditorLoginRequired: _login_required,
             ClientDisconnect: _client_gone,
+            DBAPIError: _store_error,
+            psycopg.Error: _store_error,
             HTTPException: _http_error,
             Exception: _server_error,
         },

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -25,10 +26,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from digest import brake, heartbeat, ledger
-from digest.db import ping, store_unreachable
+from digest.db import ping, store_unreachable, unreachable_reason
 from digest.feedback import store
 from digest.members import count_by_status
 from digest.models import ProcessState, SchedulerState
+from digest.outages import Outage
 from digest.scheduler import LEADER, stored_last_tick
 from digest.web.context import WebContext, web_context
 
@@ -37,6 +39,10 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNCOUNTED_MEMBER_STATUSES = frozenset({"pending"})
 #: Send rate is averaged over this window.
 RATE_WINDOW = timedelta(minutes=5)
+
+#: The store's outages as this web process meets them (a page, /healthz, /metrics): one
+#: WARNING when one begins, one INFO when /healthz or /metrics finds the store back.
+STORE = Outage("the store", logging.getLogger("digest.web"), lambda: datetime.now(UTC))
 
 _tick_lock = threading.Lock()
 _last_tick: datetime | None = None
@@ -63,8 +69,11 @@ def _health(ctx: WebContext) -> tuple[bool, brake.BrakeState | None]:
     try:
         if not ping(ctx.engine):
             return False, None
-    except Exception:
+    except Exception as exc:
+        if store_unreachable(exc):
+            STORE.failed(unreachable_reason(exc))
         return False, None
+    STORE.recovered()
     try:
         with Session(ctx.engine) as session:
             return True, brake.state(session)
@@ -108,6 +117,7 @@ def metrics_text(ctx: WebContext) -> str:
     except Exception as exc:
         if not store_unreachable(exc):
             raise
+        STORE.failed(unreachable_reason(exc))
         with _last_good_lock:
             known = _last_good
         lines = list(known[1]) if known else []
@@ -119,6 +129,7 @@ def metrics_text(ctx: WebContext) -> str:
             _gauge(lines, "digest_metrics_age_seconds", "Age of the store gauges served.")
             lines.append(f"digest_metrics_age_seconds {(now - known[0]).total_seconds():.3f}")
         return "\n".join(lines) + "\n"
+    STORE.recovered()
     with _last_good_lock:
         _last_good = (now, list(lines))
     _gauge(lines, "digest_store_up", "1 while the store answers.")
