@@ -24,6 +24,7 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from digest import notify
 from digest.db import session_scope, store_unreachable
 from digest.models import ProcessState
 from digest.outages import Outage
@@ -98,6 +99,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._written: tuple[str, str | None, str | None] | None = None
+        self._told = ""
 
     def start(self) -> None:
         self.beat()
@@ -137,6 +139,10 @@ class Heartbeat:
         return self._write(self._row(final_state))
 
     def _write(self, row: dict[str, Any]) -> bool:
+        told = f"{self.kind} {row['state']}" + (f": {row['detail']}" if row["detail"] else "")
+        if told != self._told:  # `systemctl status` shows it, even while the store is away
+            self._told = told
+            notify.status(told)
         with self._lock:
             try:
                 write(self.engine, row)

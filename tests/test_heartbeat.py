@@ -4,9 +4,12 @@ store is no error for the heartbeat, and shows once the store is back."""
 from __future__ import annotations
 
 import logging
+import socket
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, create_engine
 from sqlmodel import Session
 
@@ -98,3 +101,21 @@ def test_counters_group_by_what_follows_the_colon() -> None:
         "smtp_errors": {"server": 1},
         "store_reconnects": 0,
     }
+
+
+def test_systemd_hears_each_new_state(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(path))
+        systemd.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        state = [SENDING]
+        beats = Heartbeat(engine, "worker", fixed_clock(NOW), 15, lambda: Beat(state[0], "x"))
+        beats.beat()
+        beats.beat()  # the same state again: told once
+        state[0] = IDLE
+        beats.changed()
+        assert systemd.recv(4096) == b"STATUS=worker sending: x"
+        assert systemd.recv(4096) == b"STATUS=worker idle: x"

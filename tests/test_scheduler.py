@@ -276,6 +276,9 @@ def test_ingest_job_reads_configured_sources(
     jobs = Jobs(engine, settings, sources, clock=lambda: DAY)
     summary = jobs.run("ingest")
     assert summary["sources"] == 2 and summary["errors"] == 1  # a bad source is skipped, logged
+    # ... and counted against it, for the heartbeat and /metrics
+    counted = jobs.describe(leading=True).counters["ingest_failures"]
+    assert counted == {str(tmp_path / "missing"): 1}
     again = Jobs(engine, settings, sources, clock=lambda: DAY + timedelta(hours=1)).run("ingest")
     assert "1 unchanged" in again["counts"]
     with pytest.raises(ValueError, match="sources"):
@@ -313,9 +316,11 @@ def test_ingest_job_keeps_the_first_of_a_repeated_item_and_warns(
     other = tmp_path / "other.jsonl"
     other.write_text(row(3, "Three") + "\n")
     sources = sources_from_config([{"path": str(feed)}, {"path": str(other)}], tmp_path)
+    jobs = Jobs(engine, settings, sources, clock=lambda: DAY)
     with caplog.at_level("WARNING", logger="digest.scheduler"):
-        summary = Jobs(engine, settings, sources, clock=lambda: DAY).run("ingest")
+        summary = jobs.run("ingest")
     assert summary["errors"] == 1 and summary["counts"].startswith("3 new")
+    assert jobs.counts == {f"ingest_failures:{feed}": 1}
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [
         f"ingest: skipped {feed}: line 3: field 'url': https://feed.example/1 "
