@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -769,3 +769,22 @@ def archive_stamps(session: Session, now: datetime, limit: int) -> list[tuple[in
         .limit(limit)
     ).all()
     return [(i, seen) for i, seen in rows if i is not None]
+
+
+def waiting_by_topic(session: Session, now: datetime) -> list[tuple[str, int]]:
+    """Articles the next daily editions will take, per topic: first offered in the last 24
+    hours, or released from a hold within the next 24; not retracted. Most first."""
+    day = timedelta(days=1)
+    fresh = and_(
+        col(Article.first_seen_at) > now - day,
+        or_(col(Article.held_until).is_(None), col(Article.held_until) <= now + day),
+    )
+    releasing = and_(col(Article.held_until) > now - day, col(Article.held_until) <= now + day)
+    rows = session.exec(
+        select(Topic.name, func.count(func.distinct(col(Article.id))))
+        .join(ArticleTopic, col(ArticleTopic.topic_id) == col(Topic.id))
+        .join(Article, col(Article.id) == col(ArticleTopic.article_id))
+        .where(col(Article.retracted_at).is_(None), or_(fresh, releasing))
+        .group_by(col(Topic.name))
+    ).all()
+    return sorted(((name, int(n)) for name, n in rows), key=lambda r: (-r[1], r[0]))

@@ -25,18 +25,18 @@ import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from digest.content import ArticleView
 from digest.db import chunks, session_scope
-from digest.models import Article, ClickCount, MemberClick, Subscriber
+from digest.models import Article, ClickCount, MemberClick, Subscriber, Topic
 from digest.tokens import ClickData, TokenSigner
 from digest.topics import topic_slug
 
@@ -330,3 +330,67 @@ class ClickCounter:
             self.flush()
         except Exception:  # noqa: BLE001 - logged in flush
             pass
+
+
+# ------------------------------------------------------------------ reading the counts
+
+
+def clicks_by_edition(session: Session) -> dict[str, tuple[int, int]]:
+    """Clicks and discounted clicks per edition."""
+    rows = session.exec(
+        select(
+            ClickCount.edition, func.sum(ClickCount.clicks), func.sum(ClickCount.discounted)
+        ).group_by(col(ClickCount.edition))
+    ).all()
+    return {e: (int(c or 0), int(d or 0)) for e, c, d in rows}
+
+
+@dataclass(frozen=True)
+class ArticleClicks:
+    article_id: int
+    title: str
+    url: str
+    clicks: int
+    discounted: int
+
+
+@dataclass(frozen=True)
+class TopicClicks:
+    name: str
+    clicks: int
+
+
+def top_articles(session: Session, editions: Sequence[str], limit: int = 10) -> list[ArticleClicks]:
+    """The most clicked articles in ``editions``."""
+    if not editions:
+        return []
+    total = func.sum(ClickCount.clicks)
+    rows = session.exec(
+        select(Article.id, Article.title, Article.url, total, func.sum(ClickCount.discounted))
+        .join(ClickCount, col(ClickCount.article_id) == col(Article.id))
+        .where(col(ClickCount.edition).in_(list(editions)))
+        .group_by(col(Article.id), col(Article.title), col(Article.url))
+        .order_by(total.desc(), col(Article.id))
+        .limit(limit)
+    ).all()
+    return [ArticleClicks(int(i), t, u, int(c or 0), int(d or 0)) for i, t, u, c, d in rows]
+
+
+def top_topics(session: Session, editions: Sequence[str], limit: int = 10) -> list[TopicClicks]:
+    """The topics whose articles were clicked most in ``editions`` (by the topic the
+    article was filed under in the digest)."""
+    if not editions:
+        return []
+    total = func.sum(ClickCount.clicks)
+    rows = session.exec(
+        select(ClickCount.topic, total)
+        .where(col(ClickCount.edition).in_(list(editions)))
+        .group_by(col(ClickCount.topic))
+        .order_by(total.desc(), col(ClickCount.topic))
+        .limit(limit)
+    ).all()
+    names = {
+        t.slug: t.name
+        for t in session.exec(select(Topic).where(col(Topic.slug).in_([r[0] for r in rows])))
+    }
+    return [TopicClicks(names.get(slug, slug or "(none)"), int(c or 0)) for slug, c in rows]

@@ -280,3 +280,12 @@ def unreachable_reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text_ = str(orig).strip()
     return text_.splitlines()[0] if text_ else type(orig).__name__
+
+
+def utc_day(column: Any, dialect: str) -> Any:
+    """SQL for the UTC calendar day of a stored time, as ``YYYY-MM-DD`` text (to group by)."""
+    from sqlalchemy import func
+
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.strftime("%Y-%m-%d", column)

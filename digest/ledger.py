@@ -41,6 +41,7 @@ from digest.db import (
     id_filters,
     session_scope,
     store_unreachable,
+    utc_day,
 )
 from digest.feedback.store import (
     EventRow,
@@ -974,3 +975,58 @@ def held_claims(
         Held(worker_id or "", int(count), _aware(until))
         for worker_id, count, until in session.exec(query).all()
     ]
+
+
+# ------------------------------------------------------------------ the newsroom's figures
+
+
+def outcomes_by_day(session: Session, since: datetime) -> dict[str, dict[str, int]]:
+    """Deliveries finished per UTC day since ``since``: sent by when the server took them,
+    failed and skipped by when that was recorded (``{"2026-12-06": {"sent": 197, ...}}``)."""
+    dialect = session.get_bind().dialect.name
+    found: dict[str, dict[str, int]] = {}
+    for status, column in ((SENT, Delivery.sent_at), (FAILED, Delivery.updated_at),
+                           (SKIPPED, Delivery.updated_at)):  # fmt: skip
+        day = utc_day(column, dialect)
+        rows = session.exec(
+            select(day, func.count())
+            .where(col(Delivery.status) == status, col(column) >= since)
+            .group_by(day)
+        ).all()
+        for key, count in rows:
+            found.setdefault(str(key), {})[status] = int(count)
+    return found
+
+
+def outcomes_by_edition(session: Session, since: datetime) -> dict[str, dict[str, int]]:
+    """Each edition planned since ``since``: its deliveries by status."""
+    found: dict[str, dict[str, int]] = {}
+    for edition, status, count in session.exec(
+        select(Delivery.edition, Delivery.status, func.count())
+        .where(col(Delivery.planned_at) >= since)
+        .group_by(col(Delivery.edition), col(Delivery.status))
+    ).all():
+        found.setdefault(edition, {})[status] = int(count)
+    return found
+
+
+def queue_now(session: Session, now: datetime) -> dict[str, int]:
+    """The queue at ``now``: ready to claim, being sent, waiting for a retry, planned for
+    later (not due yet)."""
+    counts = counts_by_status(session)
+    ready = ready_count(session, now)
+    retry_waiting = int(
+        session.exec(
+            select(func.count()).where(
+                col(Delivery.status) == RETRY,
+                col(Delivery.next_attempt_at) > type_coerce(now, UTCDateTime()),
+            )
+        ).one()
+    )
+    unfinished = queue_depth(counts)
+    return {
+        "ready": ready,
+        "sending": counts.get(SENDING, 0),
+        "retry_waiting": retry_waiting,
+        "planned_later": max(0, unfinished - ready - counts.get(SENDING, 0) - retry_waiting),
+    }

@@ -9,6 +9,7 @@ was not reached in time gets the next edition rather than yesterday's at midnigh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -126,3 +127,40 @@ def edition_label(key: str) -> str:
         year, _, week = value.partition("-W")
         return f"Week {int(week)}, {year}"
     return value
+
+
+def edition_day(key: str, weekly_weekday: int = 0) -> date:
+    """The day an edition is for: a daily edition's date, a weekly one's sending day."""
+    rhythm, _, period = key.partition(":")
+    if rhythm == "weekly":
+        year, _, week = period.partition("-W")
+        return date.fromisocalendar(int(year), int(week), weekly_weekday + 1)
+    return date.fromisoformat(period)
+
+
+def due_by_hour(
+    groups: Iterable[tuple[str, str, int, int]],
+    now: datetime,
+    weekly_weekday: int = 0,
+    hours: int = 24,
+) -> dict[tuple[datetime, str], int]:
+    """How many members fall due in each UTC hour of the next ``hours``, per rhythm, from
+    (frequency, time zone, send hour, count) groups: {(hour start, "daily"): n, ...}."""
+    start = now.replace(minute=0, second=0, microsecond=0)
+    end = start + timedelta(hours=hours)
+    out: dict[tuple[datetime, str], int] = {}
+    for frequency, timezone, send_hour, count in groups:
+        try:
+            tz = zone(timezone)
+        except (KeyError, ValueError):
+            continue
+        local_today = now.astimezone(tz).date()
+        for offset in (-1, 0, 1, 2):
+            day = local_today + timedelta(days=offset)
+            if frequency == "weekly" and day.weekday() != weekly_weekday:
+                continue
+            due = _due_instant(day, send_hour, tz)
+            if now <= due < end:
+                slot = (due.replace(minute=0, second=0, microsecond=0), frequency)
+                out[slot] = out.get(slot, 0) + count
+    return out

@@ -249,3 +249,71 @@ def test_view_in_browser_page_in_chromium(
     assert "This copy is not available" in page.content()
     assert lxml.html.document_fromstring(page.content()).xpath("//h1")
     page.close()
+
+
+NEWSROOM_PAGES = (
+    "/editor",
+    "/editor/articles",
+    "/editor/articles?q=rover",
+    "/editor/articles/1",
+    "/editor/articles/import",
+    "/editor/upcoming",
+    "/editor/preview",
+    "/editor/audit",
+)
+
+
+def _headings_in_order(page: sync_api.Page) -> None:
+    levels = page.eval_on_selector_all(
+        "main h1, main h2, main h3", "e => e.map(h => +h.tagName[1])"
+    )
+    assert levels and levels[0] == 1, levels
+    assert all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False)), levels
+
+
+def test_newsroom_in_chromium_at_1280_and_375_light_and_dark(
+    engine: Engine,
+    live: tuple[str, Clock],
+    browser: sync_api.Browser,
+    smtp_server: SMTPServer,
+    cli_env: dict[str, str],
+) -> None:
+    from tests.newsroom_helpers import ANN, ANN_PW, add_editors
+    from tests.newsroom_run import run_200_with_3_failures
+
+    base, clock = live
+    clock.now = NOW + timedelta(minutes=10)
+    run_200_with_3_failures(CLI({**cli_env, "DIGEST_BASE_URL": base}), engine, smtp_server)
+    add_editors(engine, NOW)
+    for width, scheme in ((1280, "light"), (375, "light"), (375, "dark"), (1280, "dark")):
+        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
+        page = context.new_page()
+        page.goto(f"{base}/editor")
+        assert "/editor/login" in page.url
+        page.fill("#email", ANN)
+        page.fill("#password", ANN_PW)
+        page.click("main button[type=submit]")
+        page.wait_for_url(f"{base}/editor")
+        today = page.locator("tr", has=page.locator("th", has_text="2025-03-25")).first
+        assert today.locator("td").all_inner_texts()[:3] == ["197", "3", "0"]
+        edition = page.locator("tr", has=page.locator("th", has_text="daily:2025-03-25"))
+        assert edition.locator("td").all_inner_texts()[3:5] == ["197", "3"]
+        charts = page.locator("figure img")
+        assert charts.count() == 4
+        assert all(charts.nth(i).evaluate("i => i.naturalWidth > 0") for i in range(4))
+        for path in NEWSROOM_PAGES:
+            page.goto(f"{base}{path}")
+            assert page.url.startswith(f"{base}/editor"), path
+            scroll, inner = page.evaluate(
+                "[document.documentElement.scrollWidth, window.innerWidth]"
+            )
+            if scroll > inner:
+                page.screenshot(path=f"/tmp/wide-{width}-{scheme}.png", full_page=True)
+                wide = page.evaluate(
+                    "() => [...document.querySelectorAll('body *')]"
+                    ".filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)"
+                    ".slice(0, 6).map(e => e.tagName + '.' + e.className)"
+                )
+                raise AssertionError(f"{path} scrolls sideways at {width} px ({scheme}): {wide}")
+            _headings_in_order(page)
+        context.close()

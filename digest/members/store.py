@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import delete, func, insert, type_coerce, update
 from sqlmodel import Session, col, select
 
 from digest.archive import store as archive_store
 from digest.catalog import ensure_topics
-from digest.db import CHUNK, chunks
+from digest.db import CHUNK, chunks, utc_day
 from digest.members.rules import (
     ACTIVE,
     MEMBER_STATUSES,
@@ -34,7 +34,17 @@ from digest.members.rules import (
     lookup_emails,
     unicode_form,
 )
-from digest.models import Delivery, Subscriber, SubscriberResource, SubscriberTopic, Topic
+from digest.models import (
+    BOUNCED,
+    PENDING,
+    Delivery,
+    Subscriber,
+    SubscriberResource,
+    SubscriberTopic,
+    Topic,
+    UTCDateTime,
+)
+from digest.models import UNSUBSCRIBED as _UNSUBSCRIBED
 from digest.topics import topic_slug
 
 if TYPE_CHECKING:
@@ -569,3 +579,39 @@ def follow_topic(session: Session, member_id: int, name: str, on: bool, now: dat
         update(Subscriber).where(col(Subscriber.id) == member_id).values(updated_at=now)
     )
     return True
+
+
+# ------------------------------------------------------------------ the newsroom's figures
+
+
+def membership_by_day(session: Session, since: datetime) -> dict[str, dict[str, int]]:
+    """Members per UTC day since ``since``: joined (confirmed, or added active), left
+    (unsubscribed) and bounced (marked bounced)."""
+    dialect = session.get_bind().dialect.name
+    joined_at = func.coalesce(col(Subscriber.confirmed_at), col(Subscriber.created_at))
+    queries = (
+        ("joined", joined_at, col(Subscriber.status) != PENDING),
+        ("left", col(Subscriber.unsubscribed_at), col(Subscriber.status) == _UNSUBSCRIBED),
+        ("bounced", col(Subscriber.updated_at), col(Subscriber.status) == BOUNCED),
+    )
+    found: dict[str, dict[str, int]] = {}
+    for kind, column, condition in queries:
+        day = utc_day(column, dialect)
+        for key, count in session.exec(
+            select(day, func.count())
+            .where(condition, column >= type_coerce(since, UTCDateTime()))
+            .group_by(day)
+        ).all():
+            found.setdefault(str(key), {})[kind] = int(count)
+    return found
+
+
+def schedule_groups(session: Session) -> list[tuple[str, str, int, int]]:
+    """Active members as (frequency, time zone, send hour, how many): what the schedule
+    needs to say who is due when, without reading members one by one."""
+    rows = session.exec(
+        select(Subscriber.frequency, Subscriber.timezone, Subscriber.send_hour, func.count())
+        .where(col(Subscriber.status) == ACTIVE)
+        .group_by(col(Subscriber.frequency), col(Subscriber.timezone), col(Subscriber.send_hour))
+    ).all()
+    return [(f, z, int(h), int(n)) for f, z, h, n in rows]

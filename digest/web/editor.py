@@ -348,15 +348,10 @@ async def test_send(request: Request) -> Response:
     )
 
 
-async def editor_home(request: Request) -> Response:
-    return await upcoming_page(request)
-
-
 ROUTES = [
     Route("/editor/login", login_form, methods=["GET"]),
     Route("/editor/login", login, methods=["POST"]),
     Route("/editor/logout", logout, methods=["POST"]),
-    Route("/editor", editor_home, methods=["GET"]),
     Route("/editor/upcoming", upcoming_page, methods=["GET"]),
     Route("/editor/preview", preview_page, methods=["GET"]),
     Route("/editor/preview.html", preview_html, methods=["GET"]),
