@@ -105,6 +105,8 @@ class TokenSigner:
         # article click links: edition, article, position, topic (and member when tracked)
         self._click = URLSafeSerializer(secret_key, salt="digest.click", signer=_Signer)
         self._click_signer = self._click.make_signer()
+        # an editor's one-time sign-in link: the account and its current login nonce
+        self._editor = URLSafeSerializer(secret_key, salt="digest.editor-link", signer=_Signer)
 
     def email_hash(self, email: str) -> str:
         """A short keyed hash: identifies the address without revealing it in the link."""
@@ -214,6 +216,35 @@ class TokenSigner:
         ):
             raise InvalidToken("malformed payload")
         return ClickData(edition, article_id, position, topic, member)
+
+    def make_editor_link(self, editor_id: int, nonce: str, now: datetime) -> str:
+        """An editor's sign-in token: the account, the nonce it had (so the link works once:
+        signing in spends the nonce) and the time (so it expires)."""
+        return self._editor.dumps([int(editor_id), nonce, _epoch(now)])
+
+    def verify_editor_link(self, token: str, now: datetime, max_age: timedelta) -> tuple[int, str]:
+        """(editor id, nonce) of a sign-in token; InvalidToken if forged, altered or old."""
+        if len(token) > MAX_CLICK_TOKEN:
+            raise InvalidToken("too long")
+        try:
+            payload = self._editor.loads(token)
+        except BadSignature:
+            raise InvalidToken("bad signature") from None
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 3
+            or type(payload[0]) is not int
+            or not isinstance(payload[1], str)
+            or type(payload[2]) is not int
+        ):
+            raise InvalidToken("malformed payload")
+        editor_id, nonce, issued = payload
+        current = _epoch(now)
+        if issued - current > FUTURE_SKEW.total_seconds():
+            raise InvalidToken("issued in the future")
+        if current - issued > max_age.total_seconds():
+            raise InvalidToken("expired")
+        return editor_id, nonce
 
     def verify(
         self, token: str, purpose: str, now: datetime, max_age: timedelta | None = None

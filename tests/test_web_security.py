@@ -18,6 +18,7 @@ from digest.editors import audit
 from digest.settings import Settings
 from digest.web import create_app
 from digest.web.security import CSRF, CSRFError, LoginThrottle, client_network
+from tests.conftest import SMTPServer
 from tests.newsroom_helpers import ANN, ANN_PW, BEN, BEN_PW, add_editors, csrf_of, sign_in
 
 NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -156,7 +157,9 @@ def test_every_editor_page_redirects_to_sign_in_and_every_post_checks_csrf(
     routes = [
         r
         for r in app.routes
-        if isinstance(r, Route) and r.path.startswith("/editor") and r.path != "/editor/login"
+        if isinstance(r, Route)
+        and r.path.startswith("/editor")
+        and not r.path.startswith("/editor/login")
     ]
     gets = [r.path for r in routes if "GET" in (r.methods or ())]
     posts = [r.path for r in routes if "POST" in (r.methods or ())]
@@ -213,3 +216,52 @@ def test_csrf_tokens_are_bound() -> None:
         csrf.check("editor:b", csrf.token("editor:a"))
     with pytest.raises(CSRFError):
         csrf.check("editor:a", "")
+
+
+LINK_RE = re.compile(r"https://news\.example\.org(/editor/login/link/[^\s\"<>]+)")
+
+
+def _link_from(smtp: SMTPServer, to: str, count: int = 1) -> str:
+    mails = smtp.handler.to(to)
+    assert len(mails) == count
+    text = mails[-1].data.decode().replace("=\r\n", "").replace("=3D", "=")
+    match = LINK_RE.search(text)
+    assert match
+    return match.group(1)
+
+
+def test_one_time_sign_in_link(engine: Engine, settings: Settings, smtp_server: SMTPServer) -> None:
+    clock = Clock()
+    add_editors(engine, NOW)
+    app = app_for(settings, engine, clock)
+    with TestClient(app, base_url=SITE) as client:
+        token = csrf_of(client.get("/editor/login").text)
+        asked = client.post("/editor/login/link", data={"email": ANN, "csrf_token": token})
+        assert asked.status_code == 200 and "If that address belongs to an editor" in asked.text
+        stranger = client.post(
+            "/editor/login/link", data={"email": "x@example.org", "csrf_token": token}
+        )
+        assert stranger.status_code == 200 and "Check your mail" in stranger.text
+        assert smtp_server.handler.to("x@example.org") == []
+        path = _link_from(smtp_server, ANN)
+        page = client.get(path)  # a scanner opening the link spends nothing
+        assert page.status_code == 200 and "Sign in" in page.text
+        assert client.get("/editor", follow_redirects=False).status_code == 303
+        used = client.post(path, data={"csrf_token": csrf_of(page.text)}, follow_redirects=False)
+        assert used.status_code == 303 and used.headers["location"] == "/editor"
+        assert client.get("/editor", follow_redirects=False).status_code == 200
+    with TestClient(app, base_url=SITE) as other:
+        page = other.get(path)
+        again = other.post(path, data={"csrf_token": csrf_of(page.text)})
+        assert again.status_code == 400  # once only
+        other.post(
+            "/editor/login/link",
+            data={"email": ANN, "csrf_token": csrf_of(other.get("/editor/login").text)},
+        )
+        late = _link_from(smtp_server, ANN, count=2)
+        clock.now += timedelta(minutes=16)
+        page = other.get(late)
+        assert other.post(late, data={"csrf_token": csrf_of(page.text)}).status_code == 400
+        forged = late[:-4] + "AAAA"
+        page = other.get(forged)
+        assert other.post(forged, data={"csrf_token": csrf_of(page.text)}).status_code == 400

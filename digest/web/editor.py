@@ -21,9 +21,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from digest.catalog import all_topics
+from digest.content import MemberView
 from digest.editors import SignedIn
 from digest.members import MemberError, normalize_email, parse_frequency
 from digest.members.rules import DEFAULT_FREQUENCY
+from digest.models import Editor
 from digest.outbound import Sent
 from digest.preview import Preview, Upcoming, preview, upcoming
 from digest.web.context import WebContext, web_context
@@ -31,6 +33,7 @@ from digest.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
     EDITOR_COOKIE,
+    LINK_LIFETIME,
     EditorDisabled,
     client_address,
     cookie_binding,
@@ -99,6 +102,94 @@ async def login(request: Request) -> Response:
             _login_page, request, ctx, "Wrong email address or password.", 401, email
         )
     response = RedirectResponse(safe_next(str(form.get("next") or "")), status_code=303)
+    set_cookie(
+        response,
+        request,
+        EDITOR_COOKIE,
+        result.token,
+        path="/editor",
+        samesite="strict",
+        max_age=ctx.editor.max_age,
+    )
+    return response
+
+
+def _mail_link(ctx: WebContext, editor: Editor, token: str) -> None:
+    url = f"{ctx.settings.base_url.rstrip('/')}/editor/login/link/{token}"
+    reader = MemberView(
+        id=0, email=editor.email, name="", status="active", frequency="daily",
+        timezone="UTC", send_hour=0,
+    )  # fmt: skip
+    minutes = int(LINK_LIFETIME.total_seconds() // 60)
+    sent = ctx.outbound.notice(
+        "editor_signin", reader, {"signin_url": url, "minutes": minutes}, ctx.clock()
+    )
+    if not sent.ok:
+        log.warning("sign-in link for %s not sent: %s", editor.email, sent.server_said)
+
+
+async def link_request(request: Request) -> Response:
+    """Mail a one-time sign-in link; the answer is the same whether or not the address is an
+    editor's, and a few a hour per account and network."""
+    ctx = web_context(request)
+    if not await run_in_threadpool(ctx.editor.enabled):
+        raise EditorDisabled()
+    form = await request.form()
+    ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
+    email = str(form.get("email") or "")[:320]
+
+    def send(editor: Editor, token: str) -> None:
+        _mail_link(ctx, editor, token)
+
+    allowed = await run_in_threadpool(ctx.editor.request_link, email, client_address(request), send)
+    if not allowed:
+        return ctx.too_many(
+            request,
+            "Too many sign-in links",
+            "Sign-in links for this address were asked for too often. Try again later.",
+            3600,
+        )
+    return ctx.message(
+        request,
+        "Check your mail",
+        "If that address belongs to an editor, a sign-in link is on its way. It works once, "
+        f"for {int(LINK_LIFETIME.total_seconds() // 60)} minutes.",
+        link=("/editor/login", "Back to sign-in"),
+    )
+
+
+async def link_page(request: Request) -> Response:
+    """The link from the mail opens a page with a button: mail scanners that open every link
+    do not spend it, and the sign-in is a POST with its CSRF token."""
+    ctx = web_context(request)
+    binding, new_nonce = ensure_csrf_cookie(request)
+    response = ctx.page(
+        request,
+        "editor/link.html",
+        {"token": str(request.path_params["token"])[:600], "csrf_token": ctx.csrf.token(binding)},
+    )
+    if new_nonce:
+        set_cookie(response, request, CSRF_COOKIE, new_nonce)
+    return response
+
+
+async def link_sign_in(request: Request) -> Response:
+    ctx = web_context(request)
+    form = await request.form()
+    ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
+    token = str(request.path_params["token"])[:600]
+    result = await run_in_threadpool(ctx.editor.sign_in_with_link, token, client_address(request))
+    if not result.token:
+        return ctx.message(
+            request,
+            "This sign-in link does not work",
+            "It was used already, is more than "
+            f"{int(LINK_LIFETIME.total_seconds() // 60)} minutes old, or was altered. "
+            "Ask for a new one.",
+            400,
+            link=("/editor/login", "Sign in"),
+        )
+    response = RedirectResponse("/editor", status_code=303)
     set_cookie(
         response,
         request,
@@ -351,6 +442,9 @@ async def test_send(request: Request) -> Response:
 ROUTES = [
     Route("/editor/login", login_form, methods=["GET"]),
     Route("/editor/login", login, methods=["POST"]),
+    Route("/editor/login/link", link_request, methods=["POST"]),
+    Route("/editor/login/link/{token}", link_page, methods=["GET"]),
+    Route("/editor/login/link/{token}", link_sign_in, methods=["POST"]),
     Route("/editor/logout", logout, methods=["POST"]),
     Route("/editor/upcoming", upcoming_page, methods=["GET"]),
     Route("/editor/preview", preview_page, methods=["GET"]),

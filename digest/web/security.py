@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -35,6 +35,7 @@ from digest.db import session_scope
 from digest.editors import SignedIn, audit
 from digest.models import Editor
 from digest.settings import Settings
+from digest.tokens import InvalidToken, TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,10 @@ def client_network(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+#: One-time sign-in links: how long one works, and how many an account may ask for an hour.
+LINK_LIFETIME = timedelta(minutes=15)
+LINKS_PER_HOUR = 5
+
 #: Failed sign-ins: ten a minute lock an account; sixty in ten minutes block a network.
 ACCOUNT_FAILURES, ACCOUNT_WINDOW = 10, 60.0
 NETWORK_FAILURES, NETWORK_WINDOW = 60, 600.0
@@ -243,13 +248,21 @@ class SignInResult:
 class EditorAuth:
     """Editors' sign-in and their server-side sessions.
 
-    Each editor has an account (``digest editors add``). ``DIGEST_EDITOR_PASSWORD`` only
+    Each editor has an account (``digest editors add``) and signs in with its password or
+    a one-time link mailed to its address. ``DIGEST_EDITOR_PASSWORD`` only
     bootstraps: while no account exists, signing in with any address and that password
     makes that address the first account (with a warning in the log and on the page).
     """
 
-    def __init__(self, settings: Settings, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        signer: TokenSigner | None = None,
+    ) -> None:
         self.engine, self.clock = engine, clock
+        self.signer = signer or TokenSigner(settings.secret_key)
         self._bootstrap = settings.editor_password
         self.hours = max(1, settings.editor_session_hours)
         self.max_age = self.hours * 3600
@@ -260,6 +273,8 @@ class EditorAuth:
         lock = max(1, settings.editor_lockout_minutes) * 60.0
         self.accounts = LoginThrottle(ACCOUNT_FAILURES, ACCOUNT_WINDOW, lock, seconds)
         self.networks = LoginThrottle(NETWORK_FAILURES, NETWORK_WINDOW, NETWORK_WINDOW, seconds)
+        # sign-in links: a few an hour per account and per network, so the form mails nobody
+        self.link_requests = RateLimiter(LINKS_PER_HOUR, 3600, seconds)
 
     def _accounts(self) -> int:
         with Session(self.engine) as session:
@@ -319,6 +334,41 @@ class EditorAuth:
         )
         audit.record(session, view.email, "editor-add", view.email, now, "bootstrap password")
         return session.get(Editor, view.id)
+
+    def request_link(self, email: str, client: str, send: Callable[[Editor, str], object]) -> bool:
+        """Mail a one-time sign-in link to ``email`` if it is an editor's (``send(editor,
+        token)``); False when this account or network asked too often. The caller answers
+        the same either way, so nobody learns which addresses are editors."""
+        account = " ".join(email.split()).lower()
+        if self.link_requests.hit(account) is not None:
+            return False
+        if self.link_requests.hit(client_network(client)) is not None:
+            return False
+        now = self.clock()
+        with Session(self.engine) as session:
+            editor = editors.get_editor(session, email)
+        if editor is None or editor.id is None:
+            return True
+        send(editor, self.signer.make_editor_link(editor.id, editor.login_nonce, now))
+        return True
+
+    def sign_in_with_link(self, token: str, client: str) -> SignInResult:
+        """Spend a one-time link: a session if it is genuine, recent and not used yet."""
+        now = self.clock()
+        try:
+            editor_id, nonce = self.signer.verify_editor_link(token, now, LINK_LIFETIME)
+        except InvalidToken:
+            return SignInResult()
+        with session_scope(self.engine) as session:
+            editor = session.get(Editor, editor_id)
+            if editor is None or not hmac.compare_digest(editor.login_nonce, nonce):
+                return SignInResult()
+            editors.accounts.spend_login_nonce(session, editor)
+            editor.last_login_at = now
+            token_out = editors.start_session(session, editor, now, self.hours, client)
+            audit.record(session, editor.email, "sign-in", editor.email, now, f"link; {client}")
+            signed = editors.lookup(session, token_out, now)
+        return SignInResult(token=token_out, editor=signed)
 
     def current(self, request: Request) -> SignedIn | None:
         token = request.cookies.get(EDITOR_COOKIE)
