@@ -238,7 +238,18 @@ def test_search_finds_a_key_point_word_on_both_backends_and_hostile_queries_get_
     assert many.status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/archive", ARTICLE, "/resources/keio-university"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/archive",
+        ARTICLE,
+        "/resources/keio-university",
+        "/topics/stem%20cells",
+        "/resources",
+        "/search?q=stem+cells",
+        "/signin",
+    ],
+)
 def test_pages_in_chromium_at_phone_and_desktop_light_and_dark(
     path: str, engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
