@@ -69,14 +69,22 @@ def test_any_query_is_safe(seeded: Engine, query: str) -> None:
     assert found.total >= 0 and len(found.hits) <= 10
 
 
-def test_renaming_a_resource_is_searchable_by_its_new_name(seeded: Engine) -> None:
+def test_renamed_and_merged_resources_are_searchable_by_their_names(seeded: Engine) -> None:
     with Session(seeded) as session:
         keio = store.find_resource(session, "keio university")
         assert keio is not None
-        search.index_articles(session, store.rename(session, keio, "Mita Campus", NOW))
+        store.rename(session, keio, "Mita Campus", NOW)  # rewrites the search rows itself
         session.commit()
         found = search.search(session, "mita", member=False, limit=10)
     assert sorted(h.article_id for h in found.hits) == [1, 2]
+    with Session(seeded) as session:
+        okafor = store.find_resource(session, "mara okafor")
+        mita = store.find_resource(session, "mita campus")
+        assert okafor and mita
+        store.merge(session, okafor, mita, NOW)
+        session.commit()
+        merged = search.search(session, "mita", member=False, limit=10)
+    assert sorted(h.article_id for h in merged.hits) == [1, 2, 3]
 
 
 def test_the_query_words_are_bounded() -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, insert, update
 from sqlmodel import Session, col, select
 
 from digest.archive.names import clean_name, name_key, numbered_slug, slugify
+from digest.archive.search import index_articles
 from digest.db import chunks
 from digest.models import (
     ALIAS_NAME,
@@ -284,7 +285,7 @@ def mentioned_article_ids(session: Session, resource_ids: Iterable[int]) -> list
 def merge(session: Session, source: Resource, target: Resource, now: datetime) -> list[int]:
     """Fold ``source`` into ``target``: its mentions, followers, names and slug move over.
 
-    Returns the ids of the articles whose mentions moved (their search text changes). A
+    Returns the ids of the articles whose mentions moved (their search rows are rewritten). A
     member who followed both keeps one follow; ``target`` takes the source's description or
     URL only where it has none.
     """
@@ -326,6 +327,7 @@ def merge(session: Session, source: Resource, target: Resource, now: datetime) -
     session.flush()
     session.execute(delete(Resource).where(col(Resource.id) == source.id))
     session.expire_all()
+    index_articles(session, moved)
     return moved
 
 
@@ -333,7 +335,7 @@ def rename(session: Session, resource: Resource, new_name: str, now: datetime) -
     """Give ``resource`` a new display name; its slug and its former names still find it.
 
     Raises ``ResourceError`` when the name is empty or another resource has it (merge
-    them instead). Returns the ids of its articles (their search text changes).
+    them instead). Returns the ids of its articles (their search rows are rewritten).
     """
     name = clean_name(new_name)
     if not name:
@@ -355,7 +357,9 @@ def rename(session: Session, resource: Resource, new_name: str, now: datetime) -
     resource.updated_at = now
     session.add(resource)
     session.flush()
-    return mentioned_article_ids(session, [resource.id])
+    affected = mentioned_article_ids(session, [resource.id])
+    index_articles(session, affected)
+    return affected
 
 
 # ---------------------------------------------------------------- follows

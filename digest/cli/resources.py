@@ -13,7 +13,7 @@ from datetime import datetime
 import click
 from sqlmodel import Session
 
-from digest.archive import search, store
+from digest.archive import store
 from digest.catalog import articles_by_id
 from digest.cli.common import App, BadInput, json_option, now_option, pass_app, print_json_lines
 from digest.db import session_scope
@@ -106,10 +106,9 @@ def merge_command(app: App, source: str, target: str, dry_run: bool, now: dateti
             )
             return
         try:
-            moved = store.merge(session, src, dst, now)
+            store.merge(session, src, dst, now)
         except store.ResourceError as exc:
             raise BadInput(str(exc)) from None
-        search.index_articles(session, moved)
     click.echo(
         f"merged {names[0]!r} into {names[1]!r} (/resources/{names[2]}): "
         f"{articles} articles, {followers} followers moved"
@@ -127,10 +126,9 @@ def rename_command(app: App, resource: str, new_name: str, now: datetime) -> Non
         found = _require(session, resource)
         old = found.name
         try:
-            affected = store.rename(session, found, new_name, now)
+            store.rename(session, found, new_name, now)
         except store.ResourceError as exc:
             raise BadInput(f"NEW_NAME: {exc}") from None
-        search.index_articles(session, affected)
         shown = (found.name, found.slug)
     click.echo(f"renamed {old!r} to {shown[0]!r} (/resources/{shown[1]})")
 
