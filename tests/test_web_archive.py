@@ -82,6 +82,12 @@ def test_a_signed_in_member_reads_every_key_point_and_a_lapsed_one_does_not(
     text = client.get(ARTICLE).text
     assert all(point in text for point in SEED["key_points"])
     assert "Join the club" not in text and "Sign out" in text
+    own = re.search(
+        r'href="https://news\.example\.org(/preferences/[^"]+)">Your subscription', text
+    )
+    assert own, "no link to the member's own preferences"
+    prefs = client.get(own.group(1))
+    assert prefs.status_code == 200 and "ann@example.org" in prefs.text
     from digest.members.store import set_status
 
     with Session(engine) as session:

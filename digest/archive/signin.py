@@ -155,8 +155,9 @@ class SignIn:
                 raise SignInRefused("used")
         return status
 
-    def member_status(self, member_id: int) -> str | None:
-        """The member's status now (a session lasts only while they are a member)."""
+    def member(self, member_id: int) -> tuple[str, str] | None:
+        """(status, address) of the member now, or None: a session lasts only while they
+        are a member."""
         with Session(self.engine) as session:
             member = member_by_id(session, member_id)
-            return member.status if member is not None else None
+            return (member.status, member.email) if member is not None else None

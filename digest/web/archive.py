@@ -66,6 +66,7 @@ class Reader:
 
     member_id: int
     nonce: str
+    email: str
 
     @property
     def binding(self) -> str:
@@ -78,10 +79,10 @@ async def reader_of(request: Request) -> Reader | None:
     found = archive.sessions.read(request)
     if found is None:
         return None
-    status = await run_in_threadpool(archive.signin.member_status, found[0])
-    if status not in SUBSCRIBED_STATUSES:
+    member = await run_in_threadpool(archive.signin.member, found[0])
+    if member is None or member[0] not in SUBSCRIBED_STATUSES:
         return None
-    return Reader(*found)
+    return Reader(found[0], found[1], member[1])
 
 
 def topic_path(slug: str) -> str:
@@ -156,6 +157,12 @@ def _page(
         {
             "reader": reader,
             "csrf_token": ctx.csrf.token(reader.binding) if reader else "",
+            # their own preferences page, as the links in their digests open it
+            "preferences_href": ctx.membership.preferences_url(
+                reader.member_id, reader.email, ctx.clock()
+            )
+            if reader
+            else "",
             "visible_key_points": visible_key_points,
             "hidden_count": hidden_count,
             "topic_path": topic_path,
