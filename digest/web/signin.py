@@ -3,9 +3,11 @@
 HTTP handlers over ``archive.signin``. Asking answers the same words whether or not the
 address is a member's, and the mail goes out after the answer (a background task), so not
 even the time taken tells. Asks are limited per address (a quiet refusal, the same words)
-and per client (429). Opening a link changes nothing (mail scanners open links): the page
-posts itself back (a small script; a button without it), and only that POST spends the link
-and sets the member's session cookie.
+and per client (429). Asking needs no CSRF token: it only mails a link to the address given,
+which anyone can ask for directly, and the limits bound it. Opening the link spends it and
+sets the member's session cookie, in any client, with or without scripts (as members expect
+of a sign-in link); a mail scanner that opens links first spends it too, and the refusal page
+then offers a new one in one step.
 """
 
 from __future__ import annotations
@@ -89,7 +91,6 @@ async def signin_request(request: Request) -> Response:
     ctx = web_context(request)
     archive = doors(request)
     form = await request.form()
-    ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
     next_path = safe_next(str(form.get("next") or ""))
     typed = str(form.get("email") or "")[:320]
     try:
@@ -144,34 +145,21 @@ def _refused(ctx: WebContext, request: Request, reason: str) -> Response:
 
 
 async def signin_link(request: Request) -> Response:
-    """The link from the mail: a page that signs in when posted (GETs change nothing)."""
-    ctx = web_context(request)
-    archive = doors(request)
-    token = request.path_params["token"]
-    try:
-        status = await run_in_threadpool(archive.signin.check, token)
-    except SignInRefused as exc:
-        return _refused(ctx, request, exc.reason)
-    binding, fresh = ensure_csrf_cookie(request)
-    response = ctx.page(
-        request,
-        "signin_link.html",
-        {
-            "action": request.url.path,
-            "csrf_token": ctx.csrf.token(binding),
-            "next_path": safe_next(status.next_path),
-        },
-    )
-    if fresh:
-        set_cookie(response, request, CSRF_COOKIE, fresh)
-    return response
+    """The link from the mail: spends it and signs the member in."""
+    return await _sign_in(request)
 
 
 async def signin_use(request: Request) -> Response:
+    """The same link posted (the button of pages sent before links signed in on opening)."""
     ctx = web_context(request)
-    archive = doors(request)
     form = await request.form()
     ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
+    return await _sign_in(request)
+
+
+async def _sign_in(request: Request) -> Response:
+    ctx = web_context(request)
+    archive = doors(request)
     try:
         status = await run_in_threadpool(archive.signin.use, request.path_params["token"])
     except SignInRefused as exc:
