@@ -18,6 +18,7 @@ from typing import Any, TextIO
 CONTEXT_FIELDS = ("delivery_id", "edition", "member_id", "worker", "job", "source")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_HANDLER = "digest"
 
 
 def about(
@@ -53,18 +54,21 @@ class JSONFormatter(logging.Formatter):
 
 
 def configure(level: int, log_format: str = "text", stream: TextIO | None = None) -> None:
-    """Set the root logger's one handler (replacing any), in ``log_format``.
+    """Set the root logger's handler in ``log_format`` (replacing the one set before; a
+    handler someone else added, such as a test's log capture, stays).
 
     Python's warnings go through logging too, so a JSON log holds nothing but JSON.
     """
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(_HANDLER)
     if log_format == "json":
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == _HANDLER or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(log_format == "json")
@@ -72,4 +76,5 @@ def configure(level: int, log_format: str = "text", stream: TextIO | None = None
 
 def json_logging() -> bool:
     """Whether the root logger writes JSON lines (the CLI then prints its results as JSON)."""
-    return any(isinstance(h.formatter, JSONFormatter) for h in logging.getLogger().handlers)
+    root = logging.getLogger().handlers
+    return any(h.get_name() == _HANDLER and isinstance(h.formatter, JSONFormatter) for h in root)
