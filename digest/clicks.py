@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, func, select
 
 from digest.content import ArticleView
-from digest.db import chunks, session_scope
+from digest.db import chunks, session_scope, store_unreachable, unreachable_reason
 from digest.models import Article, ClickCount, MemberClick, Subscriber, Topic
 from digest.tokens import ClickData, TokenSigner
 from digest.topics import topic_slug
@@ -227,8 +227,15 @@ class ClickCounter:
                 return 0
             try:
                 self._write(rows, member_rows)
-            except Exception:
-                log.exception("click counts not written; kept for the next flush")
+            except Exception as exc:
+                if store_unreachable(exc):  # an outage: said in a line, no traceback
+                    log.warning(
+                        "click counts not written (the store is not reachable: %s); kept "
+                        "for the next flush",
+                        unreachable_reason(exc),
+                    )
+                else:
+                    log.exception("click counts not written; kept for the next flush")
                 with self._lock:
                     for k, c, d in rows:
                         self._counts[k][0] += c
