@@ -101,6 +101,36 @@ def test_jobs_record_runs_for_status(engine: Engine, settings: Settings) -> None
     assert info["last_tick_at"].startswith("2026-11-24T08:00")
 
 
+def test_the_send_job_waits_out_an_smtp_outage(engine: Engine, settings: Settings) -> None:
+    """The send job finds the SMTP server away: no delivery spends an attempt, nothing is
+    raised (no traceback), the run's error is recorded and the heartbeat says why; the next
+    tick, with the server back, sends every one."""
+    from digest.plan import plan
+    from tests.conftest import free_port
+    from tests.smtp_faults import FaultHandler, fault_server
+    from tests.test_send import seed as seed_members
+
+    now = datetime.now(UTC)
+    seed_members(engine, 5, now)
+    away = settings.replace(smtp_port=free_port(), smtp_timeout=2.0)
+    assert plan(engine, away, now, force=True).planned == 5
+    jobs = Jobs(engine, away, [], clock=lambda: now)
+    assert jobs.run("send") == {}
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery)).all()
+    assert {(d.status, d.attempts) for d in rows} == {("planned", 0)}
+    assert jobs.smtp.active
+    info = status(engine, now)
+    assert info["runs"]["send"]["runs"] == 1
+    assert "the SMTP server is unavailable" in (info["last_error"] or "")
+    assert jobs.describe(leading=True).counters["smtp_errors"] == {"connection": 1}
+    handler = FaultHandler()
+    with fault_server(handler) as (host, port):
+        jobs.reconfigure(away.replace(smtp_host=host, smtp_port=port), [])
+        assert jobs.run("send")["sent"] == 5
+    assert not jobs.smtp.active and handler.total == 5
+
+
 # ------------------------------------------------------------------ processes
 
 
