@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, and_, delete, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -37,8 +37,10 @@ STARTING, IDLE, SENDING, PAUSED, RUNNING, STANDBY, STOPPED = (
 )  # fmt: skip
 WAITING_STORE = "waiting for the store"
 WAITING_SMTP = "waiting for the SMTP server"
-#: Rows not written for this long belong to processes long gone: pruned on the next write.
+#: Rows not written for this long belong to processes long gone: pruned on the next write;
+#: a process that said it stopped (a `digest worker --once` from cron) is forgotten sooner.
 FORGET_AFTER = timedelta(days=7)
+FORGET_STOPPED_AFTER = timedelta(days=1)
 
 
 @dataclass
@@ -178,9 +180,16 @@ def write(engine: Engine, row: dict[str, Any]) -> None:
     )
     with session_scope(engine) as session:
         session.execute(stmt)
+        now = row["updated_at"]
         session.execute(
             delete(ProcessState).where(
-                col(ProcessState.updated_at) < row["updated_at"] - FORGET_AFTER
+                or_(
+                    col(ProcessState.updated_at) < now - FORGET_AFTER,
+                    and_(
+                        col(ProcessState.state) == STOPPED,
+                        col(ProcessState.updated_at) < now - FORGET_STOPPED_AFTER,
+                    ),
+                )
             )
         )
 

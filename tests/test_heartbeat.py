@@ -87,10 +87,15 @@ def test_a_heartbeat_the_store_cannot_take_is_kept_for_later(caplog: object) -> 
 def test_rows_of_processes_long_gone_are_forgotten(engine: Engine) -> None:
     old = Heartbeat(engine, "worker", fixed_clock(NOW - timedelta(days=8)), 15, lambda: Beat(IDLE))
     old.beat()
+    two_days_ago = fixed_clock(NOW - timedelta(days=2))
+    cron = Heartbeat(engine, "worker", two_days_ago, 15, lambda: Beat(IDLE), process_id="c")
+    cron.beat(final_state=STOPPED)  # a `worker --once` from two days ago: forgotten
+    silent = Heartbeat(engine, "worker", two_days_ago, 15, lambda: Beat(IDLE), process_id="w")
+    silent.beat()  # silent for two days, never said it stopped: kept for a week
     new = Heartbeat(engine, "scheduler", fixed_clock(NOW), 15, lambda: Beat(IDLE), process_id="s1")
     new.beat()
     with Session(engine) as session:
-        assert [row.id for row in processes(session)] == ["s1"]
+        assert [row.id for row in processes(session)] == ["s1", "w"]
 
 
 def test_counters_group_by_what_follows_the_colon() -> None:

@@ -136,6 +136,10 @@ def serve_command(
     raise SystemExit(code)
 
 
+#: Processes `digest status` lists (the most recently heard from); --json lists them all.
+STATUS_PROCESSES = 20
+
+
 @click.command("status")
 @now_option
 @json_option
@@ -163,12 +167,16 @@ def status_command(app: App, now: datetime, as_json: bool) -> None:
     click.echo(f"last tick: {info['last_tick_at'] or '-'}")
     click.echo(f"last error: {info['last_error'] or '-'} {info['last_error_at'] or ''}".rstrip())
     click.echo("processes:" if info["processes"] else "processes: none has reported yet")
-    for proc in info["processes"]:
+    shown = info["processes"][:STATUS_PROCESSES]
+    for proc in shown:
         seen = "" if proc["alive"] else f" (silent since {proc['updated_at']})"
         doing = f": {proc['detail']}" if proc["detail"] else ""
         click.echo(f"  {proc['kind']:<9} {proc['id']}  {proc['state']}{doing}{seen}")
         if proc["last_error"]:
             click.echo(f"            last error {proc['last_error_at']}: {proc['last_error']}")
+    if len(info["processes"]) > len(shown):
+        more = len(info["processes"]) - len(shown)
+        click.echo(f"  ... and {more} more, heard from longer ago (--json lists them all)")
     sending = info["sending"]
     if sending["paused"]:
         click.echo(f"sending: PAUSED since {sending['paused_at']}: {describe(sending['reason'])}")
