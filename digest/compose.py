@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from email import base64mime, quoprimime
 from email.header import Header
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from typing import Any, Protocol
 
 from digest.content import DotFree, Personal, Rendered
@@ -76,6 +76,23 @@ def _check_addr_spec(addr: str, what: str) -> str:
             "a non-ASCII local part needs SMTPUTF8, which is not supported)"
         )
     return addr
+
+
+def mailbox(value: str, what: str) -> tuple[str, str]:
+    """``value`` as one (display name, addr-spec) pair this module can write in a header.
+
+    The one check for an address a setting gives (``reply_to``): the settings ask it when
+    they are read, so a value every message would fail on is refused at start, not mailed.
+    A list of addresses (``a@x.org, b@x.org``) is refused too: ``parseaddr`` would keep the
+    first and drop the rest without a word.
+    """
+    line = one_line(value)
+    if len(getaddresses([line])) != 1:
+        raise UnmailableAddress(f"{what} {value!r} is not one email address")
+    name, addr = _parseaddr(line)
+    if not _ADDR_SPEC_RE.match(addr):
+        raise UnmailableAddress(f"{what} {value!r} is not an email address")
+    return one_line(name), _check_addr_spec(addr, what)
 
 
 def _fold_ascii(name: str, value: str) -> bytes:
@@ -433,9 +450,8 @@ def compose_message(
         _address_header("To", one_line(to_name), to_addr),
     ]
     if reply_to:
-        reply_name, reply_addr = _parseaddr(one_line(reply_to))
-        _check_addr_spec(reply_addr, "reply_to")
-        head.append(_address_header("Reply-To", one_line(reply_name), reply_addr))
+        reply_name, reply_addr = mailbox(reply_to, "reply_to")
+        head.append(_address_header("Reply-To", reply_name, reply_addr))
     list_name, list_addr = _parseaddr(one_line(list_id))
     head += [
         _text_header("Subject", subject),

@@ -309,11 +309,14 @@ class Settings:
             if value > most:
                 raise SettingsError(f"{key} must be at most {most:g} ({words}), not {value!r}")
         if self.reply_to.strip():
-            from email.utils import parseaddr
+            from digest.compose import UnmailableAddress, mailbox
 
-            addr = parseaddr(self.reply_to)[1]
-            if "@" not in addr or any(c in self.reply_to for c in "\r\n"):
-                raise SettingsError(f"reply_to must be an email address, not {self.reply_to!r}")
+            if any(c in self.reply_to for c in "\r\n"):
+                raise SettingsError(f"reply_to {self.reply_to!r} has a line break in it")
+            try:
+                mailbox(self.reply_to, "reply_to")
+            except UnmailableAddress as exc:
+                raise SettingsError(f"{exc} (give one address, or Name <address>)") from None
 
     @property
     def weekly_weekday(self) -> int:

@@ -146,6 +146,16 @@ def test_reply_to_and_extra_headers() -> None:
         build(extra_headers={"X-Bad\r\nBcc": "x"})
 
 
+def test_reply_to_is_one_mailbox() -> None:
+    """A list would lose every address after the first without a word: refused."""
+    msg = parse(build(reply_to='"Smith, Jo" <jo@news.example.org>'))
+    assert msg["Reply-To"].addresses[0].addr_spec == "jo@news.example.org"
+    assert msg["Reply-To"].addresses[0].display_name == "Smith, Jo"
+    for bad in ("a@news.example.org, b@news.example.org", "@news.example.org", "x y@z.org"):
+        with pytest.raises(UnmailableAddress):
+            build(reply_to=bad)
+
+
 def test_same_input_same_bytes() -> None:
     assert build() == build()
 

@@ -250,6 +250,33 @@ def test_email_settings_summary_words_postal_address_reply_to() -> None:
         load_settings(env={"DIGEST_REPLY_TO": "not an address"})
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["@news.example.org", "a b@news.example.org", "ed@news.example.org, desk@news.example.org",
+     "Desk <josé@news.example.org>", "ed@news.example.org\r\nBcc: x@y.z", "Desk <>"],
+)  # fmt: skip
+def test_a_reply_to_every_message_would_fail_on_is_refused_at_start(value: str) -> None:
+    """Settings and the message composer ask the same question, so a reply_to the composer
+    cannot write (which would fail every delivery) never gets past loading the settings."""
+    from digest.compose import UnmailableAddress, mailbox
+    from digest.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="reply_to"):
+        load_settings(env={"DIGEST_REPLY_TO": value})
+    with pytest.raises(UnmailableAddress):
+        mailbox(value, "reply_to")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["ed@news.example.org", "Editors <ed@news.example.org>", '"Smith, J" <j@news.example.org>'],
+)
+def test_a_reply_to_the_composer_can_write_is_taken(value: str) -> None:
+    from digest.settings import load_settings
+
+    assert load_settings(env={"DIGEST_REPLY_TO": value}).reply_to == value
+
+
 # ---------------------------------------------------------------- mistakes, named with their source
 
 
