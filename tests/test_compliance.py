@@ -93,6 +93,25 @@ def test_run_sends_with_the_address_and_to_exempt_members_without_it(
     assert b"1 Main Street" in last.data
 
 
+def test_members_at_every_exempt_name_are_mailed_without_it(
+    cli: CLI, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    """Through the doors an operator uses: members at .test, .invalid, .localhost and
+    localhost are added and sent to with no postal address set."""
+    rows = [
+        f"{who}@{domain},{who},stem cells,daily,UTC,7"
+        for who, domain in [("ann", "mail.test"), ("bo", "x.invalid"), ("cy", "box.localhost")]
+    ]
+    import_members(cli, tmp_path, rows)
+    added = cli("subscribers", "add", "dee@localhost", "--topic", "stem cells", "--now", DAY1)
+    assert added.exit_code == 0, added.output
+    result = cli("run", "--now", RUN1)
+    assert result.exit_code == 0, result.output
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "ann@mail.test", "bo@x.invalid", "cy@box.localhost", "dee@localhost",
+    ]  # fmt: skip
+
+
 def test_a_member_who_arrives_after_the_start_is_not_mailed_without_it(
     engine: Engine, settings: Settings, smtp_server: SMTPServer, cli: CLI, tmp_path: Path
 ) -> None:

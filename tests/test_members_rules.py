@@ -58,6 +58,27 @@ def test_parse_member_errors(field: str, value: str, fragment: str) -> None:
     assert info.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("Ann@Mail.TEST", "ann@mail.test"), ("bo@y.invalid", "bo@y.invalid"),
+     ("cy@z.localhost", "cy@z.localhost"), ("dee@localhost", "dee@localhost")],
+)  # fmt: skip
+def test_reserved_names_that_reach_nobody_are_members_too(typed: str, stored: str) -> None:
+    """The names the postal-address rule exempts (what tests and demos send to) are taken,
+    though the validator refuses them for real mail."""
+    assert members.normalize_email(typed) == stored
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["two..dots@mail.test", "a b@mail.test", "x@.test", "@mail.test", "x@[127.0.0.1]",
+     "x@mail.onion", "x@intranet", "x@mail.local"],
+)  # fmt: skip
+def test_reserved_names_get_every_other_check(typed: str) -> None:
+    with pytest.raises(members.MemberError, match="invalid address"):
+        members.normalize_email(typed)
+
+
 def test_a_form_reports_every_field_it_refuses() -> None:
     record, errors = parse_profile(
         dict(

@@ -173,7 +173,10 @@ def normalize_email(value: str, where: str = "email") -> str:
     try:
         result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise MemberError(where, "email", f"invalid address {value!r}: {exc}") from None
+        reserved = _reserved_test_address(value)
+        if reserved is None:
+            raise MemberError(where, "email", f"invalid address {value!r}: {exc}") from None
+        return reserved
     if result.ascii_email is None:
         raise MemberError(
             where,
@@ -182,6 +185,36 @@ def normalize_email(value: str, where: str = "email") -> str:
             "SMTPUTF8 mail, which is not supported",
         )
     return result.ascii_email.lower()
+
+
+def _reserved_test_address(value: str) -> str | None:
+    """The stored form of an address at a reserved name that reaches nobody (``.test``,
+    ``.invalid``, ``.localhost``, ``localhost``), or None for any other address.
+
+    email-validator refuses those names outright; they are what tests, demos and staging
+    installs send to, and the postal-address rule (``digest.compliance``) exempts exactly
+    them, so they must be storable. The address is checked with the last label of its
+    domain read as ``test`` (which the validator takes in its test environment), so the
+    local part and the other labels get every check a real address gets. Address literals
+    (``[127.0.0.1]``) stay refused: messages are not written to them.
+    """
+    from digest.compliance import is_exempt_domain
+
+    local, at, domain = value.rpartition("@")
+    host = domain.rstrip(".").lower()
+    if not at or not host or host.startswith("[") or not is_exempt_domain(host):
+        return None
+    labels = host.split(".")
+    stand_in = ".".join([*labels[:-1], "test"]) if len(labels) > 1 else f"{host}.test"
+    try:
+        result = validate_email(
+            f"{local}@{stand_in}", check_deliverability=False, test_environment=True
+        )
+    except EmailNotValidError:
+        return None
+    if result.ascii_email is None or not host.isascii():
+        return None
+    return f"{result.ascii_email.rpartition('@')[0]}@{host}".lower()
 
 
 def unicode_form(email: str) -> str | None:
