@@ -623,6 +623,26 @@ def test_twenty_article_digest_on_a_phone(scheme: str, browser: Any, tmp_path: P
         assert len(found["dividers"]) >= 20 and min(found["dividers"]) >= 1.8, found["dividers"]
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_words_longer_than_a_phone_wraps_without_scrolling(scheme: str, browser: Any) -> None:
+    """A pasted URL or a run-on word in a title, a key point, a summary line or a mention
+    wraps inside the card: no horizontal scroll at 375 px (nor at 600), in the email and so
+    in its "View in browser" copy, which uses the same templates."""
+    url = "https://data.example.org/" + "very-long-path-segment/" * 8 + "report.pdf?download=1"
+    word = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 3
+    long_one = dataclasses.replace(
+        article(1),
+        title=f"{word} and more",
+        summary=f"Summary {url}",
+        key_points=(f"The report is at {url}. It is long.", "Second point."),
+        mentions=(MentionView(word, f"See {url}", url),),
+    )
+    out = Renderer(TEMPLATES).render_digest(make_issue([long_one, article(2)]))
+    for width in (375, 600):
+        found = measure(browser, out.html, width, scheme)
+        assert found["scrollWidth"] <= found["viewport"] == width, found["scrollWidth"]
+
+
 def test_spamassassin_score_of_the_twenty_article_digest(sa_home: Path) -> None:
     rendered = Renderer(TEMPLATES).render_digest(twenty_article_issue())
     score, tests = spamassassin_report(compose(rendered), sa_home)
