@@ -6,7 +6,7 @@ beside its chart and offers it as CSV (``/editor/dashboard/<name>.csv``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -19,9 +19,21 @@ from digest.members.store import membership_by_day, schedule_groups
 from digest.schedule import due_by_hour, edition_day
 from digest.settings import Settings
 
-#: How far back the dashboard looks.
+#: How far back the dashboard looks: days for the daily figures, editions for the report.
 DAYS = 30
+EDITIONS = 60
 TOP = 10
+
+
+def _parses(edition: str, weekday: int) -> bool:
+    return _recent(edition, date.min, weekday)
+
+
+def _recent(edition: str, first_day: date, weekday: int) -> bool:
+    try:
+        return edition_day(edition, weekday) >= first_day
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -95,12 +107,16 @@ def build(engine: Engine, settings: Settings, now: datetime, days: int = DAYS) -
     with Session(engine) as session:
         outcomes = ledger.outcomes_by_day(session, since)
         joined = membership_by_day(session, since)
-        by_edition = ledger.outcomes_by_edition(session, since)
-        rates = edition_rates(session, since - timedelta(days=days))
+        by_edition = ledger.outcomes_by_edition(session, EDITIONS)
+        days_shown = [edition_day(e, weekday) for e in by_edition if _parses(e, weekday)]
+        oldest = min(days_shown, default=day_list[0]) - timedelta(days=8)
+        rates = edition_rates(session, datetime.combine(oldest, datetime.min.time(), UTC))
         edition_clicks = clicks.clicks_by_edition(session)
-        recent_editions = [e for e in edition_clicks if edition_day(e, weekday) >= day_list[0]]
-        top_articles = clicks.top_articles(session, recent_editions, TOP)
-        top_topics = clicks.top_topics(session, recent_editions, TOP)
+        shown = sorted(
+            set(by_edition) | {e for e in edition_clicks if _recent(e, day_list[0], weekday)}
+        )
+        top_articles = clicks.top_articles(session, shown, TOP)
+        top_topics = clicks.top_topics(session, shown, TOP)
         groups = schedule_groups(session)
         waiting = catalog.waiting_by_topic(session, now)
         queue = ledger.queue_now(session, now)
@@ -128,6 +144,8 @@ def build(engine: Engine, settings: Settings, now: datetime, days: int = DAYS) -
     )
     per_day: dict[str, dict[str, int]] = {}
     for edition, (count, discounted) in edition_clicks.items():
+        if not _recent(edition, day_list[0], weekday):
+            continue
         key = edition_day(edition, weekday).isoformat()
         slot = per_day.setdefault(key, {"clicks": 0, "discounted": 0})
         slot["clicks"] += count
@@ -168,7 +186,7 @@ def build(engine: Engine, settings: Settings, now: datetime, days: int = DAYS) -
         )
     tables["editions"] = Table(
         "editions",
-        "Per edition day and rhythm",
+        f"Per edition day and rhythm (the last {EDITIONS} planned)",
         (
             "Edition",
             "Rhythm",
@@ -189,13 +207,13 @@ def build(engine: Engine, settings: Settings, now: datetime, days: int = DAYS) -
     )
     tables["top-articles"] = Table(
         "top-articles",
-        f"Top articles by clicks, last {days} days",
+        "Top articles by clicks, in the editions above and the last 30 days'",
         ("Article", "Clicks", "Discounted"),
         tuple((a.title, a.clicks, a.discounted) for a in top_articles),
     )
     tables["top-topics"] = Table(
         "top-topics",
-        f"Top topics by clicks, last {days} days",
+        "Top topics by clicks, in the editions above and the last 30 days'",
         ("Topic", "Clicks"),
         tuple((t.name, t.clicks) for t in top_topics),
     )

@@ -998,15 +998,27 @@ def outcomes_by_day(session: Session, since: datetime) -> dict[str, dict[str, in
     return found
 
 
-def outcomes_by_edition(session: Session, since: datetime) -> dict[str, dict[str, int]]:
-    """Each edition planned since ``since``: its deliveries by status."""
-    found: dict[str, dict[str, int]] = {}
+def outcomes_by_edition(session: Session, limit: int = 60) -> dict[str, dict[str, int]]:
+    """The ``limit`` editions planned last (a replayed day's too): their deliveries by status."""
+    latest = func.max(col(Delivery.planned_at))
+    editions = [
+        e
+        for e, _ in session.exec(
+            select(Delivery.edition, latest)
+            .group_by(col(Delivery.edition))
+            .order_by(latest.desc(), col(Delivery.edition).desc())
+            .limit(limit)
+        ).all()
+    ]
+    found: dict[str, dict[str, int]] = {e: {} for e in editions}
+    if not editions:
+        return found
     for edition, status, count in session.exec(
         select(Delivery.edition, Delivery.status, func.count())
-        .where(col(Delivery.planned_at) >= since)
+        .where(col(Delivery.edition).in_(editions))
         .group_by(col(Delivery.edition), col(Delivery.status))
     ).all():
-        found.setdefault(edition, {})[status] = int(count)
+        found[edition][status] = int(count)
     return found
 
 

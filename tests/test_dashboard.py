@@ -46,3 +46,13 @@ def test_an_empty_store_has_every_table(engine: Engine, settings: Settings) -> N
         "top-topics", "due-next-24-hours", "articles-waiting", "queue",
     }  # fmt: skip
     assert all(r[1:] == (0, 0, 0) for r in board.tables["deliveries-by-day"].rows)
+
+
+def test_the_edition_report_keeps_the_last_editions_however_old(
+    cli: CLI, engine: Engine, settings: Settings, smtp_server: SMTPServer
+) -> None:
+    run_200_with_3_failures(cli, engine, smtp_server)
+    board = build(engine, settings, NOW + timedelta(days=90))  # a replayed day, long ago
+    editions = {row[0]: row for row in board.tables["editions"].rows}
+    assert editions["daily:2025-03-25"][4:6] == (197, 3)
+    assert all(r[1:] == (0, 0, 0) for r in board.tables["deliveries-by-day"].rows)

@@ -290,6 +290,9 @@ def test_newsroom_in_chromium_at_1280_and_375_light_and_dark(
         page = context.new_page()
         page.goto(f"{base}/editor")
         assert "/editor/login" in page.url
+        scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll <= inner, f"the sign-in page scrolls sideways at {width} px"
+        _headings_in_order(page)
         page.fill("#email", ANN)
         page.fill("#password", ANN_PW)
         page.click("main button[type=submit]")
