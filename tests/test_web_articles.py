@@ -272,3 +272,20 @@ def test_add_a_feed_source(
         assert session.exec(select(FeedSource)).all() == []
         actions = [e.action for e in audit.recent(session)]
     assert "feed-add" in actions and "feed-remove" in actions
+
+
+def test_a_feed_on_an_internal_address_is_refused(
+    engine: Engine, settings: Settings, feed_server: str
+) -> None:
+    add_editors(engine, NOW)
+    app = create_app(settings, engine, clock=Clock())  # allow_private_feed_hosts: off
+    with TestClient(app, base_url=SITE) as client:
+        assert sign_in(client, ANN, ANN_PW) == 303
+        page = "/editor/articles/import"
+        answer = post(client, page, "/editor/articles/feeds", url=f"{feed_server}/feed.xml")
+        assert answer.status_code == 422 and "Nothing was added" in answer.text
+        metadata = post(client, page, "/editor/articles/feeds", url="http://169.254.169.254/feed")
+        assert metadata.status_code == 422
+    with Session(engine) as session:
+        assert session.exec(select(FeedSource)).all() == []
+        assert session.exec(select(Article)).all() == []

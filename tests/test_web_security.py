@@ -265,3 +265,18 @@ def test_one_time_sign_in_link(engine: Engine, settings: Settings, smtp_server: 
         forged = late[:-4] + "AAAA"
         page = other.get(forged)
         assert other.post(forged, data={"csrf_token": csrf_of(page.text)}).status_code == 400
+
+
+def test_sign_in_links_are_limited_per_address(
+    engine: Engine, settings: Settings, smtp_server: SMTPServer
+) -> None:
+    add_editors(engine, NOW)
+    app = app_for(settings, engine, Clock())
+    with TestClient(app, base_url=SITE) as client:
+        token = csrf_of(client.get("/editor/login").text)
+        answers = [
+            client.post("/editor/login/link", data={"email": ANN, "csrf_token": token})
+            for _ in range(6)
+        ]
+    assert [a.status_code for a in answers] == [200] * 5 + [429]
+    assert len(smtp_server.handler.to(ANN)) == 5

@@ -22,7 +22,8 @@ from starlette.routing import Route
 
 from digest.catalog import all_topics
 from digest.content import MemberView
-from digest.editors import SignedIn
+from digest.db import session_scope
+from digest.editors import SignedIn, audit
 from digest.members import MemberError, normalize_email, parse_frequency
 from digest.members.rules import DEFAULT_FREQUENCY
 from digest.models import Editor
@@ -397,6 +398,11 @@ async def preview_html(request: Request) -> Response:
 # ------------------------------------------------------------------ test copy
 
 
+def _audit(ctx: WebContext, signed: SignedIn, action: str, target: str, detail: str) -> None:
+    with session_scope(ctx.engine) as session:
+        audit.record(session, signed.email, action, target, ctx.clock(), detail)
+
+
 def send_test_copy(ctx: WebContext, req: PreviewRequest, to: str) -> Sent:
     """Send the previewed issue to ``to`` through the outbound door; never a delivery."""
     found = build_preview(ctx, req)
@@ -430,6 +436,8 @@ async def test_send(request: Request) -> Response:
         return ctx.message(
             request, "Test copy not sent", f"The mail server said: {sent.server_said}", 502
         )
+    what = req.email or ", ".join(req.topics)
+    await run_in_threadpool(_audit, ctx, signed, "test-copy", to, f"{sent.subject} ({what})")
     return ctx.message(
         request,
         "Test copy sent",

@@ -275,6 +275,7 @@ class EditorAuth:
         self.networks = LoginThrottle(NETWORK_FAILURES, NETWORK_WINDOW, NETWORK_WINDOW, seconds)
         # sign-in links: a few an hour per account and per network, so the form mails nobody
         self.link_requests = RateLimiter(LINKS_PER_HOUR, 3600, seconds)
+        self.link_networks = RateLimiter(LINKS_PER_HOUR * 6, 3600, seconds)
 
     def _accounts(self) -> int:
         with Session(self.engine) as session:
@@ -342,7 +343,7 @@ class EditorAuth:
         account = " ".join(email.split()).lower()
         if self.link_requests.hit(account) is not None:
             return False
-        if self.link_requests.hit(client_network(client)) is not None:
+        if self.link_networks.hit(client_network(client)) is not None:
             return False
         now = self.clock()
         with Session(self.engine) as session:
