@@ -1013,6 +1013,9 @@ def test_only_the_sites_own_hosts_are_served(
     assert client.get("/subscribe", headers={"Host": "NEWS.example.org:443"}).status_code == 200
     # probes that know no host name still get an answer; nothing there builds a link
     assert client.get("/healthz", headers={"Host": "10.0.0.7:8000"}).status_code == 200
+    # the machine's own loopback names reach every page: a link to them poisons nothing
+    for loopback in ("127.0.0.1:8000", "localhost", "[::1]:8000"):
+        assert client.get("/subscribe", headers={"Host": loopback}).status_code == 200
 
     local = create_app(web_settings(settings, base_url="http://localhost:8000"), engine)
     with TestClient(local, base_url="http://127.0.0.1:8123") as dev:  # one machine's names

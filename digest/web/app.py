@@ -181,18 +181,17 @@ class HostCheck:
         await self.checked(scope, receive, send)
 
 
-#: One machine's own names: a site whose ``base_url`` is one of them (a development setup,
-#: ``http://localhost:8000`` by default) answers to all of them.
+#: One machine's own names: the app answers to them whatever ``base_url`` says. A link built
+#: from one leads only to the reader's own machine, so it can poison nothing, and operators'
+#: checks on the host itself (curl, a health probe, a browser over an SSH tunnel) use them.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
 def site_hosts(settings: Settings) -> list[str]:
-    """The host names the app answers to: ``base_url``'s and ``allowed_hosts``."""
+    """The host names the app answers to: ``base_url``'s, ``allowed_hosts`` and loopback."""
     own = urlsplit(settings.base_url).hostname
     hosts = [*([own] if own else []), *settings.allowed_hosts]
-    if own in LOOPBACK_NAMES:
-        hosts += [name for name in LOOPBACK_NAMES if name != own]
-    return hosts
+    return hosts + [name for name in LOOPBACK_NAMES if name not in hosts]
 
 
 async def _invalid_token(request: Request, exc: Exception) -> Response:
