@@ -308,13 +308,16 @@ class Settings:
             value = getattr(self, key)
             if value > most:
                 raise SettingsError(f"{key} must be at most {most:g} ({words}), not {value!r}")
-        if self.reply_to.strip():
-            from digest.compose import UnmailableAddress, mailbox
+        from digest.compose import UnmailableAddress, mailbox
 
-            if any(c in self.reply_to for c in "\r\n"):
-                raise SettingsError(f"reply_to {self.reply_to!r} has a line break in it")
+        for key in ("from_address", "reply_to"):  # every message carries them: checked once
+            value = getattr(self, key)
+            if key == "reply_to" and not value.strip():
+                continue
+            if any(c in value for c in "\r\n"):
+                raise SettingsError(f"{key} {value!r} has a line break in it")
             try:
-                mailbox(self.reply_to, "reply_to")
+                mailbox(value, key)
             except UnmailableAddress as exc:
                 raise SettingsError(f"{exc} (give one address, or Name <address>)") from None
 

@@ -256,13 +256,16 @@ def test_email_settings_summary_words_postal_address_reply_to() -> None:
      "Desk <josé@news.example.org>", "ed@news.example.org\r\nBcc: x@y.z", "Desk <>"],
 )  # fmt: skip
 def test_a_reply_to_every_message_would_fail_on_is_refused_at_start(value: str) -> None:
-    """Settings and the message composer ask the same question, so a reply_to the composer
-    cannot write (which would fail every delivery) never gets past loading the settings."""
+    """Settings and the message composer ask the same question, so a reply_to (or a From
+    address) the composer cannot write (which would fail every delivery) never gets past
+    loading the settings."""
     from digest.compose import UnmailableAddress, mailbox
     from digest.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="reply_to"):
         load_settings(env={"DIGEST_REPLY_TO": value})
+    with pytest.raises(SettingsError, match="from_address"):
+        load_settings(env={"DIGEST_FROM": value})
     with pytest.raises(UnmailableAddress):
         mailbox(value, "reply_to")
 
