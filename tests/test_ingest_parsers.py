@@ -83,6 +83,26 @@ def test_control_characters_and_limits() -> None:
     assert errors[0].field == "key_points"
 
 
+def test_characters_no_document_can_carry_are_dropped_from_every_text() -> None:
+    # a feed from anywhere can hold them: a lone surrogate cannot be stored as UTF-8, and
+    # U+FFFE/U+FFFF or U+FDD0 are no XML characters, so one of them would break the Atom feed
+    odd = "\ud800\ufffe\uffff\ufdd0\U0001fffe"
+    raw = {
+        "url": "https://d.example/",
+        "title": f"Ti{odd}tle",
+        "summary": f"Sum{odd}mary",
+        "published_at": "2025-03-20",
+        "key_points": [f"Key{odd} point"],
+        "topics": [f"To{odd}pic"],
+        "mentions": [{"name": f"Na{odd}me", "description": f"De{odd}sc"}],
+    }
+    rec, errors = build_record(raw)
+    assert not errors and rec is not None
+    assert (rec.title, rec.summary, rec.key_points) == ("Title", "Summary", ("Key point",))
+    assert not set(odd) & set("".join(rec.topics))  # topic names keep letters only anyway
+    assert rec.mentions == (("Name", "Desc", None, None),)
+
+
 def test_jsonl_detected_by_extra_data_and_errors_by_line() -> None:
     good = (
         '{"url": "https://j.example/1", "title": "t", '

@@ -114,9 +114,21 @@ class ArticleRecord:
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
 
 
+def storable(ch: str) -> bool:
+    """False for what no stored text may hold: a lone surrogate (not encodable as UTF-8) and
+    Unicode's noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF: no XML character, so one of
+    them in a title would make the Atom feeds unwritable)."""
+    point = ord(ch)
+    return not (0xD800 <= point <= 0xDFFF or 0xFDD0 <= point <= 0xFDEF or point & 0xFFFE == 0xFFFE)
+
+
+def _storable(text: str) -> str:
+    return "".join(ch for ch in text if storable(ch))
+
+
 def one_line(text: str) -> str:
     """Text for one-line places (titles, names, mail headers): no CR/LF or control characters."""
-    text = unicodedata.normalize("NFC", text)
+    text = unicodedata.normalize("NFC", _storable(text))
     text = "".join(
         " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text
     )
@@ -125,7 +137,7 @@ def one_line(text: str) -> str:
 
 def multi_line(text: str) -> str:
     """Text that may keep line breaks (key points): control characters other than LF dropped."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = unicodedata.normalize("NFC", _storable(text).replace("\r\n", "\n").replace("\r", "\n"))
     text = "".join(
         ch
         for ch in text
