@@ -80,6 +80,29 @@ def test_ten_wrong_passwords_lock_that_account_only_for_a_while(
         assert sign_in(client, ANN, ANN_PW) == 303
 
 
+def test_other_spellings_of_one_address_count_against_the_same_account(
+    engine: Engine, settings: Settings
+) -> None:
+    # each of these signs in as Ann (the address is normalised before it is looked up), so
+    # each must spend Ann's ten tries, or the lock is only a matter of spelling
+    spellings = [
+        "ann@news.example.org.",
+        "ann@NEWS.example.org",
+        "ann@\uff4eews.example.org",  # a fullwidth n
+        "ann@news.\uff45xample.org",  # a fullwidth e
+        "ann@news.example.org",
+    ]
+    clock = Clock()
+    add_editors(engine, NOW)
+    app = app_for(settings, engine, clock)
+    with TestClient(app, base_url=SITE) as client:
+        assert sign_in(client, spellings[0], ANN_PW) == 303
+        answers = [sign_in(client, spellings[n % 5], "a guess") for n in range(10)]
+        assert answers == [401] * 9 + [429]
+        assert sign_in(client, ANN, ANN_PW) == 429
+        assert sign_in(client, BEN, BEN_PW) == 303
+
+
 def test_failures_spread_over_minutes_do_not_lock(engine: Engine, settings: Settings) -> None:
     clock = Clock()
     add_editors(engine, NOW)

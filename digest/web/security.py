@@ -235,6 +235,16 @@ ACCOUNT_FAILURES, ACCOUNT_WINDOW = 10, 60.0
 NETWORK_FAILURES, NETWORK_WINDOW = 60, 600.0
 
 
+def account_key(email: str) -> str:
+    """The account a typed address signs in to, as the throttles count it: the address as
+    stored (``editors.clean_email``), so every spelling that reaches one account (a
+    trailing dot, a capital, a fullwidth letter) spends that account's tries."""
+    try:
+        return editors.accounts.clean_email(email)
+    except editors.EditorError:
+        return " ".join(email.split()).lower()
+
+
 @dataclass(frozen=True)
 class SignInResult:
     """What a sign-in attempt came to: a cookie value, or why not (and for how long)."""
@@ -291,7 +301,7 @@ class EditorAuth:
     def sign_in(self, email: str, password: str, client: str) -> SignInResult:
         """Check a password; a session on success. Locked accounts and networks are refused
         before the password is looked at, so a lock holds even for the right password."""
-        account = " ".join(email.split()).lower()
+        account = account_key(email)
         network = client_network(client)
         for throttle, key in ((self.accounts, account), (self.networks, network)):
             wait = throttle.locked_for(key)
@@ -340,7 +350,7 @@ class EditorAuth:
         """Mail a one-time sign-in link to ``email`` if it is an editor's (``send(editor,
         token)``); False when this account or network asked too often. The caller answers
         the same either way, so nobody learns which addresses are editors."""
-        account = " ".join(email.split()).lower()
+        account = account_key(email)
         if self.link_requests.hit(account) is not None:
             return False
         if self.link_networks.hit(client_network(client)) is not None:
