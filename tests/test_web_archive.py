@@ -345,3 +345,40 @@ def test_hostile_names_are_text_on_the_pages(engine: Engine, settings: Settings)
             text = client.get(base + path).text
             assert "<script>alert(1)</script>" not in text and "<img src=x" not in text
             assert "<b>Bold</b>" not in text
+
+
+def test_people_named_only_in_held_or_retracted_articles_are_not_published(
+    engine: Engine, settings: Settings
+) -> None:
+    # an embargoed article's new names, or a retracted one's, stay off every public page
+    from datetime import timedelta
+
+    from digest import catalog
+
+    held = {"name": "Embargo Person", "description": "Named before the embargo ends."}
+    gone = {"name": "Retracted Person", "description": "Named in a retracted story."}
+    seed_archive(engine, [other(7, ["Space"], [held]), other(8, ["Space"], [gone])])
+    clock = Clock()
+    with Session(engine) as session:
+        catalog.hold_article(session, 4, NOW + timedelta(days=1), NOW)
+        catalog.retract_article(session, 5, NOW)
+        session.commit()
+    with TestClient(
+        create_app(settings, engine, clock=clock), base_url="https://news.example.org"
+    ) as client:
+        pages = ["/resources", "/resources?q=person", "/sitemap.xml", "/subscribe"]
+        for path in pages:
+            text = client.get(path).text
+            assert "embargo-person" not in text and "Embargo Person" not in text, path
+            assert "retracted-person" not in text and "Retracted Person" not in text, path
+        for slug in ("embargo-person", "retracted-person"):
+            for path in (f"/resources/{slug}", f"/resources/{slug}/feed.atom"):
+                answer = client.get(path)
+                assert answer.status_code == 404, path
+                assert "Named" not in answer.text
+        clock.now = NOW + timedelta(days=1, minutes=1)  # the hold is over
+        assert "Embargo Person" in client.get("/resources").text
+        assert "/resources/embargo-person" in client.get("/sitemap.xml").text
+        page = client.get("/resources/embargo-person")
+        assert page.status_code == 200 and "Named before the embargo ends." in page.text
+        assert client.get("/resources/retracted-person").status_code == 404

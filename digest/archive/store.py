@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from digest.archive.names import clean_name, name_key, numbered_slug, slugify
 from digest.archive.search import index_articles
+from digest.catalog import on_show
 from digest.db import chunks
 from digest.models import (
     ALIAS_NAME,
@@ -192,13 +193,28 @@ def resolve_names(session: Session, given: Iterable[str]) -> tuple[list[int], li
     return ids, missing
 
 
-def _counts(session: Session, ids: Sequence[int]) -> dict[int, int]:
+def _mentioning(shown_at: datetime | None) -> Any:
+    """Ids of the resources articles mention (only articles shown at ``shown_at``, if given)."""
+    statement = select(Mention.resource_id).where(col(Mention.resource_id) > 0)
+    if shown_at is not None:
+        statement = statement.where(
+            col(Mention.article_id).in_(select(Article.id).where(on_show(shown_at)))
+        )
+    return statement
+
+
+def _counts(
+    session: Session, ids: Sequence[int], shown_at: datetime | None = None
+) -> dict[int, int]:
     counts: dict[int, int] = {}
     for part in chunks(list(ids)):
+        statement = select(Mention.resource_id, func.count(func.distinct(Mention.article_id)))
+        if shown_at is not None:
+            statement = statement.where(
+                col(Mention.article_id).in_(select(Article.id).where(on_show(shown_at)))
+            )
         rows = session.exec(
-            select(Mention.resource_id, func.count(func.distinct(Mention.article_id)))
-            .where(col(Mention.resource_id).in_(part))
-            .group_by(col(Mention.resource_id))
+            statement.where(col(Mention.resource_id).in_(part)).group_by(col(Mention.resource_id))
         )
         counts.update({rid: n for rid, n in rows if rid is not None})
     return counts
@@ -229,19 +245,20 @@ def list_resources(
     kind: str | None = None,
     with_articles: bool = False,
     limit: int | None = None,
+    shown_at: datetime | None = None,
 ) -> list[ResourceRow]:
     """Resources by name (case-insensitively), with their article counts.
 
     ``query``: only names containing it (case-insensitively); ``with_articles``: only
-    resources some article mentions (what the public pages and forms offer).
+    resources some article mentions; ``shown_at``: only those an article the archive shows
+    at that time mentions, counting only those (what the public pages and forms offer: a
+    name met only in a held or retracted article is not published).
     """
     statement = select(Resource)
     if kind is not None:
         statement = statement.where(Resource.kind == kind)
-    if with_articles:
-        statement = statement.where(
-            col(Resource.id).in_(select(Mention.resource_id).where(col(Mention.resource_id) > 0))
-        )
+    if with_articles or shown_at is not None:
+        statement = statement.where(col(Resource.id).in_(_mentioning(shown_at)))
     resources = list(session.exec(statement).all())
     if query:
         wanted = query.casefold().strip()
@@ -249,7 +266,7 @@ def list_resources(
     resources.sort(key=lambda r: (r.name.casefold(), r.id))
     if limit is not None:
         resources = resources[:limit]
-    counts = _counts(session, [r.id for r in resources if r.id is not None])
+    counts = _counts(session, [r.id for r in resources if r.id is not None], shown_at)
     return [_row(r, counts.get(r.id or 0, 0)) for r in resources]
 
 
@@ -446,10 +463,13 @@ class ResourceChoice:
     name: str
 
 
-def offered_resources(session: Session, own: Iterable[int] = ()) -> list[ResourceChoice]:
-    """The resources the subscribe and preferences forms offer, by name: those articles
-    mention (the ``MAX_OFFERED`` most mentioned), and a member's own so saving keeps them."""
-    rows = list_resources(session, with_articles=True)
+def offered_resources(
+    session: Session, now: datetime, own: Iterable[int] = ()
+) -> list[ResourceChoice]:
+    """The resources the subscribe and preferences forms offer, by name: those the archive's
+    articles mention at ``now`` (the ``MAX_OFFERED`` most mentioned), and a member's own so
+    saving keeps them."""
+    rows = list_resources(session, shown_at=now)
     rows.sort(key=lambda r: -r.articles)
     kept = {r.id: r for r in rows[:MAX_OFFERED]}
     mine = [i for i in own if i not in kept]

@@ -317,6 +317,8 @@ def _resource_listing(
         ids, total = catalog.archive_ids(
             session, now, resource_id=resource.id, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
         )
+        if not total:  # named only in held or retracted articles: not published
+            return None
         articles = catalog.archive_articles(session, ids, now)
         following = member_id is not None and resource.id in store.follows_ids(session, member_id)
         followers = store.follower_count(session, resource.id)
@@ -382,7 +384,7 @@ async def resource_page(request: Request) -> Response:
 
 def _resources(ctx: WebContext, query: str) -> list[store.ResourceRow]:
     with Session(ctx.engine) as session:
-        return store.list_resources(session, query=query or None, with_articles=True)
+        return store.list_resources(session, query=query or None, shown_at=ctx.clock())
 
 
 async def resources_index(request: Request) -> Response:

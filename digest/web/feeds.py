@@ -81,6 +81,8 @@ def _read(
         ids, _ = catalog.archive_ids(
             session, now, topic_id=topic_id, resource_id=resource_id, limit=feeds.FEED_ENTRIES
         )
+        if scope == "resource" and not ids:  # named only in held or retracted articles
+            return None
         articles = catalog.archive_articles(session, ids, now)
         changed = catalog.last_change(session, ids)
     newest = max((a.first_seen_at for a in articles), default=None)
@@ -135,7 +137,7 @@ def _sitemap(ctx: WebContext) -> bytes:
     with Session(ctx.engine) as session:
         for topic, _count in catalog.topics_with_articles(session, now):
             entries.append((f"{base}{topic_path(topic.slug)}", None))
-        for row in store.list_resources(session, with_articles=True):
+        for row in store.list_resources(session, shown_at=now):
             entries.append((f"{base}{resource_path(row.slug)}", None))
         for article_id, seen in catalog.archive_stamps(session, now, SITEMAP_LIMIT - len(entries)):
             entries.append((f"{base}/articles/{article_id}", seen))

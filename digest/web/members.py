@@ -64,7 +64,7 @@ def _topics(ctx: WebContext, own: Iterable[str] = ()) -> list[TopicChoice]:
 def _resources(ctx: WebContext, own: Iterable[int] = ()) -> list[ResourceChoice]:
     """The people and organisations the forms offer; ``own``: the member's."""
     with Session(ctx.engine) as session:
-        return offered_resources(session, own)
+        return offered_resources(session, ctx.clock(), own)
 
 
 def worded(errors: Iterable[MemberError]) -> list[str]:
