@@ -279,6 +279,21 @@ class MemberContext:
     email: str
     topics: tuple[str, ...]
     frequency: str
+    interest: str = "on the topics you follow"  # what their articles are chosen by: interest_of()
+
+
+def interest_of(member: MemberView) -> str:
+    """How the greeting names what a member's articles were chosen by: a member who follows
+    only people and organisations has no topics to be told about, and one who chose nothing
+    gets the whole archive."""
+    topics = bool(member.topics or member.topic_slugs)
+    if not topics and not member.resource_ids:
+        return "from the archive"
+    if not member.resource_ids:
+        return "on the topics you follow"
+    if not topics:
+        return "about the people and organisations you follow"
+    return "on the topics, people and organisations you follow"
 
 
 @dataclass(frozen=True)
@@ -358,6 +373,7 @@ def _digest_context(issue: DigestIssue, values: Mapping[str, str], brand: Brand)
             email=values["email"],
             topics=issue.member.topics,
             frequency=issue.member.frequency,
+            interest=interest_of(issue.member),
         ),
         "links": LinksContext(
             preferences_url=values["preferences_url"],
@@ -930,6 +946,7 @@ class Renderer:
                 email=clean_line(member.email),
                 topics=member.topics,
                 frequency=member.frequency,
+                interest=interest_of(member),
             )
         get = self.env.get_template
         return Rendered(

@@ -237,6 +237,27 @@ def test_text_part_lines(renderer: Renderer) -> None:
     assert links().preferences_url in text and links().unsubscribe_url in text
 
 
+@pytest.mark.parametrize(
+    ("topics", "resource_ids", "words"),
+    [
+        (("Stem Cells",), frozenset(), "on the topics you follow."),
+        ((), frozenset({7}), "about the people and organisations you follow."),
+        (("Stem Cells",), frozenset({7}), "on the topics, people and organisations you follow."),
+        ((), frozenset(), "from the archive."),
+    ],
+)
+def test_greeting_names_what_the_member_follows(
+    renderer: Renderer, topics: tuple[str, ...], resource_ids: frozenset[int], words: str
+) -> None:
+    reader = replace(member(), topics=topics, resource_ids=resource_ids)
+    for cache in (True, False):
+        rendered = renderer.render_digest(issue(reader), cache=cache)
+        assert f"here is 1 new article {words}" in norm(rendered.text)
+        assert f"here is 1 new article {words}" in html_text(rendered.html)
+    others = {"on the topics you follow", "people and organisations you follow", "from the archive"}
+    assert sum(o in norm(rendered.text) for o in others) == 1
+
+
 def test_hostile_content_is_escaped(renderer: Renderer) -> None:
     out = renderer.render_digest(issue(articles=(HOSTILE, SAMPLE)))
     assert "<script" not in out.html.lower()
