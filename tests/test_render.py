@@ -351,6 +351,17 @@ def test_confirmation(renderer: Renderer) -> None:
     assert "Hello," in out.text and "Zoë" not in out.text and url in out.text
 
 
+def test_signin_mail_names_the_site_once_in_plain_words(renderer: Renderer) -> None:
+    url = "https://news.example.org/signin/abc.def"
+    out = renderer.render_notice(
+        "signin", {"site_name": "The Digest", "signin_url": url, "minutes": 20}
+    )
+    for words in (norm(out.text), html_text(out.html)):
+        assert "sign in to the archive of The Digest. It works once, for 20 minutes." in words
+        assert "the The Digest" not in words
+    assert url in out.text
+
+
 def test_templates_dir_overrides_one_template_and_keeps_the_rest(tmp_path: Path) -> None:
     from digest.doctor import template_problems
     from digest.render import make_environment
