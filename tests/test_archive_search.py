@@ -92,3 +92,26 @@ def test_the_query_words_are_bounded() -> None:
     assert search.fts5_query('he said "NEAR" -x*') == '"he" "said" "NEAR" "x"'
     assert search.clean_query("\x00a\r\nb\t") == "a b"
     assert len(search.clean_query("y" * 10_000)) == search.MAX_QUERY_CHARS
+
+
+def test_held_and_retracted_articles_are_neither_found_nor_counted(seeded: Engine) -> None:
+    # "1 result" with nothing shown would tell that an embargoed article holds the word
+    from datetime import timedelta
+
+    from digest import catalog
+
+    with Session(seeded) as session:
+        catalog.hold_article(session, 31, NOW + timedelta(days=1), NOW)
+        catalog.retract_article(session, 1, NOW)
+        session.commit()
+        for member in (True, False):
+            for word in ("spinal", KEY_POINT_WORD):
+                found = search.search(session, word, member=member, limit=10, shown_at=NOW)
+                assert (found.total, found.hits) == (0, ()), (word, member)
+        later = NOW + timedelta(days=1, minutes=1)
+        found = search.search(session, "spinal", member=False, limit=10, shown_at=later)
+        assert [h.article_id for h in found.hits] == [31] and found.total == 1
+        now_shown = search.search(session, "story", member=True, limit=10, shown_at=NOW)
+        assert now_shown.total == 29 and 31 not in {h.article_id for h in now_shown.hits}
+        found = search.search(session, "story", member=True, limit=10, shown_at=later)
+        assert found.total == 30

@@ -376,9 +376,12 @@ def test_people_named_only_in_held_or_retracted_articles_are_not_published(
                 answer = client.get(path)
                 assert answer.status_code == 404, path
                 assert "Named" not in answer.text
+        for word in ("embargo", "retracted"):
+            assert "0 results for" in client.get(f"/search?q={word}").text
         clock.now = NOW + timedelta(days=1, minutes=1)  # the hold is over
         assert "Embargo Person" in client.get("/resources").text
         assert "/resources/embargo-person" in client.get("/sitemap.xml").text
+        assert "1 result for" in client.get("/search?q=embargo").text
         page = client.get("/resources/embargo-person")
         assert page.status_code == 200 and "Named before the embargo ends." in page.text
         assert client.get("/resources/retracted-person").status_code == 404

@@ -19,12 +19,17 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from markupsafe import Markup, escape
-from sqlalchemy import delete, text
+from sqlalchemy import delete, func, literal_column, text
+from sqlalchemy import select as sql_select
+from sqlalchemy import table as sql_table
 from sqlmodel import Session, col, select
 
 from digest.archive.access import open_and_closed
+from digest.catalog import on_show
 from digest.db import chunks
 from digest.models import Article, ArticleSearch, Mention, Resource
 
@@ -137,57 +142,80 @@ def marked(value: str | None) -> Markup:
     return Markup("".join(out))
 
 
-_SQLITE_COUNT = text("SELECT count(*) FROM article_fts WHERE article_fts MATCH :q")
-_SQLITE_MEMBER = text(
-    "SELECT rowid, highlight(article_fts, 0, :a, :b),"
-    " snippet(article_fts, -1, :a, :b, '…', 32)"
-    " FROM article_fts WHERE article_fts MATCH :q"
-    " ORDER BY bm25(article_fts, 10.0, 4.0, 1.0), rowid DESC LIMIT :n OFFSET :o"
-)
-#: Visitors' snippets come from what they may read (column 1, ``lead``) only.
-_SQLITE_VISITOR = text(
-    "SELECT rowid, highlight(article_fts, 0, :a, :b),"
-    " snippet(article_fts, 1, :a, :b, '…', 32)"
-    " FROM article_fts WHERE article_fts MATCH :q"
-    " ORDER BY bm25(article_fts, 10.0, 4.0, 1.0), rowid DESC LIMIT :n OFFSET :o"
-)
-_PG_QUERY = "websearch_to_tsquery('english', :q)"
-_PG_COUNT = text(f"SELECT count(*) FROM article_search WHERE document @@ {_PG_QUERY}")
-_PG_OPTIONS = "StartSel=\ue000, StopSel=\ue001, MaxWords=40, MinWords=15, MaxFragments=2"
-
-
-def _pg_select(snippet_of: str) -> str:
+#: Visitors' snippets come from what they may read (column 1, ``lead``) only; members' from
+#: every column (-1).
+def _sqlite_columns(snippet_column: int) -> tuple[str, ...]:
     return (
-        f"SELECT article_id, ts_headline('english', title, {_PG_QUERY},"
-        f" 'StartSel=\ue000, StopSel=\ue001, HighlightAll=true'),"
-        f" ts_headline('english', {snippet_of}, {_PG_QUERY}, '{_PG_OPTIONS}')"
-        f" FROM article_search WHERE document @@ {_PG_QUERY}"
-        f" ORDER BY ts_rank_cd(document, {_PG_QUERY}) DESC, article_id DESC"
-        " LIMIT :n OFFSET :o"
+        "article_fts.rowid",
+        "highlight(article_fts, 0, :a, :b)",
+        f"snippet(article_fts, {snippet_column}, :a, :b, '…', 32)",
     )
 
 
-_PG_MEMBER = text(_pg_select("lead || E'\\n' || more"))
-_PG_VISITOR = text(_pg_select("lead"))
+_SQLITE_ORDER = "bm25(article_fts, 10.0, 4.0, 1.0), article_fts.rowid DESC"
+_PG_QUERY = "websearch_to_tsquery('english', :q)"
+_PG_OPTIONS = "StartSel=\ue000, StopSel=\ue001, MaxWords=40, MinWords=15, MaxFragments=2"
 
 
-def search(session: Session, raw: str, *, member: bool, limit: int, offset: int = 0) -> Results:
-    """The page of results for ``raw`` (any text), best first; empty when it has no words."""
+def _pg_columns(snippet_of: str) -> tuple[str, ...]:
+    return (
+        "article_search.article_id",
+        f"ts_headline('english', title, {_PG_QUERY},"
+        " 'StartSel=\ue000, StopSel=\ue001, HighlightAll=true')",
+        f"ts_headline('english', {snippet_of}, {_PG_QUERY}, '{_PG_OPTIONS}')",
+    )
+
+
+_PG_MEMBER = _pg_columns("lead || E'\\n' || more")
+_PG_VISITOR = _pg_columns("lead")
+
+
+def search(
+    session: Session,
+    raw: str,
+    *,
+    member: bool,
+    limit: int,
+    offset: int = 0,
+    shown_at: datetime | None = None,
+) -> Results:
+    """The page of results for ``raw`` (any text), best first; empty when it has no words.
+
+    ``shown_at``: only articles the archive shows then (``catalog.on_show``), counted too, so
+    a held or retracted article's words are not even a result count."""
     if session.get_bind().dialect.name == "postgresql":
         q = clean_query(raw)
         if not query_words(q):
             return Results((), 0)
-        total = int(session.execute(_PG_COUNT, {"q": q}).scalar_one())
-        statement = _PG_MEMBER if member else _PG_VISITOR
-        params: dict[str, object] = {"q": q, "n": limit, "o": offset}
+        table, key = "article_search", "article_search.article_id"
+        match = f"document @@ {_PG_QUERY}"
+        columns = _PG_MEMBER if member else _PG_VISITOR
+        order = f"ts_rank_cd(document, {_PG_QUERY}) DESC, article_search.article_id DESC"
+        params: dict[str, object] = {"q": q}
     else:
         q = fts5_query(raw)
         if not q:
             return Results((), 0)
-        total = int(session.execute(_SQLITE_COUNT, {"q": q}).scalar_one())
-        statement = _SQLITE_MEMBER if member else _SQLITE_VISITOR
-        params = {"q": q, "n": limit, "o": offset, "a": _START, "b": _STOP}
-    rows = session.execute(statement, params).all() if total > offset else []
+        table, key, match = "article_fts", "article_fts.rowid", "article_fts MATCH :q"
+        columns = _sqlite_columns(-1 if member else 1)
+        order = _SQLITE_ORDER
+        params = {"q": q, "a": _START, "b": _STOP}
+    where: list[Any] = [text(match)]
+    if shown_at is not None:
+        where.append(literal_column(key).in_(select(Article.id).where(on_show(shown_at))))
+    counted = sql_select(func.count()).select_from(sql_table(table)).where(*where)
+    total = int(session.execute(counted, params).scalar_one())
+    rows: Sequence[Any] = []
+    if total > offset:
+        page = (
+            sql_select(*(text(c) for c in columns))
+            .select_from(sql_table(table))
+            .where(*where)
+            .order_by(text(order))
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = session.execute(page, params).all()
     hits = tuple(Hit(int(r[0]), marked(r[1]), marked(r[2])) for r in rows)
     return Results(hits, total)
 

@@ -458,6 +458,7 @@ def _search(
             member=member,
             limit=SEARCH_PAGE_SIZE,
             offset=(page - 1) * SEARCH_PAGE_SIZE,
+            shown_at=ctx.clock(),
         )
         ids = [h.article_id for h in results.hits]
         shown = catalog.archive_articles(session, ids, ctx.clock())
