@@ -74,6 +74,17 @@ class SendReport:
         """What the run did, by the deliveries' new states, for the scheduler's record."""
         return {ledger.SENT: self.sent, ledger.RETRY: self.retry, ledger.FAILED: self.failed}
 
+    def log_level(self) -> int:
+        """How loud the run's summary line is: INFO when it claimed work, but DEBUG for an
+        idle poll, and for a retry during an SMTP outage that only gave its claims back (a
+        worker waiting an hour out would otherwise log the same nothing every pause; the
+        outage has its own WARNING and INFO)."""
+        if not self.claimed:
+            return logging.DEBUG
+        if self.smtp_outage and not (self.sent or self.retry or self.failed):
+            return logging.DEBUG
+        return logging.INFO
+
     def add(self, other: SendReport) -> None:
         """Count ``other``'s run into this one (a worker's totals over its runs; the error
         texts stay with each run, so a worker that runs for months holds none of them)."""
@@ -225,7 +236,7 @@ class Sender:
             log.error("sending paused: %s", report.paused_reason)
         self.activity = None
         log.log(
-            logging.INFO if report.claimed else logging.DEBUG,  # an idle worker's poll: quiet
+            report.log_level(),
             "sent %d, retry %d, failed %d (%d bounced), released %d, over %d SMTP connection(s)",
             report.sent,
             report.retry,

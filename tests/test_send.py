@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from digest.ingest import ArticleRecord, upsert_articles
 from digest.mailer import SMTPTransport
 from digest.models import Delivery, Subscriber, SubscriberTopic
 from digest.plan import plan
-from digest.send import Sender
+from digest.send import Sender, SendReport
 from digest.settings import Settings
 from tests.conftest import PG_URL, PROJECT, TEST_SECRET, SMTPServer, free_port
 from tests.smtp_faults import FaultHandler, FaultRule, fault_server, greeting_refuser
@@ -731,6 +732,19 @@ def test_an_smtp_outage_of_any_length_ends_with_every_delivery_sent_once(
     assert "Traceback" not in log
     assert log.count("the SMTP server is not reachable") == 1  # one WARNING when it began
     assert log.count("the SMTP server is reachable again after") == 1  # one INFO at the end
+    assert "sent 0, retry 0, failed 0 (0 bounced), released" not in log  # no line per pause
+
+
+def test_summary_line_is_quiet_for_runs_that_only_waited_on_the_smtp_server() -> None:
+    """A worker riding out an outage retries every pause_seconds and gives its claims back
+    each time; those runs changed nothing, so their summary stays out of the INFO log."""
+    assert SendReport().log_level() == logging.DEBUG  # an idle poll
+    waited = SendReport(claimed=50, released=50, smtp_outage=True)
+    assert waited.log_level() == logging.DEBUG
+    began = SendReport(claimed=50, sent=46, released=4, smtp_outage=True)
+    assert began.log_level() == logging.INFO  # the run the outage cut short: what it sent
+    stopped = SendReport(claimed=50, released=50)  # SIGTERM gave them back: worth saying
+    assert stopped.log_level() == logging.INFO
 
 
 def status_of_workers(env: dict[str, str]) -> list[dict[str, Any]]:
