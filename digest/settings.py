@@ -502,6 +502,31 @@ def _flatten(table: Mapping[str, Any], origin: str, prefix: str = "") -> dict[st
     return out
 
 
+def _trail(table: Mapping[str, Any], flat: str) -> list[str]:
+    """The keys of ``table`` that ``_flatten`` joined into ``flat`` (``[smtp] host`` ->
+    ``["smtp", "host"]``), so an error can name the key as the file wrote it."""
+    for key, value in table.items():
+        if key == flat:
+            return [key]
+        if isinstance(value, Mapping) and flat.startswith(f"{key}_"):
+            inner = _trail(value, flat[len(key) + 1 :])
+            if inner:
+                return [key, *inner]
+    return [flat]
+
+
+def _unknown_in_file(table: Mapping[str, Any], flat: str, origin: str) -> SettingsError:
+    """An unknown key, named as written: ``unknown setting 'hots' in [smtp]`` rather than
+    the joined ``smtp_hots`` the file never says, and a table no setting lives in as such."""
+    *tables, key = _trail(table, flat)
+    if not tables:
+        return SettingsError(f"{origin}: unknown setting {key!r}")
+    where = ".".join(tables)
+    if not any(name.startswith(f"{'_'.join(tables)}_") for name in _FIELD_TYPES):
+        return SettingsError(f"{origin}: unknown table [{where}] (holding {key!r})")
+    return SettingsError(f"{origin}: unknown setting {key!r} in [{where}]")
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -525,12 +550,13 @@ def load_settings(
     path = config_path or env.get("DIGEST_CONFIG")
     if path:
         path = Path(path)
-        raw = _flatten(read_toml(path), str(path))
+        document = read_toml(path)
+        raw = _flatten(document, str(path))
         for key, value in raw.items():
             if key in KEY_ALIASES:
                 key, value = KEY_ALIASES[key], _alias_value(key, value, str(path))
             if key not in _FIELD_TYPES:
-                raise SettingsError(f"{path}: unknown setting {key!r}")
+                raise _unknown_in_file(document, key, str(path))
             if key in SECRET_KEYS and value:
                 raise SettingsError(
                     f"{path}: {key} is a secret; set DIGEST_{key.upper()} in the environment"

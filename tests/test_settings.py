@@ -45,6 +45,9 @@ def test_secret_in_file_is_refused(tmp_path: Path) -> None:
     [
         ("max_items = 'many'", "max_items"),
         ("nonsense = 1", "unknown setting 'nonsense'"),
+        ("[smtp]\nhots = 'x'", r"unknown setting 'hots' in \[smtp\]$"),
+        ("[smtpx]\nhost = 'x'", r"unknown table \[smtpx\] \(holding 'host'\)$"),
+        ("[smtp.tls]\nverify = 1", r"unknown table \[smtp\.tls\] \(holding 'verify'\)$"),
         ("[smtp]\nsecurity = 'ssl'", "smtp_security"),
         ("max_items = ", "invalid TOML"),
     ],
