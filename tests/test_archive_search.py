@@ -69,6 +69,18 @@ def test_any_query_is_safe(seeded: Engine, query: str) -> None:
     assert found.total >= 0 and len(found.hits) <= 10
 
 
+def test_operators_are_only_text_on_every_store(seeded: Engine) -> None:
+    """A '-' or 'OR' excludes or widens on neither engine: the same words, the same answer."""
+    with Session(seeded) as session:
+
+        def found(query: str) -> list[int]:
+            return [h.article_id for h in search.search(session, query, member=True, limit=10).hits]
+
+        assert found(f"-{KEY_POINT_WORD}") == found(f'"{KEY_POINT_WORD}"') == [1]
+        assert found(f"{KEY_POINT_WORD} OR zzyzxq") == []  # every word, as typed
+        assert found(f"{KEY_POINT_WORD} -zzyzxq") == []
+
+
 def test_renamed_and_merged_resources_are_searchable_by_their_names(seeded: Engine) -> None:
     with Session(seeded) as session:
         keio = store.find_resource(session, "keio university")

@@ -7,10 +7,11 @@ rest: SQLite's FTS5 (an external-content table the migration keeps in step with 
 Porter stemming, diacritics folded) or PostgreSQL's ``tsvector`` (a generated column with a
 GIN index; the ``english`` configuration). Ranking is the engine's (bm25, ts_rank_cd).
 
-Whatever bytes a visitor types, the query is rebuilt from its words (SQLite: each word a
-quoted phrase, so ``"``, ``*``, ``NEAR``, ``-`` or ``OR`` are only text) or handed to
-``websearch_to_tsquery`` (PostgreSQL: it never fails on syntax). NUL and other control
-characters are dropped and the length is bounded first.
+Whatever bytes a visitor types, the query is rebuilt from its words (``query_words``), so
+both engines answer the same question, every word: SQLite gets each word as a quoted phrase
+and PostgreSQL the words through ``plainto_tsquery``, so ``"``, ``*``, ``NEAR``, ``-`` or
+``OR`` are only text on either (no operator means something on one store and nothing on
+the other). NUL and other control characters are dropped and the length is bounded first.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _sqlite_columns(snippet_column: int) -> tuple[str, ...]:
 
 
 _SQLITE_ORDER = "bm25(article_fts, 10.0, 4.0, 1.0), article_fts.rowid DESC"
-_PG_QUERY = "websearch_to_tsquery('english', :q)"
+_PG_QUERY = "plainto_tsquery('english', :q)"
 _PG_OPTIONS = "StartSel=\ue000, StopSel=\ue001, MaxWords=40, MinWords=15, MaxFragments=2"
 
 
@@ -184,8 +185,8 @@ def search(
     ``shown_at``: only articles the archive shows then (``catalog.on_show``), counted too, so
     a held or retracted article's words are not even a result count."""
     if session.get_bind().dialect.name == "postgresql":
-        q = clean_query(raw)
-        if not query_words(q):
+        q = " ".join(query_words(raw))
+        if not q:
             return Results((), 0)
         table, key = "article_search", "article_search.article_id"
         match = f"document @@ {_PG_QUERY}"
