@@ -303,3 +303,48 @@ def test_sign_in_links_are_limited_per_address(
         ]
     assert [a.status_code for a in answers] == [200] * 5 + [429]
     assert len(smtp_server.handler.to(ANN)) == 5
+
+
+def test_asking_for_a_link_answers_before_the_mail_is_sent(
+    engine: Engine, settings: Settings
+) -> None:
+    # an answer that waits for the mail server would take longer for an editor's address
+    # than for a stranger's: the timing alone would tell who the editors are
+    import asyncio
+    import threading
+
+    import httpx
+    from aiosmtpd.controller import Controller
+
+    from tests.archive_helpers import serve
+    from tests.conftest import free_port
+
+    release = threading.Event()
+    received: list[str] = []
+
+    class Holding:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            await asyncio.get_running_loop().run_in_executor(None, release.wait, 60)
+            received.extend(envelope.rcpt_tos)  # type: ignore[attr-defined]
+            return "250 OK"
+
+    port = free_port()
+    smtp = Controller(Holding(), hostname="127.0.0.1", port=port)
+    smtp.start()
+    add_editors(engine, NOW)
+    try:
+        with serve(engine, settings.replace(smtp_port=port)) as (base, _clock):
+            with httpx.Client(base_url=base, timeout=20) as client:
+                token = csrf_of(client.get("/editor/login").text)
+                asked = client.post("/editor/login/link", data={"email": ANN, "csrf_token": token})
+                assert asked.status_code == 200 and "Check your mail" in asked.text
+                assert received == []  # answered while the mail server still holds the mail
+                release.set()
+                for _ in range(600):
+                    if received:
+                        break
+                    threading.Event().wait(0.05)
+                assert received == [ANN]
+    finally:
+        release.set()
+        smtp.stop()

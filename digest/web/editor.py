@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sqlmodel import Session
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
@@ -131,16 +132,18 @@ def _mail_link(ctx: WebContext, editor: Editor, token: str) -> None:
 
 async def link_request(request: Request) -> Response:
     """Mail a one-time sign-in link; the answer is the same whether or not the address is an
-    editor's, and a few a hour per account and network."""
+    editor's, and a few a hour per account and network. The mail goes out after the answer
+    (a background task), so not even the time the answer takes tells."""
     ctx = web_context(request)
     if not await run_in_threadpool(ctx.editor.enabled):
         raise EditorDisabled()
     form = await request.form()
     ctx.csrf.check(cookie_binding(request), str(form.get(CSRF_FIELD) or ""))
     email = str(form.get("email") or "")[:320]
+    links: list[tuple[Editor, str]] = []
 
     def send(editor: Editor, token: str) -> None:
-        _mail_link(ctx, editor, token)
+        links.append((editor, token))
 
     allowed = await run_in_threadpool(ctx.editor.request_link, email, client_address(request), send)
     if not allowed:
@@ -150,13 +153,16 @@ async def link_request(request: Request) -> Response:
             "Sign-in links for this address were asked for too often. Try again later.",
             3600,
         )
-    return ctx.message(
+    response = ctx.message(
         request,
         "Check your mail",
         "If that address belongs to an editor, a sign-in link is on its way. It works once, "
         f"for {int(LINK_LIFETIME.total_seconds() // 60)} minutes.",
         link=("/editor/login", "Back to sign-in"),
     )
+    if links:
+        response.background = BackgroundTask(_mail_link, ctx, *links[0])
+    return response
 
 
 async def link_page(request: Request) -> Response:
