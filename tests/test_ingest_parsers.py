@@ -103,6 +103,17 @@ def test_characters_no_document_can_carry_are_dropped_from_every_text() -> None:
     assert rec.mentions == (("Name", "Desc", None, None),)
 
 
+def test_json_nested_beyond_reason_is_an_error_not_a_crash() -> None:
+    # a file, or a JSON Feed fetched from anywhere, can nest arrays a hundred thousand deep
+    for text in ("[" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000):
+        for lines in (False, True):
+            result = parse_json_text(text, "deep.json", NOW, jsonlines=lines)
+            assert not result.records
+            assert len(result.errors) == 1 and "nested too deeply" in str(result.errors[0])
+    fine = parse_json_text('{"a": 1}\n' + "[" * 100_000 + "\n", "mixed.jsonl", NOW)
+    assert [e.record for e in fine.errors][-1] == "line 2"
+
+
 def test_jsonl_detected_by_extra_data_and_errors_by_line() -> None:
     good = (
         '{"url": "https://j.example/1", "title": "t", '

@@ -33,6 +33,11 @@ def _json_error(exc: json.JSONDecodeError) -> str:
     return f"invalid JSON: {exc.msg}"
 
 
+#: What Python's parser says, in our words, of arrays or objects nested past its recursion
+#: limit (a few hundred thousand brackets fit in any upload or feed).
+TOO_DEEP = "invalid JSON: arrays or objects nested too deeply"
+
+
 def parse_json_text(text: str, file: str, now: datetime, jsonlines: bool = False) -> ParseResult:
     """Records from JSON text; malformed JSON is one error with its line and column."""
     if not jsonlines:
@@ -43,6 +48,8 @@ def parse_json_text(text: str, file: str, now: datetime, jsonlines: bool = False
                 where = f"line {exc.lineno}, column {exc.colno}"
                 return ParseResult.failed(file, _json_error(exc), record=where)
             jsonlines = True
+        except RecursionError:
+            return ParseResult.failed(file, TOO_DEEP)
         else:
             return _parse_document(doc, file, now)
     return _parse_lines(text, file, now)
@@ -69,6 +76,9 @@ def _parse_lines(text: str, file: str, now: datetime | None) -> ParseResult:
                     0
                 ]
             )
+            continue
+        except RecursionError:
+            result.errors.append(ParseResult.failed(file, TOO_DEEP, where).errors[0])
             continue
         result.add(raw, file, where, now)
     return result
