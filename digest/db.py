@@ -282,6 +282,20 @@ def unreachable_reason(exc: BaseException) -> str:
     return text_.splitlines()[0] if text_ else type(orig).__name__
 
 
+def _not_a_lost_connections_cleanup(record: logging.LogRecord) -> bool:
+    """psycopg warns "error ignored terminating <psycopg.Pipeline [BAD]>: the connection is
+    lost" when a connection drops under a batch write (the ledger's executemany); the
+    process says the outage once (its ``Outage``), so that line is left out. Any other
+    cleanup error psycopg ignores is still logged."""
+    if not str(record.msg).startswith("error ignored terminating"):
+        return True
+    error = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+    return not (isinstance(error, BaseException) and store_unreachable(error))
+
+
+logging.getLogger("psycopg").addFilter(_not_a_lost_connections_cleanup)
+
+
 def utc_day(column: Any, dialect: str) -> Any:
     """SQL for the UTC calendar day of a stored time, as ``YYYY-MM-DD`` text (to group by)."""
     from sqlalchemy import func

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
+import psycopg
+import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, select, text
 
 from digest.db import chunks, dense_range, id_filters, make_engine
@@ -53,3 +56,20 @@ def test_ids_are_read_as_a_range_when_dense_and_in_chunks_when_not() -> None:
         }
     assert found >= {2, 7, 500000}
     engine.dispose()
+
+
+def test_psycopgs_warning_about_a_lost_connection_is_left_to_the_outage_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The outage is said once by the process; psycopg's own cleanup warning for the same
+    lost connection is not a second, cryptic line. Other ignored errors still show."""
+    psycopg_log = logging.getLogger("psycopg")
+    with caplog.at_level(logging.WARNING, logger="psycopg"):
+        lost = psycopg.OperationalError("the connection is lost")
+        psycopg_log.warning("error ignored terminating %r: %s", object(), lost)
+        psycopg_log.warning("error ignored terminating %r: %s", object(), ValueError("bug"))
+        psycopg_log.warning("something else: %s", lost)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("error ignored terminating") and messages[0].endswith(": bug")
+    assert messages[1] == "something else: the connection is lost"
