@@ -184,3 +184,22 @@ def test_the_next_page_after_signing_in_stays_on_this_site() -> None:
     for bad in ("https://evil.example/", "//evil.example/", "/\\evil", "/editor", "", None,
                 "/archive\r\nLocation: x", "/articles/" + "x" * 600):  # fmt: skip
         assert safe_next(bad) == "/archive"
+
+
+def test_the_per_client_limit_counts_an_ipv6_host_by_its_64_not_by_each_address(
+    engine: Engine, settings: Settings
+) -> None:
+    # one IPv6 host holds a whole /64: a new address for each ask would escape the limit
+    seed_archive(engine)
+    app = create_app(settings, engine, clock=Clock())
+    statuses = []
+    for i in range(22):
+        with TestClient(
+            app, base_url="https://news.example.org", client=(f"2001:db8:1:2::{i + 1:x}", 5000)
+        ) as one:
+            statuses.append(ask(one, f"n{i}@example.org").status_code)  # type: ignore[attr-defined]
+    assert statuses[:20] == [200] * 20 and statuses[20:] == [429, 429]
+    with TestClient(
+        app, base_url="https://news.example.org", client=("2001:db8:1:3::1", 5000)
+    ) as neighbour:
+        assert ask(neighbour, "x@example.org").status_code == 200  # type: ignore[attr-defined]

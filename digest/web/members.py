@@ -39,6 +39,7 @@ from digest.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
     client_address,
+    client_key,
     cookie_binding,
     ensure_csrf_cookie,
     set_cookie,
@@ -149,7 +150,7 @@ async def subscribe_form(request: Request) -> Response:
 
 async def subscribe(request: Request) -> Response:
     ctx = web_context(request)
-    wait = ctx.subscribe_limiter.hit(client_address(request))
+    wait = ctx.subscribe_limiter.hit(client_key(client_address(request)))
     if wait is not None:
         return ctx.too_many(
             request,

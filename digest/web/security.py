@@ -120,6 +120,20 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def client_key(address: str) -> str:
+    """Whom a per-client limit counts: an IPv4 address, or an IPv6 address's /64 (one host
+    or home network holds a whole /64 and could take a new address for every request)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class RateLimiter:
     """At most ``limit`` hits per ``window`` seconds per key (sliding window, in memory).
 

@@ -30,6 +30,7 @@ from digest.web.security import (
     CSRF_FIELD,
     MEMBER_COOKIE,
     client_address,
+    client_key,
     cookie_binding,
     ensure_csrf_cookie,
     set_cookie,
@@ -104,7 +105,7 @@ async def signin_request(request: Request) -> Response:
             errors=[f"Email: {exc.message}."],
             status_code=400,
         )
-    wait = archive.signin_per_client.hit(client_address(request))
+    wait = archive.signin_per_client.hit(client_key(client_address(request)))
     if wait is not None:
         return ctx.too_many(
             request,
