@@ -157,6 +157,17 @@ def test_asking_never_says_whether_the_address_is_a_members(
     assert client.get("/signin/forged-token").status_code == 400
 
 
+def test_a_mistyped_address_is_named_in_one_sentence(client: TestClient) -> None:
+    page = ask(client, "ann-at-example.org")
+    assert page.status_code == 400  # type: ignore[attr-defined]
+    errors = lxml.html.document_fromstring(page.text).xpath("//*[@role='alert']//li")  # type: ignore[attr-defined]
+    (error,) = [" ".join(e.text_content().split()) for e in errors]
+    assert error.startswith("Email: invalid address 'ann-at-example.org': ") and error.endswith(
+        "@-sign."
+    )
+    assert ".." not in error
+
+
 def test_asking_is_limited_per_address_quietly_and_per_client_openly(
     engine: Engine, settings: Settings, smtp_server: SMTPServer
 ) -> None:

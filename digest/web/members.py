@@ -75,7 +75,8 @@ def worded(errors: Iterable[MemberError]) -> list[str]:
         if error.code == "no_topics":
             out.append("Choose at least one topic or person to follow.")
         else:
-            out.append(f"{error.field.replace('_', ' ').capitalize()}: {error.message}.")
+            message = error.message.rstrip(".")  # a library's reason may end with its own
+            out.append(f"{error.field.replace('_', ' ').capitalize()}: {message}.")
     return out
 
 

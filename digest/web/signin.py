@@ -25,6 +25,7 @@ from digest.archive.signin import LINK_MINUTES, SignInRefused
 from digest.members.rules import MemberError, normalize_email
 from digest.web.archive import doors
 from digest.web.context import WebContext, web_context
+from digest.web.members import worded
 from digest.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -102,7 +103,7 @@ async def signin_request(request: Request) -> Response:
             request,
             next_path=next_path,
             email=typed,
-            errors=[f"Email: {exc.message}."],
+            errors=worded([exc]),
             status_code=400,
         )
     wait = archive.signin_per_client.hit(client_key(client_address(request)))
