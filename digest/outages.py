@@ -17,6 +17,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+#: What a one-shot command (``digest run``, ``digest worker --once``) does about an SMTP
+#: outage: it stops, and the deliveries it did not send wait for the next run.
+STOPPING = "stopping (what is not sent stays planned for the next run)"
+
 Monotonic = Callable[[], float]
 
 
@@ -29,8 +33,11 @@ class Outage:
         logger: logging.Logger,
         wall_clock: Callable[[], datetime],
         monotonic: Monotonic = time.monotonic,
+        then: str = "waiting for it",
     ) -> None:
-        self.what, self.log = what, logger
+        # ``then``: what the process does about it, as the WARNING says (a one-shot command
+        # stops instead of waiting, and should not promise to wait)
+        self.what, self.log, self.then = what, logger, then
         self._wall, self._monotonic = wall_clock, monotonic
         self._lock = threading.Lock()
         self.active = False  # read without the lock on hot paths: a bool is atomic
@@ -50,7 +57,7 @@ class Outage:
                 return False
             self.active, self.began_at, self._started = True, now, self._monotonic()
             self.count += 1
-        self.log.warning("%s is not reachable (%s); waiting for it", self.what, reason)
+        self.log.warning("%s is not reachable (%s); %s", self.what, reason, self.then)
         return True
 
     def recovered(self) -> float | None:

@@ -36,7 +36,7 @@ from digest.feedback.verp import verp_from_settings
 from digest.logs import about
 from digest.mailer import SendResult, Transport, TransportFactory, begin_send
 from digest.members.rules import ACTIVE, BOUNCED
-from digest.outages import Backoff, Outage, wait_out
+from digest.outages import STOPPING, Backoff, Outage, wait_out
 from digest.settings import Settings
 from digest.throttle import CircuitBreaker, RateLimiter
 
@@ -631,6 +631,7 @@ def send_due(
         clock,
         worker_id=worker_id,
         subscriber_ids=subscriber_ids,
+        smtp_outage=Outage("the SMTP server", log, clock, then=STOPPING),
     )
     return sender.run(progress=progress, should_stop=should_stop)
 

@@ -25,6 +25,7 @@ from digest.db import store_unreachable, unreachable_reason
 from digest.editions import Editions
 from digest.heartbeat import IDLE, PAUSED, SENDING, Beat, Heartbeat, counters
 from digest.mailer import make_transport
+from digest.outages import STOPPING, Outage
 from digest.send import Sender, SendReport, worker_name
 
 log = logging.getLogger("digest.worker")
@@ -67,6 +68,7 @@ def worker_command(
         lambda: make_transport(settings),
         system_clock,
         worker_id=name,
+        smtp_outage=Outage("the SMTP server", log, system_clock, then=STOPPING) if once else None,
     )
     log.info("worker %s started with up to %d connections", name, settings.smtp_pool_size)
     paused: list[tuple[str, datetime]] = []  # why sending is paused (not an outage), if it is
