@@ -681,10 +681,10 @@ def test_an_smtp_outage_of_any_length_ends_with_every_delivery_sent_once(
     """The server goes away mid-send (connections refused), then greets with 421 for as many
     retries as a 10-minute outage would bring at the default pause (with pause_seconds=1:
     the clock scaled through the settings). No delivery spends an attempt on it: with the
-    default max_attempts all 2,000 end sent, each message received once."""
+    default max_attempts all 800 end sent, each message received once."""
     now = datetime.now(UTC)
-    seed(engine, 2000, now)
-    assert plan(engine, settings, now, force=True).planned == 2000
+    seed(engine, 800, now)
+    assert plan(engine, settings, now, force=True).planned == 800
     handler = FaultHandler()
     port = free_port()
     env = _env(
@@ -706,7 +706,7 @@ def test_an_smtp_outage_of_any_length_ends_with_every_delivery_sent_once(
         )
         wait_for(lambda: handler.total >= 300, 120)
     before = handler.total
-    assert before < 2000, "the outage must land part-way"
+    assert before < 800, "the outage must land part-way"
     # down: nothing listens, then the server greets every session with 421 ten times over
     wait_for(lambda: statuses(engine).get("sending", 0) == 0, 60)
     with greeting_refuser(port) as refuser:
@@ -716,12 +716,12 @@ def test_an_smtp_outage_of_any_length_ends_with_every_delivery_sent_once(
         assert shown["state"] == "waiting for the SMTP server"
         assert shown["last_error"].startswith("the SMTP server: 421 4.3.2 Service not available")
     with fault_server(handler, port):
-        wait_for(lambda: statuses(engine) == {"sent": 2000}, 300)
+        wait_for(lambda: statuses(engine) == {"sent": 800}, 300)
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=60)
     log = err.decode()
     assert worker.returncode == 0, log
-    assert handler.total == 2000 and set(handler.received.values()) == {1}
+    assert handler.total == 800 and set(handler.received.values()) == {1}
     with Session(engine) as session:
         attempts = dict(
             session.exec(select(Delivery.attempts, func.count()).group_by(Delivery.attempts)).all()
@@ -773,17 +773,17 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> None:
 def test_four_workers_ride_out_two_store_outages(
     engine: Engine, settings: Settings, db_url: str
 ) -> None:
-    """A TCP proxy between four workers and PostgreSQL is cut for 20 s, twice, during a
-    2,000-delivery send: every worker keeps running, every member gets exactly one message
+    """A TCP proxy between four workers and PostgreSQL is cut for 12 s, twice, during a
+    1,200-delivery send: every worker keeps running, every member gets exactly one message
     (outcomes kept in memory and recorded once the store is back, not resent), the ledger
-    says sent for all 2,000, and no worker logs a traceback."""
+    says sent for all 1,200, and no worker logs a traceback."""
     if not db_url.startswith("postgresql"):
         pytest.skip("PostgreSQL run only")
     from sqlalchemy.engine import make_url
 
     now = datetime.now(UTC)
-    seed(engine, 2000, now)
-    assert plan(engine, settings, now, force=True).planned == 2000
+    seed(engine, 1200, now)
+    assert plan(engine, settings, now, force=True).planned == 1200
     direct = make_url(db_url)
     handler = FaultHandler()
     with (
@@ -811,12 +811,12 @@ def test_four_workers_ride_out_two_store_outages(
             )
             for i in range(4)
         ]
-        for threshold in (300, 1000):
+        for threshold in (250, 700):
             wait_for(lambda t=threshold: handler.total >= t, 180)  # type: ignore[misc]
             proxy.cut()
-            time.sleep(20)  # the outage (its length is the scenario, not a wait for a result)
+            time.sleep(12)  # the outage (its length is the scenario, not a wait for a result)
             proxy.restore()
-        wait_for(lambda: statuses(engine) == {"sent": 2000}, 300)
+        wait_for(lambda: statuses(engine) == {"sent": 1200}, 300)
         assert all(w.poll() is None for w in workers), "every worker is still running"
         logs = []
         for w in workers:
@@ -824,7 +824,7 @@ def test_four_workers_ride_out_two_store_outages(
             _, err = w.communicate(timeout=60)
             assert w.returncode == 0, err.decode()
             logs.append(err.decode())
-    assert handler.total == 2000 and set(handler.received.values()) == {1}
+    assert handler.total == 1200 and set(handler.received.values()) == {1}
     with Session(engine) as session:
         assert set(session.exec(select(Delivery.message_id)).all()) == set(handler.received)
     for log in logs:
