@@ -34,6 +34,7 @@ class Outage:
         wall_clock: Callable[[], datetime],
         monotonic: Monotonic = time.monotonic,
         then: str = "waiting for it",
+        settle: float = 10.0,
     ) -> None:
         # ``then``: what the process does about it, as the WARNING says (a one-shot command
         # stops instead of waiting, and should not promise to wait)
@@ -47,6 +48,10 @@ class Outage:
         self.count = 0  # outages begun in this process
         self.recoveries = 0  # ... and ended (for the store: reconnects)
         self._started = 0.0
+        # a failure this soon after an outage ended is its tail (another lane's connection,
+        # broken while it lasted, failing on first use), not a new outage to announce
+        self.settle = settle
+        self._ended = float("-inf")
 
     def failed(self, reason: str) -> bool:
         """Note a failure; True (and one WARNING) when it begins an outage."""
@@ -55,7 +60,10 @@ class Outage:
             self.last_error, self.last_error_at = f"{self.what}: {reason}", now
             if self.active:
                 return False
-            self.active, self.began_at, self._started = True, now, self._monotonic()
+            started = self._monotonic()
+            if started - self._ended < self.settle:
+                return False  # the tail of the outage just ended: said already
+            self.active, self.began_at, self._started = True, now, started
             self.count += 1
         self.log.warning("%s is not reachable (%s); %s", self.what, reason, self.then)
         return True
@@ -69,7 +77,8 @@ class Outage:
                 return None
             self.active = False
             self.recoveries += 1
-            seconds = self._monotonic() - self._started
+            self._ended = self._monotonic()
+            seconds = self._ended - self._started
         self.log.info("%s is reachable again after %s", self.what, duration(seconds))
         return seconds
 

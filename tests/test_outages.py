@@ -30,6 +30,24 @@ def test_one_warning_when_it_begins_and_one_info_when_it_ends(
     assert outage.last_error == "the store: refused again" and outage.count == 1
 
 
+def test_a_failure_just_after_an_outage_ended_is_its_tail_not_a_new_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another lane's connection, broken while the store was away, fails on its first use
+    after the store is back: that is not a second outage to announce."""
+    ticks = iter([100.0, 130.0, 131.0, 150.0, 170.0])
+    outage = Outage("the store", logging.getLogger("t"), lambda: NOW, lambda: next(ticks))
+    with caplog.at_level(logging.INFO, logger="t"):
+        assert outage.failed("closed") is True  # 100: begins
+        assert outage.recovered() == 30.0  # 130: ends
+        assert outage.failed("stale connection") is False  # 131: its tail, no WARNING
+        assert outage.recovered() is None  # the lane reconnects: nothing to say
+        assert outage.failed("closed") is True  # 150: a new outage, 20 s later
+        assert outage.recovered() == 20.0  # 170
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO", "WARNING", "INFO"]
+    assert outage.count == 2 and outage.last_error == "the store: closed"
+
+
 def test_a_one_shot_command_says_it_stops_instead_of_promising_to_wait(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
