@@ -202,6 +202,10 @@ class Delivery(SQLModel, table=True):
         UniqueConstraint("subscriber_id", "edition", name="uq_delivery_member_edition"),
         Index("ix_delivery_queue", "status", "next_attempt_at"),
         Index("ix_delivery_member_window", "subscriber_id", "window_end"),
+        # the newsroom's reports: outcomes per day (by status and when) and per edition
+        Index("ix_delivery_status_sent", "status", "sent_at"),
+        Index("ix_delivery_status_updated", "status", "updated_at"),
+        Index("ix_delivery_edition", "edition", "planned_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     subscriber_id: int = Field(foreign_key="subscriber.id")
