@@ -141,15 +141,12 @@ class Editions:
         now: datetime,
         delivery_id: int | None = None,
         subject_prefix: str = "",
-        counted: bool = True,
     ) -> tuple[Rendered, bytes]:
         """The member's edition as (parts, message bytes); ``delivery_id`` (the ledger row)
         gives it its "View in browser" link; ``subject_prefix`` marks a copy that is not the
-        edition itself (a test copy). A copy that is not the edition (a test copy, or
-        ``counted=False``: an editor's preview) links straight to the articles: its clicks
-        are nobody's and would only inflate the edition's counts."""
+        edition itself (a test copy)."""
         issue = self.issue(member, edition, articles, now, delivery_id)
-        if subject_prefix or not counted:
+        if subject_prefix:  # a test copy's clicks are nobody's: its links go straight there
             issue = dataclasses.replace(issue, clicks=None)
         rendered = self.renderer.render_digest(issue)
         campaign = edition

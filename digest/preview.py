@@ -128,7 +128,7 @@ def preview(
     if not articles:
         return None
     rendered, data = editions.message_for(
-        member, edition_key, articles, message_id, now, delivery_id=delivery_id, counted=False
+        member, edition_key, articles, message_id, now, delivery_id=delivery_id
     )
     return Preview(member, edition_key, articles, rendered, data, delivery_id)
 
