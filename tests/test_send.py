@@ -676,12 +676,15 @@ def test_an_edition_failing_after_the_next_was_planned_leaves_its_articles_owed(
 
 
 def test_an_smtp_outage_of_any_length_ends_with_every_delivery_sent_once(
-    engine: Engine, settings: Settings
+    engine: Engine, settings: Settings, db_url: str
 ) -> None:
     """The server goes away mid-send (connections refused), then greets with 421 for as many
     retries as a 10-minute outage would bring at the default pause (with pause_seconds=1:
     the clock scaled through the settings). No delivery spends an attempt on it: with the
-    default max_attempts all 800 end sent, each message received once."""
+    default max_attempts all 800 end sent, each message received once. (One backend: the
+    store is not what this outage is about; status on both is tested in test_cli.)"""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("one backend is enough for an SMTP outage")
     now = datetime.now(UTC)
     seed(engine, 800, now)
     assert plan(engine, settings, now, force=True).planned == 800
