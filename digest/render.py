@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -481,6 +481,19 @@ _SIZES: dict[str, int] = {}
 _SIZES_MAX = 4096
 
 
+def _as_run(
+    sections: Iterable[str],
+    collect: list[Insert] | None,
+    stand_in: Callable[[int], str] | None,
+) -> Markup:
+    """Sections printed as they are, or (with ``collect`` and ``stand_in``) collected as one
+    run behind a single stand-in for the section cache to put back."""
+    if collect is None or stand_in is None:
+        return Markup("".join(sections))
+    collect.append(tuple(sections))
+    return Markup(stand_in(len(collect) - 1))
+
+
 class Renderer:
     """Renders digests and confirmation mails from one templates directory.
 
@@ -711,10 +724,7 @@ class Renderer:
             for scope in (clicks.under(group.topic) if clicks is not None else None,)
             for i, a in enumerate(group.articles)
         )
-        if collect is None or stand_in is None:
-            return Markup("".join(cards))
-        collect.append(tuple(cards))  # one stand-in for the run
-        return Markup(stand_in(len(collect) - 1))
+        return _as_run(cards, collect, stand_in)
 
     def _contents_entries(
         self,
@@ -745,10 +755,7 @@ class Renderer:
             for scope in (clicks.under(group.topic) if clicks is not None else None,)
             for i, a in enumerate(group.articles)
         )
-        if collect is None or stand_in is None:
-            return Markup("".join(entries))
-        collect.append(tuple(entries))  # one stand-in for the run
-        return Markup(stand_in(len(collect) - 1))
+        return _as_run(entries, collect, stand_in)
 
     def _contents_texts(
         self,
