@@ -4,8 +4,6 @@ a clock moved by hand, and the app over them."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,26 +64,12 @@ def seed_archive(engine: Engine, extra: list[dict[str, Any]] | None = None) -> N
 def serve(engine: Engine, settings: Settings) -> Iterator[tuple[str, Clock]]:
     """The app under uvicorn on a free loopback port (``base_url`` pointing at it, so links
     in mails open it); yields its base URL and its clock."""
-    import uvicorn
-
     from digest.web import create_app
-    from tests.conftest import free_port
+    from tests.conftest import free_port, serve_app
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     clock = Clock()
     app = create_app(settings.replace(base_url=base), engine, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn-archive", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
+    with serve_app(app, port):
         yield base, clock
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -231,3 +233,27 @@ class CLI:
 @pytest.fixture
 def cli(cli_env: dict[str, str]) -> CLI:
     return CLI(cli_env)
+
+
+# ---------------------------------------------------------------- a live web app
+
+
+@contextmanager
+def serve_app(app: Any, port: int, start_seconds: float = 30) -> Iterator[None]:
+    """``app`` under uvicorn on 127.0.0.1:``port`` in a thread, until the block ends."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_seconds
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -8,7 +8,6 @@ server, and DIGEST_BASE_URL points at the app so every link in a mail opens it.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,7 +21,7 @@ from digest.ingest.records import ArticleRecord
 from digest.ingest.store import upsert_articles
 from digest.settings import Settings
 from digest.web import create_app
-from tests.conftest import CLI, SMTPServer, free_port
+from tests.conftest import CLI, SMTPServer, free_port, serve_app
 from tests.test_web import NOW, PASSWORD, Clock, member_topics, seed, status_of
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,27 +41,13 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium n
 @pytest.fixture
 def live(engine: Engine, settings: Settings) -> Iterator[tuple[str, Clock]]:
     """The app under uvicorn on 127.0.0.1:<free port>; yields its base URL and its clock."""
-    import uvicorn
-
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     web_settings = settings.replace(base_url=base, editor_password=PASSWORD)
     clock = Clock()
     app = create_app(web_settings, engine, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
+    with serve_app(app, port, start_seconds=10):
         yield base, clock
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
